@@ -1,0 +1,2 @@
+//! The core.
+pub mod domain;

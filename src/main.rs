@@ -1,0 +1,2 @@
+//! provd binary.
+fn main() {}
