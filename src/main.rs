@@ -1,2 +1,9 @@
-//! provd binary.
-fn main() {}
+//! The `provd` binary: parse, load config, init telemetry, run.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let _cli = cli::Cli::parse();
+}
