@@ -1,2 +1,17 @@
-//! The core.
+//! provd's core: the pure domain, the ports it needs, and the supervised actors.
+//!
+//! * [`domain`]: synchronous logic with no I/O (Merkle, notes, VeriKey, invalidation rules).
+//! * [`ports`]: the narrow async traits actors use to reach stores, caches and the bus.
+//! * [`supervisor`], [`invalidator`]: the actors; [`health`] is what `/readyz` reads.
+//! * `testing` (feature): in-memory fakes of the ports for unit tests.
+//!
+//! This crate never names a database, cache, broker or HTTP library: adapters live in the
+//! `provd` package.
+
 pub mod domain;
+pub mod health;
+pub mod invalidator;
+pub mod ports;
+pub mod supervisor;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

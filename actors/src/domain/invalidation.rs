@@ -1,0 +1,370 @@
+//! Invalidation rules: what an event asks to remove, and the ledger row that records it.
+//!
+//! Every trigger (signer revoked, feed epoch advanced, policy updated, explicit) becomes one
+//! [`Invalidation`]: a [`Criterion`] saying which entries go, plus who asked and why. The
+//! criterion is kept in the ledger row's metadata so a replay can re-apply it exactly.
+
+use chrono::{DateTime, Utc};
+use events::CloudEvent;
+use events::data::{
+    FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, RevocationRecorded, SignerRevoked,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::DomainError;
+use super::epoch::FeedEpoch;
+
+/// The ledger's `revocation_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationType {
+    /// A signing key or signer set was revoked.
+    Signer,
+    /// A vulnerability feed advanced.
+    FeedEpoch,
+    /// A policy changed.
+    Policy,
+    /// Someone asked explicitly.
+    Explicit,
+}
+
+impl RevocationType {
+    /// The stored and labelled form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationType::Signer => "signer",
+            RevocationType::FeedEpoch => "feed_epoch",
+            RevocationType::Policy => "policy",
+            RevocationType::Explicit => "explicit",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RevocationType::Signer,
+            RevocationType::FeedEpoch,
+            RevocationType::Policy,
+            RevocationType::Explicit,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// Which entries an invalidation removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Criterion {
+    /// The one entry with this VeriKey.
+    VeriKey(String),
+    /// Every entry whose signer set contains this key ID.
+    SignerKeyId(String),
+    /// Every entry signed by this signer set.
+    SignerSetHash(String),
+    /// Every entry decided under this policy hash.
+    PolicyHash(String),
+    /// Every entry (of `feed_id`, when given) whose feed epoch is older than `before`.
+    FeedEpochBefore {
+        /// Restricts the criterion to one feed, when the event names it.
+        feed_id: Option<String>,
+        /// Entries with an older epoch go.
+        before: FeedEpoch,
+    },
+}
+
+impl Criterion {
+    /// The criterion's name in ledger metadata.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Criterion::VeriKey(_) => "veri_key",
+            Criterion::SignerKeyId(_) => "signer_key_id",
+            Criterion::SignerSetHash(_) => "signer_set_hash",
+            Criterion::PolicyHash(_) => "policy_hash",
+            Criterion::FeedEpochBefore { .. } => "feed_epoch_before",
+        }
+    }
+
+    /// The ledger's `revoked_key`: the value the criterion matches on.
+    pub fn value(&self) -> String {
+        match self {
+            Criterion::VeriKey(v)
+            | Criterion::SignerKeyId(v)
+            | Criterion::SignerSetHash(v)
+            | Criterion::PolicyHash(v) => v.clone(),
+            Criterion::FeedEpochBefore { before, .. } => before.to_string(),
+        }
+    }
+
+    /// Metadata that lets a replay rebuild this criterion.
+    pub fn to_metadata(&self) -> serde_json::Value {
+        match self {
+            Criterion::FeedEpochBefore { feed_id, before } => json!({
+                "criterion": self.name(),
+                "value": before.to_string(),
+                "feed_id": feed_id,
+            }),
+            _ => json!({"criterion": self.name(), "value": self.value()}),
+        }
+    }
+
+    /// Rebuilds a criterion from ledger metadata.
+    pub fn from_metadata(meta: &serde_json::Value) -> Result<Self, DomainError> {
+        let bad = |why: &str| DomainError::InvalidCriterion(why.to_owned());
+        let name = meta
+            .get("criterion")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("metadata has no `criterion`"))?;
+        let value = meta
+            .get("value")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad("metadata has no `value`"))?
+            .to_owned();
+        Ok(match name {
+            "veri_key" => Criterion::VeriKey(value),
+            "signer_key_id" => Criterion::SignerKeyId(value),
+            "signer_set_hash" => Criterion::SignerSetHash(value),
+            "policy_hash" => Criterion::PolicyHash(value),
+            "feed_epoch_before" => Criterion::FeedEpochBefore {
+                feed_id: meta
+                    .get("feed_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
+                before: FeedEpoch::parse(&value)?,
+            },
+            other => return Err(bad(&format!("unknown criterion {other:?}"))),
+        })
+    }
+}
+
+/// One invalidation to carry out and record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The ledger's revocation id: the id of the event that asked for it, so a redelivered
+    /// event is recognised and invalidates once.
+    pub revocation_id: Uuid,
+    /// The ledger's type.
+    pub revocation_type: RevocationType,
+    /// Which entries go.
+    pub criterion: Criterion,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asked (the event's `source`).
+    pub source: String,
+    /// Correlation id for tracing.
+    pub correlation_id: Option<String>,
+}
+
+fn event_uuid<T>(event: &CloudEvent<T>) -> Result<Uuid, DomainError> {
+    Uuid::parse_str(&event.id).map_err(|_| DomainError::InvalidCriterion("event id".to_owned()))
+}
+
+fn non_blank(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+impl Invalidation {
+    fn from_event<T>(
+        event: &CloudEvent<T>,
+        revocation_type: RevocationType,
+        criterion: Criterion,
+        reason: Option<String>,
+    ) -> Result<Self, DomainError> {
+        Ok(Invalidation {
+            revocation_id: event_uuid(event)?,
+            revocation_type,
+            criterion,
+            reason,
+            source: event.source.clone(),
+            correlation_id: event.correlationid.clone(),
+        })
+    }
+
+    /// An explicit invalidation (API or `prov.events.invalidate`).
+    pub fn explicit(event: &CloudEvent<InvalidateRequested>) -> Result<Self, DomainError> {
+        let d = &event.data;
+        let criterion = if let Some(v) = non_blank(&d.veri_key) {
+            Criterion::VeriKey(v)
+        } else if let Some(v) = non_blank(&d.signer_set_hash) {
+            Criterion::SignerSetHash(v)
+        } else if let Some(v) = non_blank(&d.policy_hash) {
+            Criterion::PolicyHash(v)
+        } else if let Some(v) = non_blank(&d.feed_epoch_before) {
+            Criterion::FeedEpochBefore {
+                feed_id: None,
+                before: FeedEpoch::parse(&v)?,
+            }
+        } else {
+            return Err(DomainError::InvalidCriterion(
+                "no criterion: give veri_key, signer_set_hash, policy_hash or feed_epoch_before"
+                    .to_owned(),
+            ));
+        };
+        Self::from_event(
+            event,
+            RevocationType::Explicit,
+            criterion,
+            Some(d.reason.clone()),
+        )
+    }
+
+    /// A signer revocation, by key ID or by signer-set hash.
+    pub fn signer_revoked(event: &CloudEvent<SignerRevoked>) -> Result<Self, DomainError> {
+        let d = &event.data;
+        let criterion = if let Some(k) = non_blank(&d.signer_key_id) {
+            Criterion::SignerKeyId(k)
+        } else if let Some(h) = non_blank(&d.signer_set_hash) {
+            Criterion::SignerSetHash(h)
+        } else {
+            return Err(DomainError::InvalidCriterion(
+                "give signer_key_id or signer_set_hash".to_owned(),
+            ));
+        };
+        Self::from_event(event, RevocationType::Signer, criterion, d.reason.clone())
+    }
+
+    /// A feed epoch advance: entries of that feed with an older epoch go.
+    pub fn feed_epoch_advanced(event: &CloudEvent<FeedEpochAdvanced>) -> Result<Self, DomainError> {
+        let d = &event.data;
+        let criterion = Criterion::FeedEpochBefore {
+            feed_id: Some(d.feed_id.clone()),
+            before: FeedEpoch::parse(&d.new_epoch)?,
+        };
+        Self::from_event(
+            event,
+            RevocationType::FeedEpoch,
+            criterion,
+            d.reason.clone(),
+        )
+    }
+
+    /// A policy update: entries decided under the old policy go.
+    pub fn policy_updated(event: &CloudEvent<PolicyUpdated>) -> Result<Self, DomainError> {
+        let d = &event.data;
+        Self::from_event(
+            event,
+            RevocationType::Policy,
+            Criterion::PolicyHash(d.old_policy_hash.clone()),
+            d.reason.clone(),
+        )
+    }
+
+    /// Metadata stored with the ledger row.
+    pub fn metadata(&self) -> serde_json::Value {
+        self.criterion.to_metadata()
+    }
+}
+
+/// One committed row of the revocation ledger (`prov_revocations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    /// Position in the ledger; strictly increasing.
+    pub seq_no: i64,
+    /// The revocation's id.
+    pub revocation_id: Uuid,
+    /// `signer`, `feed_epoch`, `policy` or `explicit`.
+    pub revocation_type: String,
+    /// What was revoked.
+    pub revoked_key: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// How many entries were deleted.
+    pub entries_invalidated: i64,
+    /// Who asked.
+    pub source: String,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Commit time.
+    pub revoked_at: DateTime<Utc>,
+    /// The criterion and anything else recorded.
+    pub metadata: serde_json::Value,
+}
+
+impl From<LedgerRow> for RevocationRecorded {
+    fn from(r: LedgerRow) -> Self {
+        RevocationRecorded {
+            seq_no: r.seq_no,
+            revocation_id: r.revocation_id,
+            revocation_type: r.revocation_type,
+            revoked_key: r.revoked_key,
+            reason: r.reason,
+            entries_invalidated: r.entries_invalidated,
+            source: r.source,
+            correlation_id: r.correlation_id,
+            revoked_at: r.revoked_at,
+            metadata: r.metadata,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_event_maps_to_its_criterion_and_back_through_metadata() {
+        let ev = CloudEvent::new(
+            "urn:test",
+            InvalidateRequested {
+                veri_key: None,
+                signer_set_hash: None,
+                policy_hash: None,
+                feed_epoch_before: Some("1.10.0".into()),
+                reason: "feed moved".into(),
+            },
+        );
+        let inv = Invalidation::explicit(&ev).expect("maps");
+        assert_eq!(inv.revocation_type, RevocationType::Explicit);
+        assert_eq!(inv.revocation_id.to_string(), ev.id);
+        assert_eq!(
+            Criterion::from_metadata(&inv.metadata()).expect("round trip"),
+            inv.criterion
+        );
+        assert_eq!(inv.criterion.value(), "1.10.0");
+    }
+
+    #[test]
+    fn signer_revocation_prefers_the_key_id() {
+        let ev = CloudEvent::new(
+            "urn:authority",
+            SignerRevoked {
+                signer_key_id: Some("key-1".into()),
+                signer_set_hash: None,
+                reason: None,
+            },
+        );
+        let inv = Invalidation::signer_revoked(&ev).expect("maps");
+        assert_eq!(inv.criterion, Criterion::SignerKeyId("key-1".into()));
+        assert_eq!(inv.revocation_type.as_str(), "signer");
+    }
+
+    #[test]
+    fn a_malformed_epoch_is_refused() {
+        let ev = CloudEvent::new(
+            "urn:feeds",
+            FeedEpochAdvanced {
+                feed_id: "osv".into(),
+                new_epoch: "not-an-epoch".into(),
+                previous_epoch: None,
+                reason: None,
+            },
+        );
+        assert!(matches!(
+            Invalidation::feed_epoch_advanced(&ev),
+            Err(DomainError::InvalidEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_metadata_is_refused() {
+        assert!(Criterion::from_metadata(&json!({"criterion": "nope", "value": "x"})).is_err());
+        assert!(Criterion::from_metadata(&json!({})).is_err());
+        for t in ["signer", "feed_epoch", "policy", "explicit"] {
+            assert_eq!(RevocationType::parse(t).map(|t| t.as_str()), Some(t));
+        }
+    }
+}

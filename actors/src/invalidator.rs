@@ -1,0 +1,463 @@
+//! The invalidator actors: one per trigger subject, each a durable consumer.
+//!
+//! For every event: decode it (a malformed one is recorded, counted and terminated so it
+//! never stalls the consumer), delete the matching entries and append the ledger row in one
+//! transaction, purge the hot tier, and only then ack. A store outage naks the event with a
+//! growing delay; it is never dropped.
+//!
+//! A pump task pulls batches from the bus and hands each to the actor, waiting until the
+//! actor has settled it before pulling more. The actor's mailbox is never blocked on the
+//! bus's long poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use events::data::{FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, SignerRevoked};
+use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::domain::DomainError;
+use crate::domain::invalidation::Invalidation;
+use crate::ports::{
+    ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEvent,
+    RejectedEventStore, StartPosition,
+};
+
+/// Largest payload kept when an event is rejected.
+const MAX_KEPT_PAYLOAD: usize = 64 * 1024;
+
+/// The event that drives an invalidator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `prov.events.invalidate`.
+    Explicit,
+    /// `prov.events.signer.revoked`.
+    SignerRevoked,
+    /// `prov.events.feed.epoch_advanced`.
+    FeedEpochAdvanced,
+    /// `prov.events.policy.updated`.
+    PolicyUpdated,
+}
+
+/// Why an event cannot be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Bounded reason (metric label).
+    pub reason: &'static str,
+    /// What exactly is wrong.
+    pub detail: String,
+    /// The event id, when known.
+    pub event_id: Option<String>,
+}
+
+impl Trigger {
+    /// Every trigger.
+    pub const ALL: [Trigger; 4] = [
+        Trigger::Explicit,
+        Trigger::SignerRevoked,
+        Trigger::FeedEpochAdvanced,
+        Trigger::PolicyUpdated,
+    ];
+
+    /// The event kind it consumes.
+    pub fn kind(self) -> EventKind {
+        match self {
+            Trigger::Explicit => EventKind::InvalidateRequested,
+            Trigger::SignerRevoked => EventKind::SignerRevoked,
+            Trigger::FeedEpochAdvanced => EventKind::FeedEpochAdvanced,
+            Trigger::PolicyUpdated => EventKind::PolicyUpdated,
+        }
+    }
+
+    /// The actor's name and durable consumer name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Explicit => "invalidator-explicit",
+            Trigger::SignerRevoked => "invalidator-signer",
+            Trigger::FeedEpochAdvanced => "invalidator-feed-epoch",
+            Trigger::PolicyUpdated => "invalidator-policy",
+        }
+    }
+
+    /// Decodes one payload into the invalidation it asks for.
+    pub fn decode(self, payload: &[u8]) -> Result<Invalidation, Rejection> {
+        fn map<T>(
+            r: Result<CloudEvent<T>, events::DecodeError>,
+            f: impl FnOnce(&CloudEvent<T>) -> Result<Invalidation, DomainError>,
+        ) -> Result<Invalidation, Rejection> {
+            let event = r.map_err(|e| Rejection {
+                reason: e.reason.as_str(),
+                detail: e.detail,
+                event_id: e.event_id,
+            })?;
+            f(&event).map_err(|e| Rejection {
+                reason: RejectReason::InvalidData.as_str(),
+                detail: e.to_string(),
+                event_id: Some(event.id.clone()),
+            })
+        }
+        match self {
+            Trigger::Explicit => map(
+                decode_as::<InvalidateRequested>(payload),
+                Invalidation::explicit,
+            ),
+            Trigger::SignerRevoked => map(
+                decode_as::<SignerRevoked>(payload),
+                Invalidation::signer_revoked,
+            ),
+            Trigger::FeedEpochAdvanced => map(
+                decode_as::<FeedEpochAdvanced>(payload),
+                Invalidation::feed_epoch_advanced,
+            ),
+            Trigger::PolicyUpdated => map(
+                decode_as::<PolicyUpdated>(payload),
+                Invalidation::policy_updated,
+            ),
+        }
+    }
+
+    /// The durable consumer this trigger reads from.
+    pub fn consumer(self, subjects: &Subjects) -> ConsumerSpec {
+        let kind = self.kind();
+        ConsumerSpec {
+            stream: subjects.stream_name(streams::stream_of(kind)),
+            durable: self.name().to_owned(),
+            filter_subject: subjects.subject(kind),
+            // The seed: a new invalidator starts at the stream's end; afterwards the durable
+            // position carries it across restarts.
+            start: StartPosition::New,
+            ack_wait: Duration::from_secs(60),
+            // An invalidation is never given up on: an outage only delays it.
+            max_deliver: -1,
+        }
+    }
+}
+
+/// What an invalidator needs from the outside.
+#[derive(Clone)]
+pub struct InvalidatorDeps {
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The durable store.
+    pub store: Arc<dyn InvalidationStore>,
+    /// Where refused events go.
+    pub rejects: Arc<dyn RejectedEventStore>,
+    /// The hot tier to purge.
+    pub cache: Arc<dyn HotCachePurge>,
+    /// This deployment's subjects.
+    pub subjects: Subjects,
+}
+
+/// One invalidator. Config lives here; the pump lives in [`InvalidatorState`].
+#[derive(Clone)]
+pub struct Invalidator {
+    trigger: Trigger,
+    deps: InvalidatorDeps,
+    batch_size: usize,
+}
+
+impl Invalidator {
+    /// An invalidator for `trigger`.
+    pub fn new(trigger: Trigger, deps: InvalidatorDeps) -> Self {
+        Invalidator {
+            trigger,
+            deps,
+            batch_size: 64,
+        }
+    }
+}
+
+/// Messages an invalidator handles.
+pub enum InvalidatorMsg {
+    /// A batch from the bus; reply when every delivery is settled.
+    Batch(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
+    /// The bus subscription broke; fail so the supervisor resubscribes.
+    PumpFailed(String),
+}
+
+/// The running pump.
+pub struct InvalidatorState {
+    pump: Option<JoinHandle<()>>,
+    subscription: Option<Box<dyn crate::ports::Subscription>>,
+}
+
+fn nak_delay(delivered: u64) -> Duration {
+    let shift = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(6)
+        .min(6);
+    Duration::from_millis(500 * (1 << shift)).min(Duration::from_secs(30))
+}
+
+impl Invalidator {
+    async fn process(&self, delivery: &dyn Delivery) {
+        let kind = self.trigger.kind();
+        let base_subject = kind.base_subject();
+        let inv = match self.trigger.decode(delivery.payload()) {
+            Ok(inv) => inv,
+            Err(rej) => {
+                tracing::warn!(
+                    subject = delivery.subject(),
+                    reason = rej.reason,
+                    detail = %rej.detail,
+                    event_id = rej.event_id.as_deref().unwrap_or("-"),
+                    "rejected event"
+                );
+                metrics::counter!(
+                    "provd_events_rejected_total",
+                    "subject" => base_subject,
+                    "reason" => rej.reason
+                )
+                .increment(1);
+                let payload = delivery.payload();
+                let record = RejectedEvent {
+                    subject: delivery.subject().to_owned(),
+                    event_id: rej.event_id,
+                    reason: rej.reason.to_owned(),
+                    detail: rej.detail,
+                    payload: payload[..payload.len().min(MAX_KEPT_PAYLOAD)].to_vec(),
+                    rejected_at: Utc::now(),
+                };
+                if let Err(e) = self.deps.rejects.record_rejected(&record).await {
+                    // The counter and the log line above still record it.
+                    tracing::warn!(error = %e, "could not store rejected event");
+                }
+                if let Err(e) = delivery.term().await {
+                    tracing::warn!(error = %e, "could not terminate rejected event");
+                }
+                return;
+            }
+        };
+        match self.deps.store.invalidate(&inv).await {
+            Ok(outcome) => {
+                let ty = inv.revocation_type.as_str();
+                if outcome.duplicate {
+                    tracing::debug!(revocation_id = %inv.revocation_id, "duplicate event; already recorded");
+                } else {
+                    metrics::counter!("provd_invalidations_total", "type" => ty).increment(1);
+                    metrics::counter!("provd_entries_invalidated_total", "type" => ty)
+                        .increment(outcome.deleted_keys.len() as u64);
+                    tracing::info!(
+                        seq_no = outcome.row.seq_no,
+                        revocation_id = %inv.revocation_id,
+                        revocation_type = ty,
+                        revoked_key = %outcome.row.revoked_key,
+                        entries = outcome.row.entries_invalidated,
+                        "invalidated"
+                    );
+                }
+                if !outcome.deleted_keys.is_empty()
+                    && let Err(e) = self.deps.cache.purge(&outcome.deleted_keys).await
+                {
+                    metrics::counter!("provd_hot_cache_purge_errors_total").increment(1);
+                    tracing::warn!(error = %e, "hot-tier purge failed; entries expire by TTL");
+                }
+                if let Err(e) = delivery.ack().await {
+                    // The effect is committed; a redelivery is recognised as a duplicate.
+                    tracing::warn!(error = %e, "ack failed");
+                }
+            }
+            Err(e) => {
+                let delay = nak_delay(delivery.delivered());
+                metrics::counter!("provd_event_processing_errors_total", "subject" => base_subject)
+                    .increment(1);
+                tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "invalidation failed; will retry");
+                if let Err(e) = delivery.nak(delay).await {
+                    tracing::warn!(error = %e, "nak failed; the bus redelivers after ack_wait");
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Invalidator {
+    type Msg = InvalidatorMsg;
+    type State = InvalidatorState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let spec = self.trigger.consumer(&self.deps.subjects);
+        let subscription = self.deps.bus.subscribe(&spec).await?;
+        Ok(InvalidatorState {
+            pump: None,
+            subscription: Some(subscription),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut sub) = state.subscription.take() else {
+            return Ok(());
+        };
+        let batch = self.batch_size;
+        state.pump = Some(tokio::spawn(async move {
+            loop {
+                match sub.next_batch(batch, Duration::from_secs(1)).await {
+                    Ok(b) if b.is_empty() => {}
+                    Ok(b) => {
+                        let (tx, rx) = oneshot::channel();
+                        if myself.cast(InvalidatorMsg::Batch(b, tx)).is_err() || rx.await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = myself.cast(InvalidatorMsg::PumpFailed(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            InvalidatorMsg::Batch(deliveries, done) => {
+                for d in &deliveries {
+                    self.process(d.as_ref()).await;
+                }
+                let _ = done.send(());
+                Ok(())
+            }
+            InvalidatorMsg::PumpFailed(e) => Err(format!("event subscription failed: {e}").into()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(pump) = state.pump.take() {
+            pump.abort();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemoryBus, MemoryCache, MemoryStore, Settlement};
+    use serde_json::json;
+
+    fn deps(bus: &MemoryBus, store: &MemoryStore, cache: &MemoryCache) -> InvalidatorDeps {
+        InvalidatorDeps {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store.clone()),
+            rejects: Arc::new(store.clone()),
+            cache: Arc::new(cache.clone()),
+            subjects: Subjects::new("t"),
+        }
+    }
+
+    async fn eventually(f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "condition not met in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn invalidates_purges_and_acks_then_survives_a_malformed_event() {
+        let bus = MemoryBus::new();
+        let store = MemoryStore::new();
+        let cache = MemoryCache::new();
+        store.insert_entry("sha256:k1", "sha256:pol", "sha256:ss", &["key-a"], None);
+        store.insert_entry("sha256:k2", "sha256:other", "sha256:ss", &["key-b"], None);
+        cache.put("sha256:k1");
+        cache.put("sha256:k2");
+
+        let (actor, _h) = Actor::spawn(
+            None,
+            Invalidator::new(Trigger::Explicit, deps(&bus, &store, &cache)),
+            (),
+        )
+        .await
+        .expect("starts");
+        let subject = "t.prov.events.invalidate";
+        bus.publish_raw(subject, b"{not json".to_vec());
+        let good = CloudEvent::new(
+            "urn:test",
+            InvalidateRequested {
+                veri_key: None,
+                signer_set_hash: None,
+                policy_hash: Some("sha256:pol".into()),
+                feed_epoch_before: None,
+                reason: "policy withdrawn".into(),
+            },
+        );
+        bus.publish_raw(subject, good.to_json());
+        // The same event again (a redelivery or a republish): invalidates once.
+        bus.publish_raw(subject, good.to_json());
+
+        eventually(|| bus.settlements().len() == 3).await;
+        assert_eq!(
+            bus.settlements(),
+            vec![Settlement::Term, Settlement::Ack, Settlement::Ack]
+        );
+        let ledger = store.ledger();
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger[0].revoked_key, "sha256:pol");
+        assert_eq!(ledger[0].entries_invalidated, 1);
+        assert_eq!(ledger[0].revocation_id.to_string(), good.id);
+        assert!(!store.has_entry("sha256:k1"));
+        assert!(store.has_entry("sha256:k2"));
+        assert!(!cache.has("sha256:k1"));
+        assert!(cache.has("sha256:k2"));
+        let rejected = store.rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].reason, "invalid_json");
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_naks_and_the_event_is_processed_later() {
+        let bus = MemoryBus::new();
+        let store = MemoryStore::new();
+        let cache = MemoryCache::new();
+        store.insert_entry("sha256:k1", "sha256:pol", "sha256:ss", &["key-a"], None);
+        store.set_available(false);
+        let (actor, _h) = Actor::spawn(
+            None,
+            Invalidator::new(Trigger::SignerRevoked, deps(&bus, &store, &cache)),
+            (),
+        )
+        .await
+        .expect("starts");
+        let ev = json!({
+            "specversion": "1.0", "id": uuid::Uuid::now_v7().to_string(),
+            "source": "urn:authority", "type": "dev.provd.signer.revoked.v1",
+            "data": {"signer_key_id": "key-a", "reason": "compromised"}
+        });
+        bus.publish_raw(
+            "t.prov.events.signer.revoked",
+            serde_json::to_vec(&ev).expect("json"),
+        );
+        eventually(|| bus.settlements().first() == Some(&Settlement::Nak)).await;
+        assert!(store.has_entry("sha256:k1"));
+        store.set_available(true);
+        eventually(|| bus.settlements().contains(&Settlement::Ack)).await;
+        assert!(!store.has_entry("sha256:k1"));
+        assert_eq!(store.ledger()[0].revocation_type, "signer");
+        actor.stop(None);
+    }
+}

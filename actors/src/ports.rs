@@ -1,0 +1,149 @@
+//! The narrow interfaces the actors need from the outside world.
+//!
+//! Adapters in the `provd` package implement them for PostgreSQL, Redis and NATS JetStream
+//! (and, in embedded mode, SQLite, an in-process cache and an in-process bus); the
+//! `testing` feature provides in-memory fakes. No actor knows which one it talks to.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::invalidation::{Invalidation, LedgerRow};
+
+/// Errors a port reports. Adapters map their own errors onto these kinds, which tell an
+/// actor whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The backing service is unreachable or timed out; retrying later may succeed.
+    #[error("{service} unavailable: {message}")]
+    Unavailable {
+        /// Which service (`postgres`, `redis`, `nats`, ...).
+        service: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The request itself is wrong; retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+impl PortError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PortError::Unavailable { .. })
+    }
+}
+
+/// Where a new durable consumer starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// Only messages published after the consumer is first created (the stream's end).
+    New,
+    /// Everything the stream still holds.
+    All,
+}
+
+/// A durable consumer: its position survives restarts of provd and of the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// Stream name (already prefixed).
+    pub stream: String,
+    /// Durable consumer name; unique per stream.
+    pub durable: String,
+    /// Subject filter (already prefixed).
+    pub filter_subject: String,
+    /// Where a consumer that does not exist yet starts.
+    pub start: StartPosition,
+    /// How long a delivered message may stay unacknowledged before redelivery.
+    pub ack_wait: Duration,
+    /// How many deliveries before the broker gives up on a message.
+    pub max_deliver: i64,
+}
+
+/// One delivered message, to be settled exactly once with ack, nak or term.
+#[async_trait]
+pub trait Delivery: Send + Sync {
+    /// The subject it was published on.
+    fn subject(&self) -> &str;
+    /// The raw payload.
+    fn payload(&self) -> &[u8];
+    /// How many times it has been delivered, starting at 1.
+    fn delivered(&self) -> u64;
+    /// Done: never deliver it again.
+    async fn ack(&self) -> Result<(), PortError>;
+    /// Not now: deliver it again after `delay`.
+    async fn nak(&self, delay: Duration) -> Result<(), PortError>;
+    /// Never: it cannot be processed; do not redeliver.
+    async fn term(&self) -> Result<(), PortError>;
+}
+
+/// A pull subscription on a durable consumer.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Up to `max` messages, waiting at most `wait` for the first; empty when none came.
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Box<dyn Delivery>>, PortError>;
+}
+
+/// The event bus: JetStream or the in-process bus.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes durably; returns once the broker has stored it. `msg_id` deduplicates.
+    async fn publish(&self, subject: &str, msg_id: &str, payload: Vec<u8>)
+    -> Result<(), PortError>;
+    /// Opens (creating if needed) a durable pull consumer.
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, PortError>;
+}
+
+/// What an invalidation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidationOutcome {
+    /// The ledger row (the existing one when the revocation was already recorded).
+    pub row: LedgerRow,
+    /// The VeriKeys deleted by this call, to purge from the hot tiers. Empty for a duplicate.
+    pub deleted_keys: Vec<String>,
+    /// True when this revocation id was already in the ledger: nothing was done again.
+    pub duplicate: bool,
+}
+
+/// The durable store as the invalidators see it.
+#[async_trait]
+pub trait InvalidationStore: Send + Sync + 'static {
+    /// Deletes the matching entries and appends the ledger row, in one transaction.
+    async fn invalidate(&self, inv: &Invalidation) -> Result<InvalidationOutcome, PortError>;
+}
+
+/// An inbound event that was refused, kept for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEvent {
+    /// Subject it arrived on.
+    pub subject: String,
+    /// Its id, when the envelope had one.
+    pub event_id: Option<String>,
+    /// Bounded reason (a metric label value).
+    pub reason: String,
+    /// What exactly is wrong.
+    pub detail: String,
+    /// The payload (possibly truncated).
+    pub payload: Vec<u8>,
+    /// When it was refused.
+    pub rejected_at: DateTime<Utc>,
+}
+
+/// Where refused events are recorded.
+#[async_trait]
+pub trait RejectedEventStore: Send + Sync + 'static {
+    /// Records one refused event.
+    async fn record_rejected(&self, event: &RejectedEvent) -> Result<(), PortError>;
+}
+
+/// The hot tiers (Redis/Valkey, in-process) as an invalidator sees them.
+#[async_trait]
+pub trait HotCachePurge: Send + Sync + 'static {
+    /// Removes these VeriKeys from the hot tier.
+    async fn purge(&self, veri_keys: &[String]) -> Result<(), PortError>;
+}
