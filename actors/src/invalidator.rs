@@ -174,14 +174,11 @@ impl Invalidator {
 pub enum InvalidatorMsg {
     /// A batch from the bus; reply when every delivery is settled.
     Batch(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
-    /// The bus subscription broke; fail so the supervisor resubscribes.
-    PumpFailed(String),
 }
 
 /// The running pump.
 pub struct InvalidatorState {
     pump: Option<JoinHandle<()>>,
-    subscription: Option<Box<dyn crate::ports::Subscription>>,
 }
 
 fn nak_delay(delivered: u64) -> Duration {
@@ -282,12 +279,7 @@ impl Actor for Invalidator {
         _myself: ActorRef<Self::Msg>,
         _args: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        let spec = self.trigger.consumer(&self.deps.subjects);
-        let subscription = self.deps.bus.subscribe(&spec).await?;
-        Ok(InvalidatorState {
-            pump: None,
-            subscription: Some(subscription),
-        })
+        Ok(InvalidatorState { pump: None })
     }
 
     async fn post_start(
@@ -295,23 +287,45 @@ impl Actor for Invalidator {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(mut sub) = state.subscription.take() else {
-            return Ok(());
-        };
+        let spec = self.trigger.consumer(&self.deps.subjects);
+        let bus = self.deps.bus.clone();
         let batch = self.batch_size;
+        let name = self.trigger.name();
         state.pump = Some(tokio::spawn(async move {
+            let mut failures: u32 = 0;
             loop {
-                match sub.next_batch(batch, Duration::from_secs(1)).await {
-                    Ok(b) if b.is_empty() => {}
-                    Ok(b) => {
-                        let (tx, rx) = oneshot::channel();
-                        if myself.cast(InvalidatorMsg::Batch(b, tx)).is_err() || rx.await.is_err() {
+                // A bus outage is not a crash: the pump resubscribes with backoff and
+                // `/readyz` reports the bus as unreachable meanwhile.
+                let mut sub = match bus.subscribe(&spec).await {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = nak_delay(u64::from(failures));
+                        tracing::warn!(actor = name, error = %e, delay_ms = delay.as_millis() as u64, "cannot subscribe; retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                };
+                loop {
+                    match sub.next_batch(batch, Duration::from_secs(1)).await {
+                        Ok(b) if b.is_empty() => failures = 0,
+                        Ok(b) => {
+                            failures = 0;
+                            let (tx, rx) = oneshot::channel();
+                            if myself.cast(InvalidatorMsg::Batch(b, tx)).is_err()
+                                || rx.await.is_err()
+                            {
+                                // The actor is gone; its replacement starts a new pump.
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let delay = nak_delay(u64::from(failures));
+                            tracing::warn!(actor = name, error = %e, delay_ms = delay.as_millis() as u64, "event subscription failed; resubscribing");
+                            tokio::time::sleep(delay).await;
                             break;
                         }
-                    }
-                    Err(e) => {
-                        let _ = myself.cast(InvalidatorMsg::PumpFailed(e.to_string()));
-                        break;
                     }
                 }
             }
@@ -333,7 +347,6 @@ impl Actor for Invalidator {
                 let _ = done.send(());
                 Ok(())
             }
-            InvalidatorMsg::PumpFailed(e) => Err(format!("event subscription failed: {e}").into()),
         }
     }
 

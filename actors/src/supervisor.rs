@@ -80,7 +80,7 @@ impl Default for RestartPolicy {
         RestartPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
-            max_restarts: 10,
+            max_restarts: 5,
             window: Duration::from_secs(60),
         }
     }

@@ -1,10 +1,17 @@
 //! The command line: `provd <command>`.
 //!
-//! Each command group lives in its own module; this one only declares the top level.
+//! Each command group lives in its own module; this one declares the top level and
+//! dispatches. Commands that talk to services load the configuration exactly as `serve`
+//! does (file, then `PROVD_*` variables, then flags).
+
+mod service;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub use service::{ConfigCommand, EventsCommand, ServeArgs};
 
 /// provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
 #[derive(Debug, Parser)]
@@ -22,6 +29,31 @@ pub struct Cli {
 /// Every top-level command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service (HTTP API, actors, event consumers).
-    Serve,
+    /// Run the service: HTTP API, event consumers and actors.
+    #[command(
+        after_help = "Example:\n  PROVD_ADMIN_TOKEN=$(openssl rand -hex 16) provd serve --listen 127.0.0.1:8080"
+    )]
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    #[command(
+        after_help = "Example:\n  provd migrate --database-url postgres://postgres@127.0.0.1:5432/provd"
+    )]
+    Migrate(service::MigrateArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Publish events to provd's subjects.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let config_path = cli.config;
+    match cli.command {
+        Command::Serve(args) => service::serve(config_path.as_deref(), args),
+        Command::Migrate(args) => service::migrate(config_path.as_deref(), args),
+        Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
+        Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
+    }
 }

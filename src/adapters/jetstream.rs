@@ -1,0 +1,236 @@
+//! The event bus on NATS JetStream.
+//!
+//! Streams come from `events::streams` under this deployment's prefix and are created on
+//! first use. Consumers are durable pull consumers with explicit ack, so a restart of provd
+//! or of NATS resumes where it stopped.
+
+use std::time::Duration;
+
+use actors::ports::{ConsumerSpec, Delivery, EventBus, PortError, StartPosition, Subscription};
+use async_nats::jetstream::{self, AckKind, consumer, message::PublishMessage, stream};
+use async_trait::async_trait;
+use events::Subjects;
+use events::streams::{self as defs, Retention};
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+
+use super::AdapterError;
+
+fn nats_err(e: impl std::fmt::Display) -> AdapterError {
+    AdapterError::Nats(e.to_string())
+}
+
+/// The JetStream event bus.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    streams_ready: std::sync::Arc<OnceCell<()>>,
+}
+
+impl std::fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("subjects", &self.subjects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamBus {
+    /// Connects to `url`. The connection is retried in the background when NATS is down,
+    /// so provd starts and reports not-ready instead of exiting.
+    pub async fn connect(url: &str, subjects: Subjects) -> Result<Self, AdapterError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("provd")
+            .connection_timeout(Duration::from_secs(3))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(nats_err)?;
+        let js = jetstream::new(client.clone());
+        Ok(JetStreamBus {
+            client,
+            js,
+            subjects,
+            streams_ready: std::sync::Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// Whether the connection to NATS is up.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The deployment's subjects.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Creates every stream that does not exist yet (idempotent).
+    pub async fn ensure_streams(&self) -> Result<(), AdapterError> {
+        self.streams_ready
+            .get_or_try_init(|| async {
+                for def in &defs::ALL {
+                    let config = stream::Config {
+                        name: self.subjects.stream_name(def),
+                        subjects: self.subjects.stream_subjects(def),
+                        retention: match def.retention {
+                            Retention::Limits => stream::RetentionPolicy::Limits,
+                            Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+                        },
+                        max_age: def.max_age,
+                        max_bytes: def.max_bytes,
+                        duplicate_window: def.duplicate_window,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    };
+                    self.js
+                        .get_or_create_stream(config)
+                        .await
+                        .map_err(nats_err)?;
+                }
+                Ok::<(), AdapterError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes this deployment's streams (tests clean up with it).
+    pub async fn delete_streams(&self) -> Result<(), AdapterError> {
+        for def in &defs::ALL {
+            let name = self.subjects.stream_name(def);
+            match self.js.delete_stream(&name).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(nats_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages not yet delivered or acknowledged on a durable consumer.
+    pub async fn consumer_pending(&self, stream: &str, durable: &str) -> Result<u64, AdapterError> {
+        let s = self.js.get_stream(stream).await.map_err(nats_err)?;
+        let mut c: consumer::PullConsumer = s.get_consumer(durable).await.map_err(nats_err)?;
+        let info = c.info().await.map_err(nats_err)?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+}
+
+#[async_trait]
+impl EventBus for JetStreamBus {
+    async fn publish(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), PortError> {
+        self.ensure_streams().await?;
+        let ack = self
+            .js
+            .send_publish(
+                subject.to_owned(),
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(msg_id),
+            )
+            .await
+            .map_err(nats_err)?;
+        ack.await.map_err(nats_err)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, PortError> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(&spec.stream).await.map_err(nats_err)?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &spec.durable,
+                consumer::pull::Config {
+                    durable_name: Some(spec.durable.clone()),
+                    filter_subject: spec.filter_subject.clone(),
+                    deliver_policy: match spec.start {
+                        StartPosition::New => consumer::DeliverPolicy::New,
+                        StartPosition::All => consumer::DeliverPolicy::All,
+                    },
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: spec.ack_wait,
+                    max_deliver: spec.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats_err)?;
+        Ok(Box::new(JetStreamSubscription { consumer }))
+    }
+}
+
+struct JetStreamSubscription {
+    consumer: consumer::PullConsumer,
+}
+
+#[async_trait]
+impl Subscription for JetStreamSubscription {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Box<dyn Delivery>>, PortError> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(nats_err)?;
+        let mut out: Vec<Box<dyn Delivery>> = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(nats_err)?;
+            let delivered = m.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+            out.push(Box::new(JetStreamDelivery {
+                subject: m.subject.to_string(),
+                delivered,
+                msg: m,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+struct JetStreamDelivery {
+    msg: jetstream::Message,
+    subject: String,
+    delivered: u64,
+}
+
+#[async_trait]
+impl Delivery for JetStreamDelivery {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn payload(&self) -> &[u8] {
+        &self.msg.payload
+    }
+    fn delivered(&self) -> u64 {
+        self.delivered
+    }
+    async fn ack(&self) -> Result<(), PortError> {
+        // Wait for the server's confirmation: the effect is committed, and a lost ack would
+        // only cost a redelivery that the store recognises as a duplicate.
+        self.msg.double_ack().await.map_err(nats_err)?;
+        Ok(())
+    }
+    async fn nak(&self, delay: Duration) -> Result<(), PortError> {
+        self.msg
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(nats_err)?;
+        Ok(())
+    }
+    async fn term(&self) -> Result<(), PortError> {
+        self.msg.ack_with(AckKind::Term).await.map_err(nats_err)?;
+        Ok(())
+    }
+}

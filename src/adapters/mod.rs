@@ -1,0 +1,67 @@
+//! Adapters: the ports of `actors` implemented on real services.
+//!
+//! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
+//! * [`redis`]: the hot tier.
+//! * [`jetstream`]: the event bus on NATS JetStream.
+
+pub mod jetstream;
+pub mod postgres;
+pub mod redis;
+
+use actors::ports::PortError;
+
+/// Errors of the adapter layer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("postgres migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// NATS or JetStream failed.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// A stored value could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl From<AdapterError> for PortError {
+    fn from(e: AdapterError) -> Self {
+        match &e {
+            AdapterError::Postgres(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                PortError::Rejected(e.to_string())
+            }
+            AdapterError::Postgres(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => PortError::Unavailable {
+                service: "postgres",
+                message: e.to_string(),
+            },
+            // Other database errors (serialisation failures, deadlocks, restarts) are worth
+            // one more try too; a real schema problem will keep failing and be visible.
+            AdapterError::Postgres(_) | AdapterError::Migrate(_) => PortError::Unavailable {
+                service: "postgres",
+                message: e.to_string(),
+            },
+            AdapterError::Redis(_) => PortError::Unavailable {
+                service: "redis",
+                message: e.to_string(),
+            },
+            AdapterError::Nats(_) => PortError::Unavailable {
+                service: "nats",
+                message: e.to_string(),
+            },
+            AdapterError::Corrupt(_) => PortError::Rejected(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The composition root: builds the adapters, starts the supervised actors and the HTTP
+//! server, and stops them in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::domain::invalidation::LedgerRow;
+use actors::health::Health;
+use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
+use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
+use async_trait::async_trait;
+use events::Subjects;
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::AdapterError;
+use crate::adapters::jetstream::JetStreamBus;
+use crate::adapters::postgres::PgStore;
+use crate::adapters::redis::RedisCache;
+use crate::config::{Config, mask_url};
+use crate::http::{self, AppState, LedgerQuery, Probe};
+use crate::telemetry;
+
+/// Errors of the composition root.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A required service could not be reached or prepared at start.
+    #[error("{what}: {source}")]
+    Startup {
+        /// What was being done, with the (masked) URL.
+        what: String,
+        /// Why it failed.
+        source: AdapterError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The supervisor could not start.
+    #[error("cannot start the actor system: {0}")]
+    Actors(String),
+}
+
+/// A running provd.
+pub struct App {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    server: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_join: JoinHandle<()>,
+    shutdown_timeout: Duration,
+    health: Health,
+    store: PgStore,
+    bus: JetStreamBus,
+    cache: RedisCache,
+}
+
+struct PgProbe(PgStore);
+#[async_trait]
+impl Probe for PgProbe {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+struct RedisProbe(RedisCache);
+#[async_trait]
+impl Probe for RedisProbe {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+struct NatsProbe(JetStreamBus);
+#[async_trait]
+impl Probe for NatsProbe {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+    async fn check(&self) -> Result<(), String> {
+        if !self.0.is_connected() {
+            return Err("not connected".into());
+        }
+        self.0.ensure_streams().await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl LedgerQuery for PgStore {
+    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, String> {
+        PgStore::revocations(self, since, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Connects to PostgreSQL and applies migrations (`provd migrate`, and `serve` at start).
+pub async fn migrate(config: &Config) -> Result<PgStore, AppError> {
+    let url = mask_url(&config.database_url);
+    let store = PgStore::connect(&config.database_url)
+        .await
+        .map_err(|source| AppError::Startup {
+            what: format!(
+                "cannot reach PostgreSQL at {url} (is it running? `just services` starts it)"
+            ),
+            source,
+        })?;
+    store.migrate().await.map_err(|source| AppError::Startup {
+        what: format!("cannot migrate the database at {url}"),
+        source,
+    })?;
+    Ok(store)
+}
+
+impl App {
+    /// Starts everything and returns once the HTTP server listens.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let metrics = telemetry::metrics();
+        let store = migrate(&config).await?;
+        let cache = RedisCache::new(&config.redis_url, &config.redis_prefix).map_err(|source| {
+            AppError::Startup {
+                what: format!("invalid Redis URL {}", mask_url(&config.redis_url)),
+                source,
+            }
+        })?;
+        let subjects = Subjects::new(config.nats_prefix.clone());
+        let bus = JetStreamBus::connect(&config.nats_url, subjects.clone())
+            .await
+            .map_err(|source| AppError::Startup {
+                what: format!("cannot connect to NATS at {}", mask_url(&config.nats_url)),
+                source,
+            })?;
+
+        let health = Health::new();
+        let deps = InvalidatorDeps {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store.clone()),
+            rejects: Arc::new(store.clone()),
+            cache: Arc::new(cache.clone()),
+            subjects: subjects.clone(),
+        };
+        let children: Vec<ChildSpec> = Trigger::ALL
+            .into_iter()
+            .map(|t| {
+                let deps = deps.clone();
+                ChildSpec::new(t.name(), true, move || {
+                    (Invalidator::new(t, deps.clone()), ())
+                })
+            })
+            .collect();
+        let (supervisor, supervisor_join) = Actor::spawn(
+            None,
+            Supervisor::new(RestartPolicy::default(), health.clone()),
+            children,
+        )
+        .await
+        .map_err(|e| AppError::Actors(e.to_string()))?;
+
+        let state = AppState {
+            bus: Arc::new(bus.clone()),
+            ledger: Arc::new(store.clone()),
+            probes: vec![
+                Arc::new(PgProbe(store.clone())),
+                Arc::new(RedisProbe(cache.clone())),
+                Arc::new(NatsProbe(bus.clone())),
+            ],
+            health: health.clone(),
+            metrics: metrics.clone(),
+            tokens: Arc::new(config.tokens.clone()),
+            subjects,
+            node_id: config.node_id.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let router = http::router(state);
+        let stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        let upkeep_stop = cancel.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = upkeep_stop.cancelled() => break,
+                    _ = tick.tick() => metrics.run_upkeep(),
+                }
+            }
+        });
+        tracing::info!(%addr, node_id = %config.node_id, "provd listening");
+        Ok(App {
+            addr,
+            cancel,
+            server,
+            upkeep,
+            supervisor,
+            supervisor_join,
+            shutdown_timeout: config.shutdown_timeout,
+            health,
+            store,
+            bus,
+            cache,
+        })
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The supervised actors' health.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The PostgreSQL store.
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    /// The event bus.
+    pub fn bus(&self) -> &JetStreamBus {
+        &self.bus
+    }
+
+    /// The hot tier.
+    pub fn cache(&self) -> &RedisCache {
+        &self.cache
+    }
+
+    /// The root supervisor (tests add children to it).
+    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.supervisor
+    }
+
+    /// Stops accepting requests, lets in-flight requests and actor work finish, then stops.
+    pub async fn stop(self) {
+        tracing::info!("shutting down");
+        self.cancel.cancel();
+        if tokio::time::timeout(self.shutdown_timeout, self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still running at the shutdown timeout");
+        }
+        let _ = self.upkeep.await;
+        let drained = ractor::call_t!(
+            self.supervisor,
+            SupervisorMsg::Drain,
+            u64::try_from(self.shutdown_timeout.as_millis()).unwrap_or(u64::MAX)
+        );
+        if drained.is_err() {
+            tracing::warn!("actors still busy at the shutdown timeout");
+        }
+        self.supervisor.stop(None);
+        let _ = self.supervisor_join.await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs provd until `shutdown` completes, then stops gracefully.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let app = App::start(config).await?;
+    shutdown.await;
+    app.stop().await;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Commands that run or prepare the service: `serve`, `migrate`, `config check`,
+//! `events publish`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use actors::ports::EventBus;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use events::{Subjects, decode};
+
+use crate::adapters::jetstream::JetStreamBus;
+use crate::app;
+use crate::config::{Config, RawConfig};
+use crate::telemetry;
+
+/// Connection flags shared by commands that reach services.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectionFlags {
+    /// PostgreSQL URL (overrides `database_url` and `PROVD_DATABASE_URL`).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Redis / Valkey URL (overrides `redis_url` and `PROVD_REDIS_URL`).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// NATS URL (overrides `nats_url` and `PROVD_NATS_URL`).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+}
+
+impl ConnectionFlags {
+    fn apply(&self, raw: &mut RawConfig) {
+        if let Some(v) = &self.database_url {
+            raw.database_url = Some(v.clone());
+        }
+        if let Some(v) = &self.redis_url {
+            raw.redis_url = Some(v.clone());
+        }
+        if let Some(v) = &self.nats_url {
+            raw.nats_url = Some(v.clone());
+        }
+    }
+}
+
+/// `provd serve` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides `listen` and `PROVD_LISTEN`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// This node's name (overrides `node_id` and `PROVD_NODE_ID`).
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Service URLs.
+    #[command(flatten)]
+    pub connections: ConnectionFlags,
+}
+
+/// `provd migrate` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MigrateArgs {
+    /// Service URLs.
+    #[command(flatten)]
+    pub connections: ConnectionFlags,
+}
+
+/// `provd config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets masked.
+    #[command(after_help = "Example:\n  provd --config provd.toml config check")]
+    Check,
+}
+
+/// `provd events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Publish a CloudEvent (JSON file, or `-` for stdin) on the subject its type belongs to.
+    #[command(after_help = "Example:\n  provd events publish docs/examples/invalidate.json")]
+    Publish {
+        /// The CloudEvents JSON file.
+        file: PathBuf,
+        /// Service URLs.
+        #[command(flatten)]
+        connections: ConnectionFlags,
+    },
+}
+
+fn load(path: Option<&Path>, f: impl FnOnce(&mut RawConfig)) -> Result<Config, ExitCode> {
+    Config::load(path, std::env::vars(), f).map_err(|e| {
+        eprintln!("provd: {e}");
+        ExitCode::from(78)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("provd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("provd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// `provd serve`.
+pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
+    let config = match load(path, |raw| {
+        if let Some(v) = &args.listen {
+            raw.listen = Some(v.clone());
+        }
+        if let Some(v) = &args.node_id {
+            raw.node_id = Some(v.clone());
+        }
+        args.connections.apply(raw);
+    }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    telemetry::init_logs(config.log_format);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    report(rt.block_on(async {
+        app::run(config, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    }))
+}
+
+/// `provd migrate`.
+pub fn migrate(path: Option<&Path>, args: MigrateArgs) -> ExitCode {
+    let config = match load(path, |raw| args.connections.apply(raw)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    telemetry::init_logs(config.log_format);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    report(rt.block_on(async {
+        app::migrate(&config).await?;
+        println!("migrations applied");
+        Ok(())
+    }))
+}
+
+/// `provd config check`.
+pub fn config(path: Option<&Path>, cmd: ConfigCommand) -> ExitCode {
+    match cmd {
+        ConfigCommand::Check => match load(path, |_| {}) {
+            Ok(c) => {
+                print!("{}", c.to_masked_toml());
+                eprintln!("provd: configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+/// `provd events ...`.
+pub fn events(path: Option<&Path>, cmd: EventsCommand) -> ExitCode {
+    match cmd {
+        EventsCommand::Publish { file, connections } => {
+            let config = match load(path, |raw| connections.apply(raw)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            report(rt.block_on(publish(config, file)))
+        }
+    }
+}
+
+async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
+    let bytes = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading stdin")?;
+        buf
+    } else {
+        std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let (kind, event) = decode(&bytes).map_err(|e| anyhow::anyhow!("not a valid event: {e}"))?;
+    let subjects = Subjects::new(config.nats_prefix.clone());
+    let subject = subjects.subject(kind);
+    let bus = JetStreamBus::connect(&config.nats_url, subjects)
+        .await
+        .context("connecting to NATS")?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        bus.publish(&subject, &event.id, bytes),
+    )
+    .await
+    .context("NATS did not answer within 10s")?
+    .context("publishing")?;
+    println!("published {} on {subject}", event.id);
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! JSON errors with a stable `code`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Errors of the HTTP layer: what a client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or malformed credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the needed scope (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is malformed or impossible (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing there (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A dependency is down; try again (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure (500). The detail is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The stable code and the status.
+    pub fn code(&self) -> (&'static str, StatusCode) {
+        match self {
+            ApiError::Unauthorized(_) => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN),
+            ApiError::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
+            ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            ApiError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let mut resp = (
+            status,
+            Json(Body {
+                error: Detail {
+                    code,
+                    message: self.to_string(),
+                },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+/// A JSON body whose rejections are [`ApiError`]s.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(json_rejection(e)),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text()))
+}
+
+/// Query parameters whose rejections are [`ApiError`]s.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(query_rejection(e)),
+        }
+    }
+}
+
+fn query_rejection(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid query: {}", e.body_text()))
+}

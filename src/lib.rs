@@ -1,0 +1,14 @@
+//! provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
+//!
+//! This package holds everything that touches the outside world: the adapters that
+//! implement `actors`' ports on PostgreSQL, Redis and NATS JetStream ([`adapters`]), the
+//! HTTP API ([`http`]), configuration ([`config`]), logs and metrics ([`telemetry`]), the
+//! command line ([`cli`]) and the composition root ([`app`]). The binary's `main` only
+//! parses the command line and hands over to [`cli::run`].
+
+pub mod adapters;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod telemetry;
