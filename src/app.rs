@@ -152,6 +152,9 @@ impl App {
             rejects: Arc::new(store.clone()),
             cache: Arc::new(cache.clone()),
             subjects: subjects.clone(),
+            // A minute of margin covers clock skew between this host and NATS; replaying
+            // an already-recorded invalidation is harmless (deduplicated by its id).
+            started_at: chrono::Utc::now() - chrono::Duration::seconds(60),
         };
         let children: Vec<ChildSpec> = Trigger::ALL
             .into_iter()

@@ -663,7 +663,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("listen = \"nope\"", &[], "`listen`"),
             (
                 "[provcache]\nflush_interval = \"5x\"",

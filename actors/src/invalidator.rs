@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use events::data::{FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, SignerRevoked};
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, MessagingErr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -119,8 +119,10 @@ impl Trigger {
         }
     }
 
-    /// The durable consumer this trigger reads from.
-    pub fn consumer(self, subjects: &Subjects) -> ConsumerSpec {
+    /// The durable consumer this trigger reads from. A consumer created for the first time
+    /// starts at the stream's end as of `started_at` (the seed's rule), so an event
+    /// accepted after provd started is never skipped while the consumer is being created.
+    pub fn consumer(self, subjects: &Subjects, started_at: DateTime<Utc>) -> ConsumerSpec {
         let kind = self.kind();
         ConsumerSpec {
             stream: subjects.stream_name(streams::stream_of(kind)),
@@ -128,7 +130,7 @@ impl Trigger {
             filter_subject: subjects.subject(kind),
             // The seed: a new invalidator starts at the stream's end; afterwards the durable
             // position carries it across restarts.
-            start: StartPosition::New,
+            start: StartPosition::Since(started_at),
             ack_wait: Duration::from_secs(60),
             // An invalidation is never given up on: an outage only delays it.
             max_deliver: -1,
@@ -149,6 +151,8 @@ pub struct InvalidatorDeps {
     pub cache: Arc<dyn HotCachePurge>,
     /// This deployment's subjects.
     pub subjects: Subjects,
+    /// When this process started: a new consumer starts from the stream's end as of then.
+    pub started_at: DateTime<Utc>,
 }
 
 /// One invalidator. Config lives here; the pump lives in [`InvalidatorState`].
@@ -287,7 +291,9 @@ impl Actor for Invalidator {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let spec = self.trigger.consumer(&self.deps.subjects);
+        let spec = self
+            .trigger
+            .consumer(&self.deps.subjects, self.deps.started_at);
         let bus = self.deps.bus.clone();
         let batch = self.batch_size;
         let name = self.trigger.name();
@@ -307,14 +313,28 @@ impl Actor for Invalidator {
                     }
                 };
                 loop {
+                    // A killed actor skips post_stop, so the pump notices on its own.
+                    if !matches!(myself.get_status(), ActorStatus::Running) {
+                        return;
+                    }
                     match sub.next_batch(batch, Duration::from_secs(1)).await {
                         Ok(b) if b.is_empty() => failures = 0,
                         Ok(b) => {
                             failures = 0;
                             let (tx, rx) = oneshot::channel();
-                            if myself.cast(InvalidatorMsg::Batch(b, tx)).is_err()
-                                || rx.await.is_err()
-                            {
+                            match myself.cast(InvalidatorMsg::Batch(b, tx)) {
+                                Ok(()) => {}
+                                Err(MessagingErr::SendErr(InvalidatorMsg::Batch(b, _))) => {
+                                    // The actor died between the fetch and the hand-over:
+                                    // give the batch back at once instead of after ack_wait.
+                                    for d in b {
+                                        let _ = d.nak(Duration::ZERO).await;
+                                    }
+                                    return;
+                                }
+                                Err(_) => return,
+                            }
+                            if rx.await.is_err() {
                                 // The actor is gone; its replacement starts a new pump.
                                 return;
                             }
@@ -375,6 +395,7 @@ mod tests {
             rejects: Arc::new(store.clone()),
             cache: Arc::new(cache.clone()),
             subjects: Subjects::new("t"),
+            started_at: Utc::now(),
         }
     }
 

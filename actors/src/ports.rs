@@ -35,11 +35,15 @@ impl PortError {
     }
 }
 
-/// Where a new durable consumer starts reading.
+/// Where a new durable consumer starts reading. An existing consumer keeps its position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPosition {
     /// Only messages published after the consumer is first created (the stream's end).
     New,
+    /// Messages published at or after this time: the stream's end as of a moment chosen
+    /// by the caller, so nothing published between then and the consumer's creation is
+    /// skipped.
+    Since(DateTime<Utc>),
     /// Everything the stream still holds.
     All,
 }

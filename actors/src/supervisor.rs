@@ -121,6 +121,8 @@ pub enum SupervisorMsg {
     Add(ChildSpec),
     /// Stop every child, waiting for each to finish its current work.
     Drain(ractor::RpcReplyPort<()>),
+    /// Every child's name and, while it runs, its cell.
+    Children(ractor::RpcReplyPort<Vec<(String, Option<ActorCell>)>>),
 }
 
 struct Child {
@@ -265,6 +267,15 @@ impl Actor for Supervisor {
                         .set(&child.spec.name, child.spec.required, ChildStatus::Stopped);
                 }
                 let _ = reply.send(());
+            }
+            SupervisorMsg::Children(reply) => {
+                let _ = reply.send(
+                    state
+                        .children
+                        .iter()
+                        .map(|c| (c.spec.name.clone(), c.cell.clone()))
+                        .collect(),
+                );
             }
         }
         Ok(())

@@ -356,6 +356,13 @@ mod tests {
         let (kind, generic) = decode(&r.to_json()).expect("envelope decodes");
         assert_eq!(kind, EventKind::SubmissionRequested);
         assert_eq!(generic.id, r.id);
+        // The generic decoder checks the payload against its type too.
+        let mut bad = invalidate_json();
+        bad["data"] = json!({"reason": "no criterion"});
+        assert_eq!(
+            decode(&bytes(&bad)).expect_err("checked").reason,
+            RejectReason::InvalidData
+        );
     }
 
     #[test]

@@ -139,8 +139,8 @@ impl DecodeError {
     }
 }
 
-/// Decodes the envelope only, with any payload, checking the spec version and that the type
-/// is one provd knows.
+/// Decodes any provd event: the envelope, its type, and its payload checked against that
+/// type's fields. The payload is returned as plain JSON.
 pub fn decode(bytes: &[u8]) -> Result<(EventKind, CloudEvent<serde_json::Value>), DecodeError> {
     let raw = parse_object(bytes)?;
     let event_id = raw.get("id").and_then(|v| v.as_str()).map(str::to_owned);
@@ -161,8 +161,25 @@ pub fn decode(bytes: &[u8]) -> Result<(EventKind, CloudEvent<serde_json::Value>)
             event_id.clone(),
         )
     })?;
+    check_payload(kind, bytes)?;
     let event = envelope_from_value(raw, &event_id)?;
     Ok((kind, event))
+}
+
+fn check_payload(kind: EventKind, bytes: &[u8]) -> Result<(), DecodeError> {
+    use crate::data::*;
+    match kind {
+        EventKind::SignerRevoked => decode_as::<SignerRevoked>(bytes).map(drop),
+        EventKind::FeedEpochAdvanced => decode_as::<FeedEpochAdvanced>(bytes).map(drop),
+        EventKind::PolicyUpdated => decode_as::<PolicyUpdated>(bytes).map(drop),
+        EventKind::InvalidateRequested => decode_as::<InvalidateRequested>(bytes).map(drop),
+        EventKind::SubmissionRequested => decode_as::<SubmissionRequested>(bytes).map(drop),
+        EventKind::RevocationRecorded => decode_as::<RevocationRecorded>(bytes).map(drop),
+        EventKind::EntryLogged => decode_as::<EntryLogged>(bytes).map(drop),
+        EventKind::SubmissionDeadLettered => decode_as::<SubmissionDeadLettered>(bytes).map(drop),
+        EventKind::CheckpointObserved => decode_as::<CheckpointObserved>(bytes).map(drop),
+        EventKind::CheckpointDiverged => decode_as::<CheckpointDiverged>(bytes).map(drop),
+    }
 }
 
 /// Decodes an event that must be of type `T`: the check every consumer runs on its subject.

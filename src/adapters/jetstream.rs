@@ -152,6 +152,12 @@ impl EventBus for JetStreamBus {
                     filter_subject: spec.filter_subject.clone(),
                     deliver_policy: match spec.start {
                         StartPosition::New => consumer::DeliverPolicy::New,
+                        StartPosition::Since(t) => consumer::DeliverPolicy::ByStartTime {
+                            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                                i128::from(t.timestamp_nanos_opt().unwrap_or(0)),
+                            )
+                            .map_err(nats_err)?,
+                        },
                         StartPosition::All => consumer::DeliverPolicy::All,
                     },
                     ack_policy: consumer::AckPolicy::Explicit,

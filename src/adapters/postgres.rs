@@ -60,6 +60,16 @@ impl From<LedgerRecord> for LedgerRow {
     }
 }
 
+#[derive(FromRow)]
+struct RejectedRecord {
+    subject: String,
+    event_id: Option<String>,
+    reason: String,
+    detail: String,
+    payload: Vec<u8>,
+    rejected_at: DateTime<Utc>,
+}
+
 /// The ledger's columns, in [`LedgerRecord`]'s order.
 macro_rules! ledger_columns {
     () => {
@@ -199,32 +209,23 @@ impl PgStore {
 
     /// The most recent rejected events, newest first.
     pub async fn rejected_events(&self, limit: i64) -> Result<Vec<RejectedEvent>, AdapterError> {
-        let rows: Vec<(
-            String,
-            Option<String>,
-            String,
-            String,
-            Vec<u8>,
-            DateTime<Utc>,
-        )> = sqlx::query_as(
+        let rows: Vec<RejectedRecord> = sqlx::query_as(
             "SELECT subject, event_id, reason, detail, payload, rejected_at \
-                 FROM provcache.prov_rejected_events ORDER BY id DESC LIMIT $1",
+             FROM provcache.prov_rejected_events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(subject, event_id, reason, detail, payload, rejected_at)| RejectedEvent {
-                    subject,
-                    event_id,
-                    reason,
-                    detail,
-                    payload,
-                    rejected_at,
-                },
-            )
+            .map(|r| RejectedEvent {
+                subject: r.subject,
+                event_id: r.event_id,
+                reason: r.reason,
+                detail: r.detail,
+                payload: r.payload,
+                rejected_at: r.rejected_at,
+            })
             .collect())
     }
 

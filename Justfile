@@ -1,0 +1,30 @@
+# provd's entry points. `just ci` runs exactly what CI runs.
+
+# List the recipes.
+default:
+    @just --list
+
+# Start PostgreSQL, Redis and NATS JetStream on localhost if they are down.
+services:
+    bash .ci/services
+
+# Run the whole test suite (the README's test command).
+test: services
+    cargo test --workspace
+
+# Format check and clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Exactly what CI runs.
+ci:
+    bash .ci/run
+
+# Benchmarks: each prints our figure beside a baseline measured in the same run.
+bench:
+    cargo bench --workspace
+
+# Run the service against the localhost services.
+run: services
+    cargo run --release -- serve
