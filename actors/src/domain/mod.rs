@@ -1,1 +1,5 @@
 //! Pure domain logic.
+
+pub mod dsse;
+pub mod keys;
+pub mod note;
