@@ -1,1 +1,3 @@
 //! Pure domain logic.
+
+pub mod merkle;
