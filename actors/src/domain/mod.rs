@@ -2,4 +2,5 @@
 
 pub mod dsse;
 pub mod keys;
+pub mod merkle;
 pub mod note;

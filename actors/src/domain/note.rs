@@ -22,9 +22,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 
 use super::keys::{KeyError, PrivateKey, PublicKey};
-
-/// A SHA-256 Merkle tree hash.
-pub type Hash = [u8; 32];
+use super::merkle::Hash;
 
 /// Go's reference implementation rejects notes with more signatures than this; C2SP asks
 /// verifiers to accept at least 16.
