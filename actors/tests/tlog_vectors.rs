@@ -1,23 +1,18 @@
 //! The transparency-log domain code against real, public test vectors in `shared/vectors`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use actors::domain::sigstore::{Bundle, SigstoreError, TrustedRoot, verify_bundle_tlog};
 
 use actors::domain::note::{
     self, Checkpoint, Note, NoteError, Signer, Verifier, open, verify_checkpoint,
 };
 
-/// The vectors directory: `$PROVD_VECTORS_DIR`, or `../../shared/vectors` from this crate.
-/// A missing directory fails the test rather than skipping it.
+mod common;
+
+/// The vectors directory (see `common::vectors_dir`); a missing directory fails the test.
 fn vectors() -> PathBuf {
-    let dir = std::env::var_os("PROVD_VECTORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"));
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {}: set PROVD_VECTORS_DIR to the shared/vectors directory",
-        dir.display()
-    );
-    dir
+    common::vectors_dir()
 }
 
 fn read(rel: &str) -> Vec<u8> {
@@ -145,4 +140,140 @@ fn valid_signature_under_wrong_hint_is_rejected() {
         verify_checkpoint(moved.as_bytes(), &[v], None),
         Err(NoteError::NoTrustedSignature(_))
     ));
+}
+
+/// The trusted root the vectors README names for a conformance case.
+fn root_for(case: &str) -> &'static str {
+    if case.starts_with("rekor2-") {
+        "sigstore-conformance/rekor2-happy-path/trusted_root.json"
+    } else if case == "intoto-with-custom-trust-root" {
+        "sigstore-conformance/intoto-with-custom-trust-root/trusted_root.json"
+    } else {
+        "sigstore-python/prod_trusted_root.json"
+    }
+}
+
+fn verify_bundle_file(bundle: &str, root: &str) -> Result<usize, SigstoreError> {
+    let root = TrustedRoot::from_json(&read(root))?;
+    let bundle = Bundle::from_json(&read(bundle))?;
+    verify_bundle_tlog(&bundle, &root).map(|v| v.len())
+}
+
+#[test]
+fn sigstore_conformance_cases() {
+    let dir = vectors().join("sigstore-conformance");
+    let mut cases: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("bundle.sigstore.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 14,
+        "only {} conformance cases found",
+        cases.len()
+    );
+    for case in &cases {
+        let result = verify_bundle_file(
+            &format!("sigstore-conformance/{case}/bundle.sigstore.json"),
+            root_for(case),
+        );
+        if case.ends_with("_fail") {
+            let err = result.expect_err(&format!("{case} must be rejected"));
+            let msg = err.to_string();
+            assert!(
+                msg.contains("check failed") || msg.contains("malformed"),
+                "{case}: {msg}"
+            );
+            eprintln!("{case}: rejected: {msg}");
+        } else {
+            let n = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(n >= 1);
+        }
+    }
+}
+
+#[test]
+fn conformance_failures_name_the_right_check() {
+    let expect = [
+        ("bundle-from-wrong-instance_fail", "trusted log check"),
+        (
+            "checkpoint-wrong-roothash_fail",
+            "checkpoint/proof consistency check",
+        ),
+        (
+            "invalid-checkpoint-signature_fail",
+            "checkpoint signature check",
+        ),
+        ("invalid-inclusion-proof_fail", "inclusion proof check"),
+        (
+            "rekor2-checkpoint-missing-log-signature_fail",
+            "checkpoint signature check",
+        ),
+        (
+            "rekor2-checkpoint-missing-origin_fail",
+            "checkpoint signature check",
+        ),
+        (
+            "rekor2-checkpoint-missing-root-hash_fail",
+            "checkpoint signature check",
+        ),
+        ("rekor2-no-inclusion-proof_fail", "inclusion proof check"),
+    ];
+    for (case, check) in expect {
+        let err = verify_bundle_file(
+            &format!("sigstore-conformance/{case}/bundle.sigstore.json"),
+            root_for(case),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(check), "{case}: {err}");
+    }
+}
+
+#[test]
+fn staging_rekor_v2_bundle_verifies() {
+    let n = verify_bundle_file(
+        "sigstore-python/staging-rekor-v2.txt.sigstore.json",
+        "sigstore-python/staging_trusted_root.json",
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    // Production does not trust the staging log.
+    assert!(matches!(
+        verify_bundle_file(
+            "sigstore-python/staging-rekor-v2.txt.sigstore.json",
+            "sigstore-python/prod_trusted_root.json",
+        ),
+        Err(SigstoreError::UnknownLog { .. })
+    ));
+}
+
+#[test]
+fn v1_bundle_entry_converts_to_rest_form_and_back() {
+    use actors::domain::receipt::{Receipt, parse_v1_response};
+    let bundle = Bundle::from_json(&read(
+        "sigstore-conformance/happy-path-v0.3/bundle.sigstore.json",
+    ))
+    .unwrap();
+    let receipt = Receipt::from_tle(&bundle.tlog_entries[0]).unwrap();
+    assert_eq!(receipt.log_index, 79571823);
+    assert_eq!(
+        receipt.inclusion_proof.as_ref().unwrap().log_index,
+        75408392
+    );
+    assert_eq!(receipt.tree_id, Some(2605736670972794746));
+    let (id, entry) = receipt.to_v1();
+    assert!(id.starts_with("24296fb24b8ad77a"), "{id}");
+    assert_eq!(
+        entry.log_id,
+        "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
+    );
+    let json = serde_json::json!({ id.clone(): entry }).to_string();
+    let (id2, entry2) = parse_v1_response(json.as_bytes()).unwrap().remove(0);
+    assert_eq!(id2, id);
+    let back = Receipt::from_v1(&id2, &entry2).unwrap();
+    assert_eq!(back, receipt);
+    assert_eq!(back.to_tle(), bundle.tlog_entries[0]);
 }

@@ -4,3 +4,5 @@ pub mod dsse;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod receipt;
+pub mod sigstore;
