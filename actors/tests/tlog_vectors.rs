@@ -204,20 +204,20 @@ fn conformance_failures_name_the_right_check() {
         ),
         (
             "invalid-checkpoint-signature_fail",
-            "checkpoint signature check",
+            "checkpoint check failed",
         ),
         ("invalid-inclusion-proof_fail", "inclusion proof check"),
         (
             "rekor2-checkpoint-missing-log-signature_fail",
-            "checkpoint signature check",
+            "checkpoint check failed",
         ),
         (
             "rekor2-checkpoint-missing-origin_fail",
-            "checkpoint signature check",
+            "checkpoint check failed",
         ),
         (
             "rekor2-checkpoint-missing-root-hash_fail",
-            "checkpoint signature check",
+            "checkpoint check failed",
         ),
         ("rekor2-no-inclusion-proof_fail", "inclusion proof check"),
     ];
