@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod tlog;
+
 /// provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
 #[derive(Debug, Parser)]
 #[command(name = "provd", version, about, long_about = None)]
@@ -24,4 +26,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (HTTP API, actors, event consumers).
     Serve,
+    /// Rekor transparency-log tools: verify bundles and checkpoints offline.
+    Rekor {
+        /// The rekor subcommand.
+        #[command(subcommand)]
+        command: tlog::RekorCommand,
+    },
+    /// DSSE envelopes: sign and verify.
+    Dsse {
+        /// The dsse subcommand.
+        #[command(subcommand)]
+        command: tlog::DsseCommand,
+    },
+    /// Key management: generate P-256 or Ed25519 key pairs.
+    Keys {
+        /// The keys subcommand.
+        #[command(subcommand)]
+        command: tlog::KeysCommand,
+    },
 }
