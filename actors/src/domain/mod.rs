@@ -1,3 +1,4 @@
 //! Pure domain logic.
 
 pub mod merkle;
+pub mod tiles;
