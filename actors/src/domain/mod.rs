@@ -6,3 +6,4 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod sigstore;
+pub mod tiles;
