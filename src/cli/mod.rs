@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod tlog;
+
 pub use service::{ConfigCommand, EventsCommand, ServeArgs};
 
 /// provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
@@ -45,6 +47,24 @@ pub enum Command {
     /// Publish events to provd's subjects.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Rekor transparency-log tools: verify bundles and checkpoints offline.
+    Rekor {
+        /// The rekor subcommand.
+        #[command(subcommand)]
+        command: tlog::RekorCommand,
+    },
+    /// DSSE envelopes: sign and verify.
+    Dsse {
+        /// The dsse subcommand.
+        #[command(subcommand)]
+        command: tlog::DsseCommand,
+    },
+    /// Key management: generate P-256 or Ed25519 key pairs.
+    Keys {
+        /// The keys subcommand.
+        #[command(subcommand)]
+        command: tlog::KeysCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -55,5 +75,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => service::migrate(config_path.as_deref(), args),
         Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
         Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
+        Command::Rekor { command } => tlog::run_rekor(command),
+        Command::Dsse { command } => tlog::run_dsse(command),
+        Command::Keys { command } => tlog::run_keys(command),
     }
 }

@@ -1,9 +1,23 @@
 //! Pure, synchronous domain logic: no I/O, no async, no clocks except those passed in.
+//!
+//! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
+//!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
+//!   entries and their verification), [`sigstore`] (bundles and trusted roots).
+//! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows).
+//!
+//! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
+pub mod dsse;
 pub mod epoch;
 pub mod invalidation;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+pub mod receipt;
+pub mod sigstore;
+pub mod tiles;
 
-/// Errors of the domain layer.
+/// Errors of the provenance-cache rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     /// A feed epoch is neither a semantic version nor an RFC 3339 timestamp.

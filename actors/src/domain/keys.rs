@@ -1,0 +1,288 @@
+//! Signing and verification keys for the two algorithms the transparency-log layer speaks:
+//! ECDSA P-256 with SHA-256 (Rekor v1 checkpoints and SETs, most DSSE signers) and Ed25519
+//! (Rekor v2 checkpoints, C2SP signed notes).
+//!
+//! Keys travel as PEM: PKCS#8 for private keys and SubjectPublicKeyInfo for public keys. ECDSA
+//! signatures are ASN.1 DER over SHA-256 of the message, as Sigstore produces them; Ed25519
+//! signatures are the plain 64-byte form over the message itself.
+
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+};
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::pkcs8::LineEnding;
+use sha2::{Digest, Sha256};
+
+/// Why a key could not be loaded, generated or used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// The text is not a PEM private key of a supported algorithm (PKCS#8 P-256 or Ed25519).
+    #[error("not a PKCS#8 PEM private key for ECDSA P-256 or Ed25519")]
+    UnsupportedPrivateKey,
+    /// The bytes are not a SubjectPublicKeyInfo of a supported algorithm (P-256 or Ed25519).
+    #[error("not a public key for ECDSA P-256 or Ed25519")]
+    UnsupportedPublicKey,
+    /// The operating system's random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(String),
+    /// Encoding a key as PEM or DER failed.
+    #[error("cannot encode key: {0}")]
+    Encoding(String),
+    /// The signature is malformed or does not verify with this key.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// A signature algorithm supported by provd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// ECDSA over NIST P-256 with SHA-256, DER-encoded signatures.
+    P256,
+    /// Ed25519 (pure, RFC 8032).
+    Ed25519,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::P256 => "p256",
+            Algorithm::Ed25519 => "ed25519",
+        })
+    }
+}
+
+/// A private signing key.
+#[derive(Clone)]
+pub enum PrivateKey {
+    /// An ECDSA P-256 key.
+    P256(p256::ecdsa::SigningKey),
+    /// An Ed25519 key.
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl std::fmt::Debug for PrivateKey {
+    // Never print key material, only what kind of key this is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateKey({})", self.algorithm())
+    }
+}
+
+impl PrivateKey {
+    /// Generates a fresh key from the operating system's random number generator.
+    pub fn generate(algorithm: Algorithm) -> Result<Self, KeyError> {
+        match algorithm {
+            Algorithm::Ed25519 => {
+                let mut seed = [0u8; 32];
+                fill_random(&mut seed)?;
+                Ok(PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                    &seed,
+                )))
+            }
+            Algorithm::P256 => {
+                // A random 32-byte string is a valid scalar except with negligible probability;
+                // retry rather than bias the distribution.
+                loop {
+                    let mut bytes = [0u8; 32];
+                    fill_random(&mut bytes)?;
+                    if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&bytes) {
+                        return Ok(PrivateKey::P256(key));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`) of either algorithm.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        if let Ok(key) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::P256(key));
+        }
+        if let Ok(key) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(PrivateKey::Ed25519(key));
+        }
+        Err(KeyError::UnsupportedPrivateKey)
+    }
+
+    /// Encodes the key as PKCS#8 PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        let pem = match self {
+            PrivateKey::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
+            PrivateKey::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
+        }
+        .map_err(|e| KeyError::Encoding(e.to_string()))?;
+        Ok(pem.to_string())
+    }
+
+    /// The algorithm of this key.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            PrivateKey::P256(_) => Algorithm::P256,
+            PrivateKey::Ed25519(_) => Algorithm::Ed25519,
+        }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            PrivateKey::P256(key) => PublicKey::P256(*key.verifying_key()),
+            PrivateKey::Ed25519(key) => PublicKey::Ed25519(key.verifying_key()),
+        }
+    }
+
+    /// Signs `message`: ECDSA gives a DER signature over SHA-256(message) (RFC 6979, so
+    /// deterministic), Ed25519 the 64-byte signature.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            PrivateKey::P256(key) => {
+                let signature: p256::ecdsa::Signature = key.sign(message);
+                signature.to_der().as_bytes().to_vec()
+            }
+            PrivateKey::Ed25519(key) => {
+                use ed25519_dalek::Signer as _;
+                key.sign(message).to_bytes().to_vec()
+            }
+        }
+    }
+}
+
+/// A public verification key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// An ECDSA P-256 key.
+    P256(p256::ecdsa::VerifyingKey),
+    /// An Ed25519 key.
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl PublicKey {
+    /// Loads a PEM public key (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo).
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+            return Ok(PublicKey::P256(key));
+        }
+        if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+            return Ok(PublicKey::Ed25519(key));
+        }
+        Err(KeyError::UnsupportedPublicKey)
+    }
+
+    /// Loads a DER SubjectPublicKeyInfo, the form Sigstore's `trusted_root.json` carries.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(PublicKey::P256(key));
+        }
+        if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_der(der) {
+            return Ok(PublicKey::Ed25519(key));
+        }
+        Err(KeyError::UnsupportedPublicKey)
+    }
+
+    /// The canonical DER SubjectPublicKeyInfo (uncompressed point for P-256).
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        // Encoding a valid in-memory key cannot fail; an empty result would only make hints
+        // mismatch, never verify something wrongly.
+        match self {
+            PublicKey::P256(key) => key.to_public_key_der().map(|d| d.as_bytes().to_vec()),
+            PublicKey::Ed25519(key) => key.to_public_key_der().map(|d| d.as_bytes().to_vec()),
+        }
+        .unwrap_or_default()
+    }
+
+    /// Encodes the key as SubjectPublicKeyInfo PEM.
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        match self {
+            PublicKey::P256(key) => key.to_public_key_pem(LineEnding::LF),
+            PublicKey::Ed25519(key) => key.to_public_key_pem(LineEnding::LF),
+        }
+        .map_err(|e| KeyError::Encoding(e.to_string()))
+    }
+
+    /// The algorithm of this key.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            PublicKey::P256(_) => Algorithm::P256,
+            PublicKey::Ed25519(_) => Algorithm::Ed25519,
+        }
+    }
+
+    /// SHA-256 of the DER SubjectPublicKeyInfo: Rekor v1's log ID, and the source of its
+    /// 4-byte checkpoint key hint.
+    pub fn spki_sha256(&self) -> [u8; 32] {
+        Sha256::digest(self.to_spki_der()).into()
+    }
+
+    /// Verifies `signature` over `message` (DER ECDSA over SHA-256, or pure Ed25519).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
+        match self {
+            PublicKey::P256(key) => {
+                let signature = p256::ecdsa::Signature::from_der(signature)
+                    .map_err(|_| KeyError::BadSignature)?;
+                key.verify(message, &signature)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+            PublicKey::Ed25519(key) => {
+                let signature = ed25519_dalek::Signature::from_slice(signature)
+                    .map_err(|_| KeyError::BadSignature)?;
+                key.verify_strict(message, &signature)
+                    .map_err(|_| KeyError::BadSignature)
+            }
+        }
+    }
+}
+
+/// Fills `buf` from the operating system's random number generator.
+fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
+    getrandom::fill(buf).map_err(|e| KeyError::Random(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_round_trip_through_pem_and_sign() {
+        for alg in [Algorithm::P256, Algorithm::Ed25519] {
+            let key = PrivateKey::generate(alg).unwrap();
+            let again = PrivateKey::from_pem(&key.to_pem().unwrap()).unwrap();
+            assert_eq!(again.algorithm(), alg);
+            let public = PublicKey::from_pem(&key.public_key().to_pem().unwrap()).unwrap();
+            assert_eq!(public, key.public_key());
+            let sig = again.sign(b"message");
+            public.verify(b"message", &sig).unwrap();
+            assert_eq!(public.verify(b"messagE", &sig), Err(KeyError::BadSignature));
+            assert_eq!(
+                PublicKey::from_spki_der(&public.to_spki_der()).unwrap(),
+                public
+            );
+        }
+    }
+
+    #[test]
+    fn rekor_v1_log_id_is_sha256_of_spki() {
+        let pem = "-----BEGIN PUBLIC KEY-----\n\
+            MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2G2Y+2tabdTV5BcGiBIx0a9fAFwr\n\
+            kBbmLSGtks4L3qX6yYY0zufBnhC8Ur/iy55GhWP/9A/bY2LhC30M9+RYtw==\n\
+            -----END PUBLIC KEY-----\n";
+        let key = PublicKey::from_pem(pem).unwrap();
+        assert_eq!(
+            hex::encode(key.spki_sha256()),
+            "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert_eq!(
+            PrivateKey::from_pem("nope").unwrap_err(),
+            KeyError::UnsupportedPrivateKey
+        );
+        assert_eq!(
+            PublicKey::from_pem("nope").unwrap_err(),
+            KeyError::UnsupportedPublicKey
+        );
+        assert_eq!(
+            PublicKey::from_spki_der(&[0x30, 0x00]).unwrap_err(),
+            KeyError::UnsupportedPublicKey
+        );
+    }
+}
