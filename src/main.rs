@@ -4,6 +4,10 @@ mod cli;
 
 use clap::Parser;
 
-fn main() {
-    let _cli = cli::Cli::parse();
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve => std::process::ExitCode::SUCCESS,
+        cli::Command::Tiles { cmd } => cli::tiles::run(cmd),
+    }
 }

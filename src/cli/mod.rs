@@ -2,6 +2,8 @@
 //!
 //! Each command group lives in its own module; this one only declares the top level.
 
+pub mod tiles;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -24,4 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (HTTP API, actors, event consumers).
     Serve,
+    /// Offline checks of a C2SP tlog-tiles log directory.
+    Tiles {
+        /// The `tiles` command to run.
+        #[command(subcommand)]
+        cmd: tiles::TilesCommand,
+    },
 }
