@@ -5,6 +5,7 @@
 //! does (file, then `PROVD_*` variables, then flags).
 
 mod service;
+pub mod tiles;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,12 @@ pub enum Command {
         #[command(subcommand)]
         command: tlog::KeysCommand,
     },
+    /// Offline checks of a C2SP tlog-tiles log directory.
+    Tiles {
+        /// The `tiles` command to run.
+        #[command(subcommand)]
+        cmd: tiles::TilesCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -78,5 +85,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rekor { command } => tlog::run_rekor(command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
+        Command::Tiles { cmd } => tiles::run(cmd),
     }
 }
