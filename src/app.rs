@@ -146,6 +146,12 @@ impl App {
             })?;
 
         let health = Health::new();
+        for t in Trigger::ALL {
+            // Every series exists from the start, so dashboards and rate() see zeros.
+            let ty = t.revocation_type().as_str();
+            metrics::counter!("provd_invalidations_total", "type" => ty).absolute(0);
+            metrics::counter!("provd_entries_invalidated_total", "type" => ty).absolute(0);
+        }
         let deps = InvalidatorDeps {
             bus: Arc::new(bus.clone()),
             store: Arc::new(store.clone()),

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::domain::DomainError;
-use crate::domain::invalidation::Invalidation;
+use crate::domain::invalidation::{Invalidation, RevocationType};
 use crate::ports::{
     ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEvent,
     RejectedEventStore, StartPosition,
@@ -69,6 +69,16 @@ impl Trigger {
             Trigger::SignerRevoked => EventKind::SignerRevoked,
             Trigger::FeedEpochAdvanced => EventKind::FeedEpochAdvanced,
             Trigger::PolicyUpdated => EventKind::PolicyUpdated,
+        }
+    }
+
+    /// The ledger type of the invalidations it makes.
+    pub fn revocation_type(self) -> RevocationType {
+        match self {
+            Trigger::Explicit => RevocationType::Explicit,
+            Trigger::SignerRevoked => RevocationType::Signer,
+            Trigger::FeedEpochAdvanced => RevocationType::FeedEpoch,
+            Trigger::PolicyUpdated => RevocationType::Policy,
         }
     }
 
