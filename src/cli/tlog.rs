@@ -356,7 +356,10 @@ fn generate(alg: AlgArg, out: &Path, name: Option<&str>) -> Result<Vec<PathBuf>,
         AlgArg::P256 => Algorithm::P256,
         AlgArg::Ed25519 => Algorithm::Ed25519,
     };
-    let key = PrivateKey::generate(algorithm).map_err(|e| e.to_string())?;
+    let key = PrivateKey::generate(algorithm, &mut |buf| {
+        getrandom::fill(buf).map_err(|e| e.to_string())
+    })
+    .map_err(|e| e.to_string())?;
     let mut files = vec![
         (
             with_suffix(out, ".key"),

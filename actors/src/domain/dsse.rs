@@ -145,8 +145,8 @@ mod tests {
     #[test]
     fn sign_verify_round_trip_both_algorithms() {
         for alg in [Algorithm::P256, Algorithm::Ed25519] {
-            let key = PrivateKey::generate(alg).unwrap();
-            let other = PrivateKey::generate(alg).unwrap();
+            let key = PrivateKey::generate(alg, &mut crate::domain::keys::os_random).unwrap();
+            let other = PrivateKey::generate(alg, &mut crate::domain::keys::os_random).unwrap();
             let env = Envelope::sign("application/vnd.in-toto+json", b"{}", &key, "");
             let env = Envelope::from_json(env.to_json().as_bytes()).unwrap();
             assert_eq!(env.verify(&[key.public_key()]).unwrap(), vec![0]);

@@ -68,8 +68,14 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    /// Generates a fresh key from the operating system's random number generator.
-    pub fn generate(algorithm: Algorithm) -> Result<Self, KeyError> {
+    /// Generates a fresh key from the random bytes `fill` supplies. The caller owns the
+    /// entropy source (the operating system's generator in the CLI), which keeps the domain
+    /// free of I/O.
+    pub fn generate(
+        algorithm: Algorithm,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>,
+    ) -> Result<Self, KeyError> {
+        let mut fill_random = |buf: &mut [u8]| fill(buf).map_err(KeyError::Random);
         match algorithm {
             Algorithm::Ed25519 => {
                 let mut seed = [0u8; 32];
@@ -230,9 +236,10 @@ impl PublicKey {
     }
 }
 
-/// Fills `buf` from the operating system's random number generator.
-fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
-    getrandom::fill(buf).map_err(|e| KeyError::Random(e.to_string()))
+/// The operating system's random number generator, for tests.
+#[cfg(test)]
+pub(crate) fn os_random(buf: &mut [u8]) -> Result<(), String> {
+    getrandom::fill(buf).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -242,7 +249,7 @@ mod tests {
     #[test]
     fn generated_keys_round_trip_through_pem_and_sign() {
         for alg in [Algorithm::P256, Algorithm::Ed25519] {
-            let key = PrivateKey::generate(alg).unwrap();
+            let key = PrivateKey::generate(alg, &mut crate::domain::keys::os_random).unwrap();
             let again = PrivateKey::from_pem(&key.to_pem().unwrap()).unwrap();
             assert_eq!(again.algorithm(), alg);
             let public = PublicKey::from_pem(&key.public_key().to_pem().unwrap()).unwrap();

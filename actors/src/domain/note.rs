@@ -764,7 +764,11 @@ mod tests {
     use crate::domain::keys::Algorithm;
 
     fn ed_signer(name: &str) -> Signer {
-        Signer::new(name, PrivateKey::generate(Algorithm::Ed25519).unwrap()).unwrap()
+        Signer::new(
+            name,
+            PrivateKey::generate(Algorithm::Ed25519, &mut crate::domain::keys::os_random).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -790,8 +794,11 @@ mod tests {
 
     #[test]
     fn ecdsa_signer_round_trip_and_vkey() {
-        let signer =
-            Signer::new("local.log", PrivateKey::generate(Algorithm::P256).unwrap()).unwrap();
+        let signer = Signer::new(
+            "local.log",
+            PrivateKey::generate(Algorithm::P256, &mut crate::domain::keys::os_random).unwrap(),
+        )
+        .unwrap();
         let text = "local.log - 5\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n";
         let note = sign_note(text, &[&signer]).unwrap();
         let cp = verify_checkpoint(note.as_bytes(), &[signer.verifier().clone()], None).unwrap();
@@ -840,7 +847,7 @@ mod tests {
         let log = ed_signer("log.example");
         let witness = Cosigner::new(
             "witness.example",
-            PrivateKey::generate(Algorithm::Ed25519).unwrap(),
+            PrivateKey::generate(Algorithm::Ed25519, &mut crate::domain::keys::os_random).unwrap(),
         )
         .unwrap();
         let text = "log.example\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";

@@ -700,7 +700,8 @@ mod tests {
 
     #[test]
     fn local_receipt_verifies_and_round_trips_both_forms() {
-        let key = PrivateKey::generate(Algorithm::P256).unwrap();
+        let key =
+            PrivateKey::generate(Algorithm::P256, &mut crate::domain::keys::os_random).unwrap();
         let (receipt, log) = local_receipt(&key);
         let verified = receipt.verify(&log).unwrap();
         assert_eq!(verified.integrated_time, Some(1_700_000_000));
@@ -725,7 +726,8 @@ mod tests {
 
     #[test]
     fn each_check_is_named() {
-        let key = PrivateKey::generate(Algorithm::P256).unwrap();
+        let key =
+            PrivateKey::generate(Algorithm::P256, &mut crate::domain::keys::os_random).unwrap();
         let (receipt, log) = local_receipt(&key);
 
         let mut r = receipt.clone();
@@ -747,7 +749,8 @@ mod tests {
         r.inclusion_proof.as_mut().unwrap().checkpoint = None;
         assert_eq!(r.verify(&log), Err(ReceiptError::MissingCheckpoint));
 
-        let other = PrivateKey::generate(Algorithm::P256).unwrap();
+        let other =
+            PrivateKey::generate(Algorithm::P256, &mut crate::domain::keys::os_random).unwrap();
         let wrong_log = TrustedLog {
             key: other.public_key(),
             ..log.clone()
@@ -776,7 +779,8 @@ mod tests {
 
     #[test]
     fn v1_entry_id_must_match_body() {
-        let key = PrivateKey::generate(Algorithm::P256).unwrap();
+        let key =
+            PrivateKey::generate(Algorithm::P256, &mut crate::domain::keys::os_random).unwrap();
         let (receipt, _) = local_receipt(&key);
         let (_, v1) = receipt.to_v1();
         assert!(Receipt::from_v1(&"0".repeat(64), &v1).is_err());

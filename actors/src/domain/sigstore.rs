@@ -380,9 +380,12 @@ mod tests {
         let t = |url: &str| TlogInstance {
             base_url: url.into(),
             log_id: vec![],
-            key: crate::domain::keys::PrivateKey::generate(crate::domain::keys::Algorithm::Ed25519)
-                .unwrap()
-                .public_key(),
+            key: crate::domain::keys::PrivateKey::generate(
+                crate::domain::keys::Algorithm::Ed25519,
+                &mut crate::domain::keys::os_random,
+            )
+            .unwrap()
+            .public_key(),
             valid_from: None,
             valid_until: None,
         };
