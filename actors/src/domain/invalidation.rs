@@ -4,7 +4,6 @@
 //! [`Invalidation`]: a [`Criterion`] saying which entries go, plus who asked and why. The
 //! criterion is kept in the ledger row's metadata so a replay can re-apply it exactly.
 
-use chrono::{DateTime, Utc};
 use events::CloudEvent;
 use events::data::{
     FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, RevocationRecorded, SignerRevoked,
@@ -259,47 +258,9 @@ impl Invalidation {
     }
 }
 
-/// One committed row of the revocation ledger (`prov_revocations`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerRow {
-    /// Position in the ledger; strictly increasing.
-    pub seq_no: i64,
-    /// The revocation's id.
-    pub revocation_id: Uuid,
-    /// `signer`, `feed_epoch`, `policy` or `explicit`.
-    pub revocation_type: String,
-    /// What was revoked.
-    pub revoked_key: String,
-    /// Why.
-    pub reason: Option<String>,
-    /// How many entries were deleted.
-    pub entries_invalidated: i64,
-    /// Who asked.
-    pub source: String,
-    /// Correlation id.
-    pub correlation_id: Option<String>,
-    /// Commit time.
-    pub revoked_at: DateTime<Utc>,
-    /// The criterion and anything else recorded.
-    pub metadata: serde_json::Value,
-}
-
-impl From<LedgerRow> for RevocationRecorded {
-    fn from(r: LedgerRow) -> Self {
-        RevocationRecorded {
-            seq_no: r.seq_no,
-            revocation_id: r.revocation_id,
-            revocation_type: r.revocation_type,
-            revoked_key: r.revoked_key,
-            reason: r.reason,
-            entries_invalidated: r.entries_invalidated,
-            source: r.source,
-            correlation_id: r.correlation_id,
-            revoked_at: r.revoked_at,
-            metadata: r.metadata,
-        }
-    }
-}
+/// One committed row of the revocation ledger (`prov_revocations`). It is exactly what the
+/// ledger outbox publishes, so the event payload is the row type.
+pub type LedgerRow = RevocationRecorded;
 
 #[cfg(test)]
 mod tests {
