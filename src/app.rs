@@ -106,6 +106,10 @@ impl LedgerQuery for PgStore {
             .await
             .map_err(|e| e.to_string())
     }
+    async fn stats(&self) -> Result<serde_json::Value, String> {
+        let stats = self.ledger_stats().await.map_err(|e| e.to_string())?;
+        serde_json::to_value(stats).map_err(|e| e.to_string())
+    }
 }
 
 /// Connects to PostgreSQL and applies migrations (`provd migrate`, and `serve` at start).

@@ -127,6 +127,21 @@ async fn an_invalidation_through_the_api_reaches_the_ledger_postgres_and_redis()
     .await;
     assert!(in_redis(&t, "sha256:k3").await);
 
+    let stats: Value = t
+        .http
+        .get(t.url("/api/v1/provcache/revocations/stats"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["total_entries"], 1, "{stats}");
+    assert_eq!(stats["entries_by_type"]["explicit"], 1, "{stats}");
+    assert_eq!(stats["total_entries_invalidated"], 2, "{stats}");
+    assert_eq!(stats["head_seq_no"], row["seq_no"], "{stats}");
+
     let after = t
         .metric("provd_invalidations_total", &[("type", "explicit")])
         .await;

@@ -78,6 +78,19 @@ macro_rules! ledger_columns {
     };
 }
 
+/// The revocation ledger's statistics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerStats {
+    /// Rows in the ledger.
+    pub total_entries: i64,
+    /// Rows per revocation type.
+    pub entries_by_type: std::collections::BTreeMap<String, i64>,
+    /// Cache entries deleted by all revocations together.
+    pub total_entries_invalidated: i64,
+    /// The highest `seq_no` (0 when empty).
+    pub head_seq_no: i64,
+}
+
 /// A provcache item to insert (used by tests until the write path lands).
 #[derive(Debug, Clone)]
 pub struct NewItem {
@@ -157,6 +170,26 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(LedgerRow::from).collect())
+    }
+
+    /// The seed's ledger statistics: total rows, rows by type, entries invalidated, head.
+    pub async fn ledger_stats(&self) -> Result<LedgerStats, AdapterError> {
+        let by_type: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT revocation_type, count(*), coalesce(sum(entries_invalidated), 0)::bigint \
+             FROM provcache.prov_revocations GROUP BY revocation_type ORDER BY revocation_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT max(seq_no) FROM provcache.prov_revocations")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(LedgerStats {
+            total_entries: by_type.iter().map(|(_, n, _)| n).sum(),
+            total_entries_invalidated: by_type.iter().map(|(_, _, e)| e).sum(),
+            entries_by_type: by_type.into_iter().map(|(t, n, _)| (t, n)).collect(),
+            head_seq_no: head.unwrap_or(0),
+        })
     }
 
     /// Inserts or replaces an item and its signer-set members.

@@ -42,6 +42,8 @@ pub trait Probe: Send + Sync {
 pub trait LedgerQuery: Send + Sync {
     /// Rows with `seq_no > since`, oldest first, at most `limit`.
     async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, String>;
+    /// Totals: rows, rows by type, entries invalidated, head.
+    async fn stats(&self) -> Result<serde_json::Value, String>;
 }
 
 /// Everything the handlers share.
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(guard(Scope::Invalidate));
     let read = Router::new()
         .route("/api/v1/provcache/revocations", get(revocations))
+        .route("/api/v1/provcache/revocations/stats", get(revocation_stats))
         .route_layer(guard(Scope::Read));
     Router::new()
         .route("/healthz", get(healthz))
@@ -213,4 +216,11 @@ async fn revocations(
         "next_since": next_since,
         "has_more": rows.len() as i64 == limit,
     })))
+}
+
+async fn revocation_stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.ledger.stats().await.map(Json).map_err(|e| {
+        tracing::warn!(error = %e, "cannot read ledger statistics");
+        ApiError::Unavailable("the ledger is unavailable; try again".into())
+    })
 }
