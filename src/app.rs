@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::LedgerRow;
 use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
@@ -46,6 +47,9 @@ pub enum AppError {
     /// The supervisor could not start.
     #[error("cannot start the actor system: {0}")]
     Actors(String),
+    /// The configured evidence chunk size and limit cannot be used together.
+    #[error("invalid evidence limits: {0}")]
+    EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
 }
 
 /// A running provd.
@@ -196,7 +200,13 @@ impl App {
             tokens: Arc::new(config.tokens.clone()),
             subjects,
             node_id: config.node_id.clone(),
+            evidence: Arc::new(store.clone()),
+            evidence_limits: EvidenceLimits::new(
+                config.provcache.chunk_size as u64,
+                config.provcache.max_chunks_per_entry as u64,
+            )?,
         };
+        http::proofs::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Listen {

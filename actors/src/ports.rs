@@ -151,3 +151,67 @@ pub trait HotCachePurge: Send + Sync + 'static {
     /// Removes these VeriKeys from the hot tier.
     async fn purge(&self, veri_keys: &[String]) -> Result<(), PortError>;
 }
+
+/// One stored evidence chunk with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    /// Position, from 0.
+    pub index: u64,
+    /// The hash stored beside the bytes, `sha256:<hex>`.
+    pub hash: String,
+    /// The media type of the evidence.
+    pub content_type: String,
+    /// The bytes as stored.
+    pub data: Vec<u8>,
+}
+
+/// Totals over all stored evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EvidenceTotals {
+    /// Distinct proof roots (manifests).
+    pub roots: u64,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Bytes of evidence stored (the sum of the manifests' sizes).
+    pub bytes: u64,
+}
+
+/// Where Merkle-chunked evidence is kept.
+#[async_trait]
+pub trait EvidenceStore: Send + Sync + 'static {
+    /// Stores the manifest and all its chunks in one transaction. Storing a root that is
+    /// already there changes nothing and returns `false`; a new root returns `true`.
+    async fn put_evidence(
+        &self,
+        manifest: &crate::domain::evidence::Manifest,
+        chunks: &[crate::domain::evidence::Chunk],
+    ) -> Result<bool, PortError>;
+
+    /// The manifest of a root, if stored.
+    async fn manifest(
+        &self,
+        proof_root: &str,
+    ) -> Result<Option<crate::domain::evidence::Manifest>, PortError>;
+
+    /// Stored chunk metadata (no bytes) with `index >= from`, ascending, at most `limit`.
+    async fn chunk_infos(
+        &self,
+        proof_root: &str,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<crate::domain::evidence::ChunkInfo>, PortError>;
+
+    /// Stored chunks with their bytes and `index >= from`, ascending, at most `limit`.
+    async fn chunks(
+        &self,
+        proof_root: &str,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<StoredChunk>, PortError>;
+
+    /// One stored chunk with its bytes.
+    async fn chunk(&self, proof_root: &str, index: u64) -> Result<Option<StoredChunk>, PortError>;
+
+    /// Totals over all stored evidence.
+    async fn evidence_totals(&self) -> Result<EvidenceTotals, PortError>;
+}

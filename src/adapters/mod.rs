@@ -1,11 +1,13 @@
 //! Adapters: the ports of `actors` implemented on real services.
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
+//! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
 //! * [`redis`]: the hot tier.
 //! * [`jetstream`]: the event bus on NATS JetStream.
 
 pub mod jetstream;
 pub mod postgres;
+pub mod postgres_evidence;
 pub mod redis;
 
 use actors::ports::PortError;

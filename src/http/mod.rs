@@ -5,13 +5,15 @@
 
 pub mod auth;
 pub mod error;
+pub mod proofs;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::{Invalidation, LedgerRow};
 use actors::health::Health;
-use actors::ports::EventBus;
+use actors::ports::{EventBus, EvidenceStore};
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -65,6 +67,10 @@ pub struct AppState {
     pub subjects: Subjects,
     /// This node.
     pub node_id: String,
+    /// Where evidence chunks and manifests are kept.
+    pub evidence: Arc<dyn EvidenceStore>,
+    /// Evidence chunk size and limits.
+    pub evidence_limits: EvidenceLimits,
 }
 
 /// The router.
@@ -91,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(invalidate)
         .merge(read)
+        .merge(proofs::router(&state))
         .fallback(not_found)
         .with_state(state)
 }

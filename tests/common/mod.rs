@@ -309,3 +309,25 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl TestApp {
+    /// Starts provd like [`TestApp::start`], after `adjust` has changed the configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let services = services()?;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        provd::telemetry::init_logs(provd::config::LogFormat::Text);
+        let db = TestDb::create(&services).await;
+        let mut config = test_config(&services, &db);
+        adjust(&mut config);
+        let app = App::start(config.clone()).await.expect("provd starts");
+        let base = format!("http://{}", app.local_addr());
+        Some(TestApp {
+            app,
+            base,
+            http: reqwest::Client::new(),
+            config,
+            db,
+            services,
+        })
+    }
+}

@@ -3,12 +3,14 @@
 //! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
 //!   entries and their verification), [`sigstore`] (bundles and trusted roots).
-//! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows).
+//! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
+//!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
 pub mod dsse;
 pub mod epoch;
+pub mod evidence;
 pub mod invalidation;
 pub mod keys;
 pub mod merkle;
