@@ -1,10 +1,12 @@
 //! Adapters: the ports of `actors` implemented on real services.
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
-//! * [`redis`]: the hot tier.
+//! * [`redis`]: the hot tier (Valkey/Redis).
+//! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
 
 pub mod jetstream;
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 

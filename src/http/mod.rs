@@ -4,6 +4,7 @@
 //! scope. Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
 pub mod auth;
+pub mod entries;
 pub mod error;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use actors::domain::invalidation::{Invalidation, LedgerRow};
 use actors::health::Health;
 use actors::ports::EventBus;
+use actors::provcache::ProvCache;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -63,6 +65,10 @@ pub struct AppState {
     pub subjects: Subjects,
     /// This node.
     pub node_id: String,
+    /// The provenance cache's tiers.
+    pub cache: Arc<ProvCache>,
+    /// Entry lifetime when a writer gives none.
+    pub default_ttl: Duration,
 }
 
 /// The router.
@@ -88,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(invalidate)
         .merge(read)
+        .merge(entries::routes(&state))
         .fallback(not_found)
         .with_state(state)
 }

@@ -3,11 +3,13 @@
 //! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
 //!   entries and their verification), [`sigstore`] (bundles and trusted roots).
-//! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows).
+//! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
+//!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
 pub mod dsse;
+pub mod entry;
 pub mod epoch;
 pub mod invalidation;
 pub mod keys;
@@ -16,6 +18,7 @@ pub mod note;
 pub mod receipt;
 pub mod sigstore;
 pub mod tiles;
+pub mod verikey;
 
 /// Errors of the provenance-cache rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
