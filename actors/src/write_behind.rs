@@ -61,8 +61,9 @@ impl WriteBehind {
             // Every accepted write must reach the store, including those queued before
             // this consumer existed.
             start: StartPosition::All,
-            // A batch may wait a whole interval before its flush starts.
-            ack_wait: self.flush_interval * 2 + Duration::from_secs(30),
+            // A batch may wait a whole interval before its flush starts; after a crash the
+            // writes it held come back once this has passed.
+            ack_wait: self.flush_interval * 2 + Duration::from_secs(10),
             // A write is never given up on: an outage only delays it.
             max_deliver: -1,
             // The pump holds a whole batch unacknowledged while it gathers it.
