@@ -276,3 +276,123 @@ impl Actor for WriteBehind {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use ractor::Actor;
+
+    use super::*;
+    use crate::domain::entry::{Entry, verdict_hash};
+    use crate::ports::{PortError, UpsertOutcome};
+    use crate::testing::{MemoryBus, Settlement};
+
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        failures_left: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl EntryStore for Recorder {
+        async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
+            Ok(None)
+        }
+        async fn upsert_entries(&self, w: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+            let mut left = self.failures_left.lock().expect("lock");
+            if *left > 0 {
+                *left -= 1;
+                return Err(PortError::Unavailable {
+                    service: "postgres",
+                    message: "down".into(),
+                });
+            }
+            self.batches
+                .lock()
+                .expect("lock")
+                .push(w.iter().map(|w| w.entry.veri_key.clone()).collect());
+            Ok(UpsertOutcome {
+                written: w.len() as u64,
+                invalidated: 0,
+            })
+        }
+    }
+
+    fn write(i: usize) -> Vec<u8> {
+        let now = Utc::now();
+        let verdict = serde_json::json!({"decision": "allow"});
+        EntryWrite {
+            write_id: uuid::Uuid::now_v7(),
+            accepted_at: now,
+            entry: Entry {
+                veri_key: format!("sha256:{i:064x}"),
+                verdict_hash: verdict_hash(&verdict),
+                verdict,
+                proof_root: None,
+                trust_score: 50,
+                policy_hash: "sha256:p".into(),
+                signer_set_hash: "sha256:s".into(),
+                signer_key_ids: vec![],
+                feed_id: None,
+                feed_epoch: None,
+                created_at: now,
+                expires_at: now + chrono::Duration::hours(1),
+            },
+        }
+        .to_json()
+    }
+
+    async fn eventually(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "condition not met in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn flushes_by_size_or_interval_acks_after_commit_and_retries_failures() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        *store.failures_left.lock().expect("lock") = 1;
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        bus.publish_raw(&subject, b"{broken".to_vec());
+        for i in 0..5 {
+            bus.publish_raw(&subject, write(i));
+        }
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            subjects,
+        };
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 3, Duration::from_millis(100)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| {
+            let b = store.batches.lock().expect("lock");
+            b.iter().map(Vec::len).sum::<usize>() == 5
+        })
+        .await;
+        let batches = store.batches.lock().expect("lock").clone();
+        assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+        eventually(|| {
+            bus.settlements()
+                .iter()
+                .filter(|s| **s == Settlement::Ack)
+                .count()
+                == 5
+        })
+        .await;
+        let settled = bus.settlements();
+        assert_eq!(settled[0], Settlement::Term, "{settled:?}");
+        assert!(settled.contains(&Settlement::Nak), "the failed flush naks");
+        actor.stop(None);
+    }
+}
