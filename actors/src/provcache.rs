@@ -107,6 +107,12 @@ impl ProvCache {
         }
     }
 
+    /// How long a failed tier is skipped (one second by default).
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
     fn usable(slot: &TierSlot) -> bool {
         slot.down_until.load(Ordering::Relaxed) <= now_ms()
     }
@@ -246,5 +252,191 @@ impl HotCachePurge for ProvCache {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::domain::entry::verdict_hash;
+    use crate::ports::UpsertOutcome;
+    use crate::testing::MemoryBus;
+
+    #[derive(Default)]
+    struct FakeTier {
+        name: &'static str,
+        entries: Mutex<HashMap<String, Entry>>,
+        down: AtomicBool,
+    }
+
+    impl FakeTier {
+        fn named(name: &'static str) -> Arc<Self> {
+            Arc::new(FakeTier {
+                name,
+                ..Default::default()
+            })
+        }
+        fn check(&self) -> Result<(), PortError> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(PortError::Unavailable {
+                    service: "redis",
+                    message: "down".into(),
+                });
+            }
+            Ok(())
+        }
+        fn has(&self, k: &str) -> bool {
+            self.entries.lock().expect("lock").contains_key(k)
+        }
+    }
+
+    #[async_trait]
+    impl EntryTier for FakeTier {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        async fn get(&self, k: &str) -> Result<Option<Entry>, PortError> {
+            self.check()?;
+            Ok(self.entries.lock().expect("lock").get(k).cloned())
+        }
+        async fn put(&self, e: &Entry) -> Result<(), PortError> {
+            self.check()?;
+            self.entries
+                .lock()
+                .expect("lock")
+                .insert(e.veri_key.clone(), e.clone());
+            Ok(())
+        }
+        async fn remove(&self, keys: &[String]) -> Result<(), PortError> {
+            self.check()?;
+            let mut m = self.entries.lock().expect("lock");
+            for k in keys {
+                m.remove(k);
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeStore {
+        entries: Mutex<HashMap<String, Entry>>,
+    }
+
+    #[async_trait]
+    impl EntryStore for FakeStore {
+        async fn get_entry(&self, k: &str) -> Result<Option<Entry>, PortError> {
+            Ok(self.entries.lock().expect("lock").get(k).cloned())
+        }
+        async fn upsert_entries(&self, w: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+            let mut m = self.entries.lock().expect("lock");
+            for w in w {
+                m.insert(w.entry.veri_key.clone(), w.entry.clone());
+            }
+            Ok(UpsertOutcome {
+                written: w.len() as u64,
+                invalidated: 0,
+            })
+        }
+    }
+
+    fn entry(ttl: chrono::Duration) -> Entry {
+        let now = Utc::now();
+        let verdict = serde_json::json!({"decision": "allow"});
+        Entry {
+            veri_key: format!("sha256:{}", "1".repeat(64)),
+            verdict_hash: verdict_hash(&verdict),
+            verdict,
+            proof_root: None,
+            trust_score: 1,
+            policy_hash: "sha256:p".into(),
+            signer_set_hash: "sha256:s".into(),
+            signer_key_ids: vec![],
+            feed_id: None,
+            feed_epoch: None,
+            created_at: now,
+            expires_at: now + ttl,
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_fall_through_fill_up_and_a_dead_tier_refills_when_it_returns() {
+        let memory = FakeTier::named("memory");
+        let valkey = FakeTier::named("valkey");
+        let store = Arc::new(FakeStore::default());
+        let bus = MemoryBus::new();
+        let cache = ProvCache::new(
+            vec![memory.clone(), valkey.clone()],
+            store.clone(),
+            Arc::new(bus.clone()),
+            "t.provcache.writes".into(),
+            true,
+        )
+        .with_retry_after(Duration::from_millis(20));
+        let e = entry(chrono::Duration::hours(1));
+        let key = e.veri_key.clone();
+
+        // Valkey down: the write is committed, not queued, and reads come from below.
+        valkey.down.store(true, Ordering::Relaxed);
+        assert_eq!(cache.put(e.clone()).await, Ok(Accepted::Committed));
+        memory
+            .remove(std::slice::from_ref(&key))
+            .await
+            .expect("remove");
+        let (_, served) = cache.get(&key).await.expect("get").expect("hit");
+        assert_eq!(served, Served::Durable);
+        assert!(!valkey.has(&key));
+
+        // Valkey back: after the skip window a durable hit refills it.
+        valkey.down.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        memory
+            .remove(std::slice::from_ref(&key))
+            .await
+            .expect("remove");
+        let (_, served) = cache.get(&key).await.expect("get").expect("hit");
+        assert_eq!(served, Served::Durable);
+        assert!(valkey.has(&key));
+        memory
+            .remove(std::slice::from_ref(&key))
+            .await
+            .expect("remove");
+        let (_, served) = cache.get(&key).await.expect("get").expect("hit");
+        assert_eq!(served, Served::Tier("valkey"));
+        let (_, served) = cache.get(&key).await.expect("get").expect("hit");
+        assert_eq!(served, Served::Tier("memory"));
+
+        // With every tier up a write is queued on the bus, and a purge empties the tiers.
+        assert_eq!(cache.put(e.clone()).await, Ok(Accepted::Queued));
+        cache
+            .purge(std::slice::from_ref(&key))
+            .await
+            .expect("purge");
+        assert!(!memory.has(&key) && !valkey.has(&key));
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_misses_in_every_tier() {
+        let memory = FakeTier::named("memory");
+        let store = Arc::new(FakeStore::default());
+        let cache = ProvCache::new(
+            vec![memory.clone()],
+            store.clone(),
+            Arc::new(MemoryBus::new()),
+            "t.provcache.writes".into(),
+            false,
+        );
+        let mut e = entry(chrono::Duration::hours(1));
+        e.expires_at = Utc::now() - chrono::Duration::seconds(1);
+        memory.put(&e).await.expect("put");
+        store
+            .entries
+            .lock()
+            .expect("lock")
+            .insert(e.veri_key.clone(), e.clone());
+        assert_eq!(cache.get(&e.veri_key).await, Ok(None));
     }
 }
