@@ -111,9 +111,17 @@ impl EntryTier for RedisCache {
         let Some(bytes) = self.get_entry(veri_key).await? else {
             return Ok(None);
         };
-        let entry: Entry = serde_json::from_slice(&bytes)
-            .map_err(|e| AdapterError::Corrupt(format!("cached entry {veri_key}: {e}")))?;
-        Ok(Some(entry).filter(|e| e.is_live(Utc::now())))
+        match serde_json::from_slice::<Entry>(&bytes) {
+            Ok(entry) => Ok(Some(entry).filter(|e| e.is_live(Utc::now()))),
+            // A value this version cannot read (another writer, an older format) is a miss,
+            // not a tier failure: the durable tier answers and the fill overwrites it.
+            Err(e) => {
+                metrics::counter!("provd_provcache_undecodable_total", "tier" => "valkey")
+                    .increment(1);
+                tracing::debug!(veri_key, error = %e, "undecodable cached entry; treated as a miss");
+                Ok(None)
+            }
+        }
     }
 
     async fn put(&self, entry: &Entry) -> Result<(), PortError> {
