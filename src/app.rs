@@ -10,15 +10,20 @@ use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::LedgerRow;
 use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
+use actors::ports::EntryTier;
+use actors::provcache::ProvCache;
 use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
+use actors::write_behind::{self, WriteBehind, WriteBehindDeps};
 use async_trait::async_trait;
 use events::Subjects;
+use events::streams::PROVCACHE_WRITES_SUBJECT;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::AdapterError;
 use crate::adapters::jetstream::JetStreamBus;
+use crate::adapters::memory::MemoryTier;
 use crate::adapters::postgres::PgStore;
 use crate::adapters::redis::RedisCache;
 use crate::config::{Config, mask_url};
@@ -65,6 +70,7 @@ pub struct App {
     store: PgStore,
     bus: JetStreamBus,
     cache: RedisCache,
+    provcache: Arc<ProvCache>,
 }
 
 struct PgProbe(PgStore);
@@ -160,17 +166,30 @@ impl App {
             metrics::counter!("provd_invalidations_total", "type" => ty).absolute(0);
             metrics::counter!("provd_entries_invalidated_total", "type" => ty).absolute(0);
         }
+        let mut tiers: Vec<Arc<dyn EntryTier>> = Vec::new();
+        if config.provcache.memory_entries > 0 {
+            tiers.push(Arc::new(MemoryTier::new(config.provcache.memory_entries)));
+        }
+        tiers.push(Arc::new(cache.clone()));
+        let provcache = Arc::new(ProvCache::new(
+            tiers,
+            Arc::new(store.clone()),
+            Arc::new(bus.clone()),
+            subjects.prefixed(PROVCACHE_WRITES_SUBJECT),
+            config.provcache.write_behind,
+        ));
         let deps = InvalidatorDeps {
             bus: Arc::new(bus.clone()),
             store: Arc::new(store.clone()),
             rejects: Arc::new(store.clone()),
-            cache: Arc::new(cache.clone()),
+            // Invalidations purge every hot tier: in-process and Valkey/Redis.
+            cache: provcache.clone(),
             subjects: subjects.clone(),
             // A minute of margin covers clock skew between this host and NATS; replaying
             // an already-recorded invalidation is harmless (deduplicated by its id).
             started_at: chrono::Utc::now() - chrono::Duration::seconds(60),
         };
-        let children: Vec<ChildSpec> = Trigger::ALL
+        let mut children: Vec<ChildSpec> = Trigger::ALL
             .into_iter()
             .map(|t| {
                 let deps = deps.clone();
@@ -179,6 +198,23 @@ impl App {
                 })
             })
             .collect();
+        // The flusher runs even with write-behind off: it drains writes queued before a
+        // restart with the setting changed.
+        let wb_deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store.clone()),
+            subjects: subjects.clone(),
+        };
+        let (flush_batch, flush_interval) = (
+            config.provcache.flush_batch,
+            config.provcache.flush_interval,
+        );
+        children.push(ChildSpec::new(write_behind::NAME, true, move || {
+            (
+                WriteBehind::new(wb_deps.clone(), flush_batch, flush_interval),
+                (),
+            )
+        }));
         let (supervisor, supervisor_join) = Actor::spawn(
             None,
             Supervisor::new(RestartPolicy::default(), health.clone()),
@@ -205,6 +241,8 @@ impl App {
                 config.provcache.chunk_size as u64,
                 config.provcache.max_chunks_per_entry as u64,
             )?,
+            cache: provcache.clone(),
+            default_ttl: config.provcache.default_ttl,
         };
         http::proofs::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -251,6 +289,7 @@ impl App {
             store,
             bus,
             cache,
+            provcache,
         })
     }
 
@@ -277,6 +316,11 @@ impl App {
     /// The hot tier.
     pub fn cache(&self) -> &RedisCache {
         &self.cache
+    }
+
+    /// The provenance cache over its tiers.
+    pub fn provcache(&self) -> &Arc<ProvCache> {
+        &self.provcache
     }
 
     /// The root supervisor (tests add children to it).

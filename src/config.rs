@@ -136,6 +136,10 @@ pub struct ProvcacheConfig {
     pub write_behind: bool,
     /// Longest time a write waits in the write-behind queue.
     pub flush_interval: Duration,
+    /// Most writes the flusher upserts in one statement.
+    pub flush_batch: usize,
+    /// Most entries the in-process tier holds; 0 turns the tier off.
+    pub memory_entries: u64,
 }
 
 /// Log output format.
@@ -188,6 +192,10 @@ pub struct RawProvcache {
     pub write_behind: Option<bool>,
     /// See [`ProvcacheConfig::flush_interval`]; a duration such as `5s`.
     pub flush_interval: Option<String>,
+    /// See [`ProvcacheConfig::flush_batch`].
+    pub flush_batch: Option<u64>,
+    /// See [`ProvcacheConfig::memory_entries`].
+    pub memory_entries: Option<u64>,
 }
 
 /// The auth table as written in TOML.
@@ -282,6 +290,12 @@ impl RawConfig {
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
+                "PROVCACHE_FLUSH_BATCH" => {
+                    self.provcache.flush_batch = Some(parse_env_u64(&name, &value)?);
+                }
+                "PROVCACHE_MEMORY_ENTRIES" => {
+                    self.provcache.memory_entries = Some(parse_env_u64(&name, &value)?);
+                }
                 "PROVCACHE_CHUNK_SIZE" => {
                     self.provcache.chunk_size = Some(parse_env_u64(&name, &value)?);
                 }
@@ -408,6 +422,22 @@ impl RawConfig {
                 "expected more than zero and at most 1h",
             ));
         }
+        let flush_batch = p.flush_batch.unwrap_or(1000);
+        if !(1..=100_000).contains(&flush_batch) {
+            return Err(invalid(
+                "provcache.flush_batch",
+                flush_batch,
+                "expected a number of entries between 1 and 100000",
+            ));
+        }
+        let memory_entries = p.memory_entries.unwrap_or(100_000);
+        if memory_entries > 100_000_000 {
+            return Err(invalid(
+                "provcache.memory_entries",
+                memory_entries,
+                "expected a number of entries up to 100000000 (0 turns the tier off)",
+            ));
+        }
 
         let mut tokens = Vec::new();
         for (i, t) in self.auth.tokens.into_iter().enumerate() {
@@ -489,6 +519,8 @@ impl RawConfig {
                 default_ttl,
                 write_behind: p.write_behind.unwrap_or(true),
                 flush_interval,
+                flush_batch: flush_batch as usize,
+                memory_entries,
             },
             tokens,
         })
@@ -595,6 +627,8 @@ impl Config {
                 flush_interval: Some(
                     humantime::format_duration(self.provcache.flush_interval).to_string(),
                 ),
+                flush_batch: Some(self.provcache.flush_batch as u64),
+                memory_entries: Some(self.provcache.memory_entries),
             },
             auth: RawAuth {
                 tokens: self
@@ -642,6 +676,8 @@ mod tests {
         assert_eq!(c.provcache.default_ttl, Duration::from_secs(86_400));
         assert!(c.provcache.write_behind);
         assert_eq!(c.provcache.flush_interval, Duration::from_secs(5));
+        assert_eq!(c.provcache.flush_batch, 1000);
+        assert_eq!(c.provcache.memory_entries, 100_000);
         assert_eq!(c.node_id, "n1");
         assert!(c.tokens.is_empty());
     }

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -26,7 +26,7 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn metrics() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = histogram_buckets(PrometheusBuilder::new()).build_recorder();
             let handle = recorder.handle();
             // A recorder installed by someone else (never in provd) would win; ours still
             // renders, just empty.
@@ -36,6 +36,24 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Buckets make these histograms (not summaries), so they aggregate across nodes.
+fn histogram_buckets(b: PrometheusBuilder) -> PrometheusBuilder {
+    const BATCH: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+    const SECONDS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    b.set_buckets_for_metric(Matcher::Full("provd_write_behind_batch_size".into()), BATCH)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("provd_write_behind_flush_duration_seconds".into()),
+                SECONDS,
+            )
+        })
+        // Only an empty bucket list is refused, and these are constants; without buckets the
+        // two would render as summaries.
+        .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
 fn describe() {
@@ -69,6 +87,67 @@ fn describe() {
     describe_counter!(
         "provd_hot_cache_purge_errors_total",
         "Hot-tier purges that failed after an invalidation."
+    );
+    describe_counter!(
+        "provd_provcache_hits_total",
+        "Provenance-cache reads answered, by tier (memory, valkey, postgres)."
+    );
+    describe_counter!(
+        "provd_provcache_misses_total",
+        "Provenance-cache reads a tier could not answer, by tier."
+    );
+    describe_counter!(
+        "provd_provcache_tier_errors_total",
+        "Failed cache-tier operations, by tier and operation; the tier is skipped briefly."
+    );
+    describe_counter!(
+        "provd_provcache_writes_total",
+        "Accepted cache writes, by path (write_behind or direct)."
+    );
+    describe_counter!(
+        "provd_provcache_write_behind_fallbacks_total",
+        "Writes committed directly because the hot tier or the bus was down."
+    );
+    describe_gauge!(
+        "provd_write_behind_queue_depth",
+        Unit::Count,
+        "Accepted writes not yet flushed to PostgreSQL."
+    );
+    describe_gauge!(
+        "provd_write_behind_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest write the flusher holds unflushed."
+    );
+    describe_gauge!(
+        "provd_write_behind_flushed_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest write of the last flush when it committed."
+    );
+    metrics::describe_histogram!(
+        "provd_write_behind_batch_size",
+        Unit::Count,
+        "Writes per write-behind flush."
+    );
+    metrics::describe_histogram!(
+        "provd_write_behind_flush_duration_seconds",
+        Unit::Seconds,
+        "Time of one write-behind flush transaction."
+    );
+    describe_counter!(
+        "provd_write_behind_flushed_total",
+        "Rows written by the write-behind flusher."
+    );
+    describe_counter!(
+        "provd_write_behind_invalidated_total",
+        "Queued writes dropped because a matching invalidation was recorded after them."
+    );
+    describe_counter!(
+        "provd_write_behind_flush_errors_total",
+        "Write-behind flushes that failed and will be retried."
+    );
+    describe_counter!(
+        "provd_write_behind_rejected_total",
+        "Malformed messages on the write-behind stream, terminated."
     );
     describe_counter!(
         "provd_http_requests_total",

@@ -144,6 +144,7 @@ impl Trigger {
             ack_wait: Duration::from_secs(60),
             // An invalidation is never given up on: an outage only delays it.
             max_deliver: -1,
+            max_ack_pending: 0,
         }
     }
 }

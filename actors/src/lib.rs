@@ -2,7 +2,9 @@
 //!
 //! * [`domain`]: synchronous logic with no I/O (Merkle, notes, VeriKey, invalidation rules).
 //! * [`ports`]: the narrow async traits actors use to reach stores, caches and the bus.
-//! * [`supervisor`], [`invalidator`]: the actors; [`health`] is what `/readyz` reads.
+//! * [`supervisor`], [`invalidator`], [`write_behind`]: the actors; [`health`] is what
+//!   `/readyz` reads.
+//! * [`provcache`]: the cache's read and write paths over the tiers.
 //! * `testing` (feature): in-memory fakes of the ports for unit tests.
 //!
 //! This crate never names a database, cache, broker or HTTP library: adapters live in the
@@ -12,6 +14,8 @@ pub mod domain;
 pub mod health;
 pub mod invalidator;
 pub mod ports;
+pub mod provcache;
 pub mod supervisor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod write_behind;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::entry::{Entry, EntryWrite};
 use crate::domain::invalidation::{Invalidation, LedgerRow};
 
 /// Errors a port reports. Adapters map their own errors onto these kinds, which tell an
@@ -63,6 +64,8 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
     /// How many deliveries before the broker gives up on a message.
     pub max_deliver: i64,
+    /// Most delivered but unacknowledged messages; 0 keeps the broker's default.
+    pub max_ack_pending: i64,
 }
 
 /// One delivered message, to be settled exactly once with ack, nak or term.
@@ -74,6 +77,10 @@ pub trait Delivery: Send + Sync {
     fn payload(&self) -> &[u8];
     /// How many times it has been delivered, starting at 1.
     fn delivered(&self) -> u64;
+    /// Messages still waiting behind this one on its consumer, when the bus knows.
+    fn pending(&self) -> Option<u64> {
+        None
+    }
     /// Done: never deliver it again.
     async fn ack(&self) -> Result<(), PortError>;
     /// Not now: deliver it again after `delay`.
@@ -214,4 +221,38 @@ pub trait EvidenceStore: Send + Sync + 'static {
 
     /// Totals over all stored evidence.
     async fn evidence_totals(&self) -> Result<EvidenceTotals, PortError>;
+}
+
+/// One cache tier above the durable store: the in-process tier or Valkey/Redis.
+#[async_trait]
+pub trait EntryTier: Send + Sync + 'static {
+    /// The tier's name, as in the `X-Provcache-Tier` header and metric labels.
+    fn name(&self) -> &'static str;
+    /// The entry, when the tier holds it and it has not expired.
+    async fn get(&self, veri_key: &str) -> Result<Option<Entry>, PortError>;
+    /// Stores the entry until its `expires_at`.
+    async fn put(&self, entry: &Entry) -> Result<(), PortError>;
+    /// Removes these VeriKeys.
+    async fn remove(&self, veri_keys: &[String]) -> Result<(), PortError>;
+}
+
+/// What one durable upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertOutcome {
+    /// Writes stored (inserted, or newer than the stored version).
+    pub written: u64,
+    /// Writes dropped because an invalidation matching them was recorded after they were
+    /// accepted.
+    pub invalidated: u64,
+}
+
+/// The durable tier of entries (PostgreSQL; SQLite in embedded mode).
+#[async_trait]
+pub trait EntryStore: Send + Sync + 'static {
+    /// The live entry with this VeriKey.
+    async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError>;
+    /// Upserts the writes and their signer-set members in one transaction: the newest
+    /// version of each entry wins, and a write is skipped when an invalidation matching it
+    /// was recorded after it was accepted.
+    async fn upsert_entries(&self, writes: &[EntryWrite]) -> Result<UpsertOutcome, PortError>;
 }

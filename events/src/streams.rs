@@ -81,8 +81,29 @@ pub const REKOR_EVENTS: StreamDef = StreamDef {
     duplicate_window: Duration::from_secs(10 * 60),
 };
 
+/// The subject of provcache writes on their way to PostgreSQL (before the prefix).
+pub const PROVCACHE_WRITES_SUBJECT: &str = "provcache.writes";
+
+/// The write-behind queue: accepted cache writes until the flusher has committed them.
+/// Internal to provd, so no event kind maps to it; the write id deduplicates a retried
+/// publish within a day.
+pub const PROVCACHE_WRITES: StreamDef = StreamDef {
+    name: "PROVCACHE_WRITES",
+    subjects: &[PROVCACHE_WRITES_SUBJECT],
+    retention: Retention::WorkQueue,
+    max_age: Duration::from_secs(7 * 24 * 60 * 60),
+    max_bytes: 4 * GIB,
+    duplicate_window: DAY,
+};
+
 /// Every stream provd uses.
-pub const ALL: [StreamDef; 4] = [PROV_EVENTS, PROV_LEDGER, REKOR_SUBMISSIONS, REKOR_EVENTS];
+pub const ALL: [StreamDef; 5] = [
+    PROV_EVENTS,
+    PROV_LEDGER,
+    REKOR_SUBMISSIONS,
+    REKOR_EVENTS,
+    PROVCACHE_WRITES,
+];
 
 /// The stream that captures `kind`'s subject.
 pub fn stream_of(kind: EventKind) -> &'static StreamDef {

@@ -163,6 +163,7 @@ impl EventBus for JetStreamBus {
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: spec.ack_wait,
                     max_deliver: spec.max_deliver,
+                    max_ack_pending: spec.max_ack_pending,
                     ..Default::default()
                 },
             )
@@ -194,10 +195,14 @@ impl Subscription for JetStreamSubscription {
         let mut out: Vec<Box<dyn Delivery>> = Vec::new();
         while let Some(m) = batch.next().await {
             let m = m.map_err(nats_err)?;
-            let delivered = m.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+            let (delivered, pending) = m
+                .info()
+                .map(|i| (i.delivered.max(1) as u64, Some(i.pending)))
+                .unwrap_or((1, None));
             out.push(Box::new(JetStreamDelivery {
                 subject: m.subject.to_string(),
                 delivered,
+                pending,
                 msg: m,
             }));
         }
@@ -209,6 +214,7 @@ struct JetStreamDelivery {
     msg: jetstream::Message,
     subject: String,
     delivered: u64,
+    pending: Option<u64>,
 }
 
 #[async_trait]
@@ -221,6 +227,9 @@ impl Delivery for JetStreamDelivery {
     }
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+    fn pending(&self) -> Option<u64> {
+        self.pending
     }
     async fn ack(&self) -> Result<(), PortError> {
         // Wait for the server's confirmation: the effect is committed, and a lost ack would

@@ -2,10 +2,12 @@
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
-//! * [`redis`]: the hot tier.
+//! * [`redis`]: the hot tier (Valkey/Redis).
+//! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
 
 pub mod jetstream;
+pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
 pub mod redis;

@@ -6,10 +6,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept, newest_per_key};
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, Invalidation, LedgerRow};
 use actors::ports::{
-    InvalidationOutcome, InvalidationStore, PortError, RejectedEvent, RejectedEventStore,
+    EntryStore, InvalidationOutcome, InvalidationStore, PortError, RejectedEvent,
+    RejectedEventStore, UpsertOutcome,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -89,6 +91,53 @@ pub struct LedgerStats {
     pub total_entries_invalidated: i64,
     /// The highest `seq_no` (0 when empty).
     pub head_seq_no: i64,
+}
+
+/// The advisory lock that orders write-behind flushes against invalidations: a flush holds
+/// it shared, an invalidation exclusively. So an invalidation either commits before a flush
+/// reads the ledger (and the flush drops the writes it matches) or waits until the flush
+/// has committed (and then deletes what the flush wrote). Either way an invalidated entry
+/// never comes back from a batch that was in flight.
+const FLUSH_LOCK: i64 = 0x7072_6f76_6361_6368;
+
+/// How far apart provd's clock (which stamps accepted writes) and PostgreSQL's (which stamps
+/// ledger rows) may be. A write accepted up to this long after a matching invalidation is
+/// dropped as well: a dropped write is only a later cache miss, a resurrected one is wrong.
+const CLOCK_SKEW_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
+#[derive(FromRow)]
+struct EntryRecord {
+    veri_key: String,
+    verdict: serde_json::Value,
+    verdict_hash: String,
+    proof_root: Option<String>,
+    trust_score: i16,
+    policy_hash: String,
+    signer_set_hash: String,
+    signer_key_ids: Vec<String>,
+    feed_id: Option<String>,
+    feed_epoch: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<EntryRecord> for Entry {
+    fn from(r: EntryRecord) -> Self {
+        Entry {
+            veri_key: r.veri_key,
+            verdict: r.verdict,
+            verdict_hash: r.verdict_hash,
+            proof_root: r.proof_root,
+            trust_score: r.trust_score,
+            policy_hash: r.policy_hash,
+            signer_set_hash: r.signer_set_hash,
+            signer_key_ids: r.signer_key_ids,
+            feed_id: r.feed_id,
+            feed_epoch: r.feed_epoch,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 /// A provcache item to insert (used by tests until the write path lands).
@@ -282,6 +331,11 @@ impl PgStore {
         inv: &Invalidation,
     ) -> Result<Option<(LedgerRow, Vec<String>)>, AdapterError> {
         let mut tx = self.pool.begin().await?;
+        // Waits for write-behind flushes in progress, and holds new ones off until commit.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FLUSH_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let deleted: Vec<String> =
             match &inv.criterion {
                 Criterion::VeriKey(k) => sqlx::query_scalar(
@@ -373,6 +427,166 @@ impl PgStore {
                 Ok(None)
             }
         }
+    }
+}
+
+impl PgStore {
+    /// Upserts a batch of writes in one transaction (see [`EntryStore::upsert_entries`]).
+    pub async fn upsert_writes(
+        &self,
+        writes: &[EntryWrite],
+    ) -> Result<UpsertOutcome, AdapterError> {
+        let Some(oldest) = writes.iter().map(|w| w.accepted_at).min() else {
+            return Ok(UpsertOutcome::default());
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(FLUSH_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        // Invalidations recorded since the oldest write was accepted: few, and indexed.
+        let recent: Vec<(DateTime<Utc>, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT revoked_at, metadata FROM provcache.prov_revocations WHERE revoked_at >= $1",
+        )
+        .bind(oldest - CLOCK_SKEW_MARGIN)
+        .fetch_all(&mut *tx)
+        .await?;
+        let revocations: Vec<_> = recent
+            .into_iter()
+            .filter_map(|(at, meta)| {
+                let c = Criterion::from_metadata(&meta?).ok()?;
+                Some((c, at + CLOCK_SKEW_MARGIN))
+            })
+            .collect();
+        let newest = newest_per_key(writes.to_vec());
+        let total = newest.len();
+        let kept: Vec<EntryWrite> = newest
+            .into_iter()
+            .filter(|w| !invalidated_after_accept(w, &revocations))
+            .collect();
+        let invalidated = (total - kept.len()) as u64;
+        let n = kept.len();
+        let mut keys = Vec::with_capacity(n);
+        let mut verdicts = Vec::with_capacity(n);
+        let mut verdict_hashes = Vec::with_capacity(n);
+        let mut proof_roots: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n);
+        let mut policies = Vec::with_capacity(n);
+        let mut signer_sets = Vec::with_capacity(n);
+        let mut feed_ids: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut feed_epochs: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        let mut accepted = Vec::with_capacity(n);
+        let mut expires = Vec::with_capacity(n);
+        let mut member_sets: Vec<String> = Vec::new();
+        let mut member_keys: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for w in &kept {
+            let e = &w.entry;
+            keys.push(e.veri_key.clone());
+            verdicts.push(serde_json::to_string(&e.verdict).unwrap_or_else(|_| "null".into()));
+            verdict_hashes.push(e.verdict_hash.clone());
+            proof_roots.push(e.proof_root.clone());
+            scores.push(e.trust_score);
+            policies.push(e.policy_hash.clone());
+            signer_sets.push(e.signer_set_hash.clone());
+            feed_ids.push(e.feed_id.clone());
+            feed_epochs.push(e.feed_epoch.clone());
+            created.push(e.created_at);
+            accepted.push(w.accepted_at);
+            expires.push(e.expires_at);
+            for k in &e.signer_key_ids {
+                if seen.insert((e.signer_set_hash.as_str(), k.as_str())) {
+                    member_sets.push(e.signer_set_hash.clone());
+                    member_keys.push(k.clone());
+                }
+            }
+        }
+        // One statement for the whole batch; `updated_at` holds the accepted time of the
+        // stored version, so an older write arriving late never replaces a newer one.
+        let written = sqlx::query(
+            "INSERT INTO provcache.provcache_items \
+             (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
+              signer_set_hash, feed_id, feed_epoch, created_at, updated_at, expires_at) \
+             SELECT k, v::jsonb, vh, pr, ts, ph, ss, fi, fe, ca, ua, ea FROM UNNEST(\
+              $1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], \
+              $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+              $12::timestamptz[]) AS t(k, v, vh, pr, ts, ph, ss, fi, fe, ca, ua, ea) \
+             ON CONFLICT (veri_key) DO UPDATE SET verdict = EXCLUDED.verdict, \
+              verdict_hash = EXCLUDED.verdict_hash, proof_root = EXCLUDED.proof_root, \
+              trust_score = EXCLUDED.trust_score, policy_hash = EXCLUDED.policy_hash, \
+              signer_set_hash = EXCLUDED.signer_set_hash, feed_id = EXCLUDED.feed_id, \
+              feed_epoch = EXCLUDED.feed_epoch, created_at = EXCLUDED.created_at, \
+              updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at \
+             WHERE provcache.provcache_items.updated_at <= EXCLUDED.updated_at",
+        )
+        .bind(&keys)
+        .bind(&verdicts)
+        .bind(&verdict_hashes)
+        .bind(&proof_roots)
+        .bind(&scores)
+        .bind(&policies)
+        .bind(&signer_sets)
+        .bind(&feed_ids)
+        .bind(&feed_epochs)
+        .bind(&created)
+        .bind(&accepted)
+        .bind(&expires)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if !member_sets.is_empty() {
+            sqlx::query(
+                "INSERT INTO provcache.prov_signer_set_members (signer_set_hash, key_id) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&member_sets)
+            .bind(&member_keys)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(UpsertOutcome {
+            written,
+            invalidated,
+        })
+    }
+
+    /// The live entry with this VeriKey.
+    pub async fn entry(&self, veri_key: &str) -> Result<Option<Entry>, AdapterError> {
+        let row: Option<EntryRecord> = sqlx::query_as(
+            "SELECT i.veri_key, i.verdict, i.verdict_hash, i.proof_root, i.trust_score, \
+              i.policy_hash, i.signer_set_hash, \
+              ARRAY(SELECT m.key_id::text FROM provcache.prov_signer_set_members m \
+                    WHERE m.signer_set_hash = i.signer_set_hash ORDER BY m.key_id) \
+                AS signer_key_ids, \
+              i.feed_id, i.feed_epoch, i.created_at, i.expires_at \
+             FROM provcache.provcache_items i WHERE i.veri_key = $1 AND i.expires_at > now()",
+        )
+        .bind(veri_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Entry::from))
+    }
+
+    /// How many items the durable tier holds (expired ones included).
+    pub async fn count_items(&self) -> Result<i64, AdapterError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM provcache.provcache_items")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+#[async_trait]
+impl EntryStore for PgStore {
+    async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
+        Ok(self.entry(veri_key).await?)
+    }
+
+    async fn upsert_entries(&self, writes: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+        Ok(self.upsert_writes(writes).await?)
     }
 }
 

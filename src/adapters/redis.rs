@@ -3,8 +3,10 @@
 //! The connection is opened lazily and re-opened by the connection manager, so provd
 //! starts, and keeps serving from PostgreSQL, while Redis is down.
 
-use actors::ports::{HotCachePurge, PortError};
+use actors::domain::entry::Entry;
+use actors::ports::{EntryTier, HotCachePurge, PortError};
 use async_trait::async_trait;
+use chrono::Utc;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
@@ -96,5 +98,49 @@ impl HotCachePurge for RedisCache {
             let _: i64 = c.del(keys).await.map_err(AdapterError::from)?;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EntryTier for RedisCache {
+    fn name(&self) -> &'static str {
+        "valkey"
+    }
+
+    async fn get(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
+        let Some(bytes) = self.get_entry(veri_key).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Entry>(&bytes) {
+            Ok(entry) => Ok(Some(entry).filter(|e| e.is_live(Utc::now()))),
+            // A value this version cannot read (another writer, an older format) is a miss,
+            // not a tier failure: the durable tier answers and the fill overwrites it.
+            Err(e) => {
+                metrics::counter!("provd_provcache_undecodable_total", "tier" => "valkey")
+                    .increment(1);
+                tracing::debug!(veri_key, error = %e, "undecodable cached entry; treated as a miss");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put(&self, entry: &Entry) -> Result<(), PortError> {
+        let left = (entry.expires_at - Utc::now()).num_milliseconds();
+        if left <= 0 {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(entry)
+            .map_err(|e| AdapterError::Corrupt(format!("entry {}: {e}", entry.veri_key)))?;
+        let mut c = self.conn().await?;
+        // PX keeps Redis's expiry within a millisecond of the entry's own.
+        let _: () = c
+            .pset_ex(self.entry_key(&entry.veri_key), bytes, left as u64)
+            .await
+            .map_err(AdapterError::from)?;
+        Ok(())
+    }
+
+    async fn remove(&self, veri_keys: &[String]) -> Result<(), PortError> {
+        self.purge(veri_keys).await
     }
 }

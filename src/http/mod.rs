@@ -4,6 +4,7 @@
 //! scope. Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
 pub mod auth;
+pub mod entries;
 pub mod error;
 pub mod proofs;
 
@@ -14,6 +15,7 @@ use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::{Invalidation, LedgerRow};
 use actors::health::Health;
 use actors::ports::{EventBus, EvidenceStore};
+use actors::provcache::ProvCache;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -71,6 +73,10 @@ pub struct AppState {
     pub evidence: Arc<dyn EvidenceStore>,
     /// Evidence chunk size and limits.
     pub evidence_limits: EvidenceLimits,
+    /// The provenance cache's tiers.
+    pub cache: Arc<ProvCache>,
+    /// Entry lifetime when a writer gives none.
+    pub default_ttl: Duration,
 }
 
 /// The router.
@@ -98,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(invalidate)
         .merge(read)
         .merge(proofs::router(&state))
+        .merge(entries::routes(&state))
         .fallback(not_found)
         .with_state(state)
 }

@@ -311,14 +311,15 @@ where
 }
 
 impl TestApp {
-    /// Starts provd like [`TestApp::start`], after `adjust` has changed the configuration.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    /// Starts provd with a test configuration changed by `change`, or returns `None` when
+    /// the services are missing outside CI.
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> Option<TestApp> {
         let services = services()?;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         provd::telemetry::init_logs(provd::config::LogFormat::Text);
         let db = TestDb::create(&services).await;
         let mut config = test_config(&services, &db);
-        adjust(&mut config);
+        change(&mut config);
         let app = App::start(config.clone()).await.expect("provd starts");
         let base = format!("http://{}", app.local_addr());
         Some(TestApp {
@@ -330,4 +331,19 @@ impl TestApp {
             services,
         })
     }
+}
+
+/// A local TCP port nothing listens on (bound once, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A VeriKey-shaped key unique to this call.
+pub fn fresh_veri_key() -> String {
+    format!(
+        "sha256:{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }

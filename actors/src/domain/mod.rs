@@ -5,10 +5,12 @@
 //!   entries and their verification), [`sigstore`] (bundles and trusted roots).
 //! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
 //!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
+//!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
 pub mod dsse;
+pub mod entry;
 pub mod epoch;
 pub mod evidence;
 pub mod invalidation;
@@ -18,6 +20,7 @@ pub mod note;
 pub mod receipt;
 pub mod sigstore;
 pub mod tiles;
+pub mod verikey;
 
 /// Errors of the provenance-cache rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

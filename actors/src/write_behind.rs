@@ -1,0 +1,398 @@
+//! The write-behind flusher: carries accepted cache writes from the write-behind stream to
+//! the durable store.
+//!
+//! A pump task pulls messages and gathers them until it holds `flush_batch` writes or the
+//! oldest has waited `flush_interval`, whichever comes first, then hands the batch to the
+//! actor and waits until it is settled. The actor upserts the whole batch in one statement
+//! and acks every message only after the commit; a failed upsert naks them all, so a crash
+//! or an outage loses nothing (the bus redelivers, and the upsert is idempotent).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use events::Subjects;
+use events::streams::{PROVCACHE_WRITES, PROVCACHE_WRITES_SUBJECT};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, MessagingErr};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::domain::entry::EntryWrite;
+use crate::ports::{ConsumerSpec, Delivery, EntryStore, EventBus, StartPosition};
+
+/// The actor's name and durable consumer name.
+pub const NAME: &str = "write-behind-flusher";
+
+/// What the flusher needs from the outside.
+#[derive(Clone)]
+pub struct WriteBehindDeps {
+    /// The event bus holding the write-behind stream.
+    pub bus: Arc<dyn EventBus>,
+    /// The durable store.
+    pub store: Arc<dyn EntryStore>,
+    /// This deployment's subjects.
+    pub subjects: Subjects,
+}
+
+/// The flusher. Config lives here; the pump lives in [`WriteBehindState`].
+#[derive(Clone)]
+pub struct WriteBehind {
+    deps: WriteBehindDeps,
+    flush_batch: usize,
+    flush_interval: Duration,
+}
+
+impl WriteBehind {
+    /// A flusher that flushes at `flush_batch` writes or after `flush_interval`.
+    pub fn new(deps: WriteBehindDeps, flush_batch: usize, flush_interval: Duration) -> Self {
+        WriteBehind {
+            deps,
+            flush_batch: flush_batch.max(1),
+            flush_interval,
+        }
+    }
+
+    /// The durable consumer on the write-behind stream.
+    pub fn consumer(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: self.deps.subjects.stream_name(&PROVCACHE_WRITES),
+            durable: NAME.to_owned(),
+            filter_subject: self.deps.subjects.prefixed(PROVCACHE_WRITES_SUBJECT),
+            // Every accepted write must reach the store, including those queued before
+            // this consumer existed.
+            start: StartPosition::All,
+            // A batch may wait a whole interval before its flush starts; after a crash the
+            // writes it held come back once this has passed.
+            ack_wait: self.flush_interval * 2 + Duration::from_secs(10),
+            // A write is never given up on: an outage only delays it.
+            max_deliver: -1,
+            // The pump holds a whole batch unacknowledged while it gathers it.
+            max_ack_pending: i64::try_from(self.flush_batch * 2).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Messages the flusher handles.
+pub enum WriteBehindMsg {
+    /// A gathered batch; reply when every delivery is settled.
+    Flush(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
+}
+
+/// The running pump.
+pub struct WriteBehindState {
+    pump: Option<JoinHandle<()>>,
+}
+
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30))
+}
+
+impl WriteBehind {
+    async fn flush(&self, deliveries: Vec<Box<dyn Delivery>>) {
+        let mut writes = Vec::with_capacity(deliveries.len());
+        let mut good = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match EntryWrite::from_json(d.payload()) {
+                Ok(w) => {
+                    writes.push(w);
+                    good.push(d);
+                }
+                Err(e) => {
+                    // Only provd publishes here, so this is a bug or a foreign publisher;
+                    // it must not block the writes behind it.
+                    metrics::counter!("provd_write_behind_rejected_total").increment(1);
+                    tracing::warn!(error = %e, "dropping a malformed write-behind message");
+                    let _ = d.term().await;
+                }
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let oldest = writes.iter().map(|w| w.accepted_at).min();
+        metrics::histogram!("provd_write_behind_batch_size").record(writes.len() as f64);
+        let started = Instant::now();
+        match self.deps.store.upsert_entries(&writes).await {
+            Ok(outcome) => {
+                metrics::histogram!("provd_write_behind_flush_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("provd_write_behind_flushed_total").increment(outcome.written);
+                metrics::counter!("provd_write_behind_invalidated_total")
+                    .increment(outcome.invalidated);
+                if let Some(oldest) = oldest {
+                    let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
+                }
+                // Acks go out together; a lost one only costs an idempotent redelivery.
+                let acks = good.iter().map(|d| d.ack());
+                for r in futures::future::join_all(acks).await {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "ack failed; the write will be redelivered");
+                    }
+                }
+            }
+            Err(e) => {
+                let delay = retry_delay(good[0].delivered().min(8) as u32);
+                metrics::counter!("provd_write_behind_flush_errors_total").increment(1);
+                tracing::warn!(error = %e, writes = good.len(), delay_ms = delay.as_millis() as u64, "flush failed; will retry");
+                let naks = good.iter().map(|d| d.nak(delay));
+                let _ = futures::future::join_all(naks).await;
+            }
+        }
+    }
+}
+
+/// Publishes the queue gauges from what the pump holds.
+fn queue_gauges(held: &[Box<dyn Delivery>], held_since: Option<Instant>) {
+    let behind = held.last().and_then(|d| d.pending()).unwrap_or(0);
+    metrics::gauge!("provd_write_behind_queue_depth").set((held.len() as u64 + behind) as f64);
+    let lag = held_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    metrics::gauge!("provd_write_behind_lag_seconds").set(lag);
+}
+
+impl Actor for WriteBehind {
+    type Msg = WriteBehindMsg;
+    type State = WriteBehindState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(WriteBehindState { pump: None })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let spec = self.consumer();
+        let bus = self.deps.bus.clone();
+        let max = self.flush_batch;
+        let interval = self.flush_interval;
+        state.pump = Some(tokio::spawn(async move {
+            let mut failures: u32 = 0;
+            loop {
+                // A bus outage is not a crash: resubscribe with backoff.
+                let mut sub = match bus.subscribe(&spec).await {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = retry_delay(failures);
+                        tracing::warn!(actor = NAME, error = %e, delay_ms = delay.as_millis() as u64, "cannot subscribe; retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                };
+                let mut held: Vec<Box<dyn Delivery>> = Vec::new();
+                // When the oldest held message arrived; the interval runs from then.
+                let mut held_since: Option<Instant> = None;
+                loop {
+                    // A killed actor skips post_stop, so the pump notices on its own.
+                    if !matches!(myself.get_status(), ActorStatus::Running) {
+                        return;
+                    }
+                    let wait = match held_since {
+                        Some(t) => interval.saturating_sub(t.elapsed()),
+                        None => interval.min(Duration::from_secs(1)),
+                    }
+                    .max(Duration::from_millis(10));
+                    let due = held_since.is_some_and(|t| t.elapsed() >= interval);
+                    if !due && held.len() < max {
+                        match sub.next_batch(max - held.len(), wait).await {
+                            Ok(b) => {
+                                failures = 0;
+                                if !b.is_empty() && held_since.is_none() {
+                                    held_since = Some(Instant::now());
+                                }
+                                held.extend(b);
+                            }
+                            Err(e) => {
+                                failures = failures.saturating_add(1);
+                                let delay = retry_delay(failures);
+                                tracing::warn!(actor = NAME, error = %e, delay_ms = delay.as_millis() as u64, "write-behind subscription failed; resubscribing");
+                                // Held messages are redelivered after ack_wait.
+                                tokio::time::sleep(delay).await;
+                                break;
+                            }
+                        }
+                    }
+                    queue_gauges(&held, held_since);
+                    let due = held_since.is_some_and(|t| t.elapsed() >= interval);
+                    if held.is_empty() || (held.len() < max && !due) {
+                        continue;
+                    }
+                    let batch = std::mem::take(&mut held);
+                    held_since = None;
+                    let (tx, rx) = oneshot::channel();
+                    match myself.cast(WriteBehindMsg::Flush(batch, tx)) {
+                        Ok(()) => {}
+                        Err(MessagingErr::SendErr(WriteBehindMsg::Flush(b, _))) => {
+                            // The actor died between the fetch and the hand-over: give the
+                            // batch back at once instead of after ack_wait.
+                            for d in b {
+                                let _ = d.nak(Duration::ZERO).await;
+                            }
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                    if rx.await.is_err() {
+                        // The actor is gone; its replacement starts a new pump.
+                        return;
+                    }
+                    queue_gauges(&held, held_since);
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WriteBehindMsg::Flush(deliveries, done) => {
+                self.flush(deliveries).await;
+                let _ = done.send(());
+                Ok(())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(pump) = state.pump.take() {
+            pump.abort();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use ractor::Actor;
+
+    use super::*;
+    use crate::domain::entry::{Entry, verdict_hash};
+    use crate::ports::{PortError, UpsertOutcome};
+    use crate::testing::{MemoryBus, Settlement};
+
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<Vec<String>>>,
+        failures_left: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl EntryStore for Recorder {
+        async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
+            Ok(None)
+        }
+        async fn upsert_entries(&self, w: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+            let mut left = self.failures_left.lock().expect("lock");
+            if *left > 0 {
+                *left -= 1;
+                return Err(PortError::Unavailable {
+                    service: "postgres",
+                    message: "down".into(),
+                });
+            }
+            self.batches
+                .lock()
+                .expect("lock")
+                .push(w.iter().map(|w| w.entry.veri_key.clone()).collect());
+            Ok(UpsertOutcome {
+                written: w.len() as u64,
+                invalidated: 0,
+            })
+        }
+    }
+
+    fn write(i: usize) -> Vec<u8> {
+        let now = Utc::now();
+        let verdict = serde_json::json!({"decision": "allow"});
+        EntryWrite {
+            write_id: uuid::Uuid::now_v7(),
+            accepted_at: now,
+            entry: Entry {
+                veri_key: format!("sha256:{i:064x}"),
+                verdict_hash: verdict_hash(&verdict),
+                verdict,
+                proof_root: None,
+                trust_score: 50,
+                policy_hash: "sha256:p".into(),
+                signer_set_hash: "sha256:s".into(),
+                signer_key_ids: vec![],
+                feed_id: None,
+                feed_epoch: None,
+                created_at: now,
+                expires_at: now + chrono::Duration::hours(1),
+            },
+        }
+        .to_json()
+    }
+
+    async fn eventually(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "condition not met in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn flushes_by_size_or_interval_acks_after_commit_and_retries_failures() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        *store.failures_left.lock().expect("lock") = 1;
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        bus.publish_raw(&subject, b"{broken".to_vec());
+        for i in 0..5 {
+            bus.publish_raw(&subject, write(i));
+        }
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            subjects,
+        };
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 3, Duration::from_millis(100)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| {
+            let b = store.batches.lock().expect("lock");
+            b.iter().map(Vec::len).sum::<usize>() == 5
+        })
+        .await;
+        let batches = store.batches.lock().expect("lock").clone();
+        assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+        eventually(|| {
+            bus.settlements()
+                .iter()
+                .filter(|s| **s == Settlement::Ack)
+                .count()
+                == 5
+        })
+        .await;
+        let settled = bus.settlements();
+        assert_eq!(settled[0], Settlement::Term, "{settled:?}");
+        assert!(settled.contains(&Settlement::Nak), "the failed flush naks");
+        actor.stop(None);
+    }
+}

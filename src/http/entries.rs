@@ -1,0 +1,232 @@
+//! Provenance-cache entries: VeriKey computation, writes and tiered reads.
+
+use std::time::Duration;
+
+use actors::domain::entry::{Entry, verdict_hash};
+use actors::domain::verikey::{VeriKeyInputs, parse_veri_key};
+use actors::provcache::{Accepted, CacheError};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Guard, require_scope};
+use super::error::{ApiError, ApiJson};
+use crate::config::Scope;
+
+/// The header naming the tier that answered a read.
+pub const TIER_HEADER: &str = "x-provcache-tier";
+
+/// Longest TTL a writer may ask for.
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// The routes of this module, each behind its scope.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let guard = |scope| {
+        middleware::from_fn_with_state(
+            Guard {
+                tokens: state.tokens.clone(),
+                scope,
+            },
+            require_scope,
+        )
+    };
+    let read = Router::new()
+        .route("/api/v1/provcache/verikey", post(verikey))
+        .route("/api/v1/provcache/entries/{veri_key}", get(get_entry))
+        .route_layer(guard(Scope::Read));
+    let write = Router::new()
+        .route("/api/v1/provcache/entries", post(put_entry))
+        .route_layer(guard(Scope::Write));
+    read.merge(write)
+}
+
+async fn verikey(ApiJson(inputs): ApiJson<VeriKeyInputs>) -> Result<Json<Value>, ApiError> {
+    let key = inputs
+        .veri_key()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(json!({"veri_key": key})))
+}
+
+/// A TTL: seconds, or a duration such as `"12h"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutEntry {
+    veri_key: Option<String>,
+    inputs: Option<VeriKeyInputs>,
+    verdict: Value,
+    trust_score: i64,
+    #[serde(default)]
+    proof_root: Option<String>,
+    #[serde(default)]
+    policy_hash: Option<String>,
+    #[serde(default)]
+    signer_set_hash: Option<String>,
+    #[serde(default)]
+    signer_key_ids: Vec<String>,
+    #[serde(default)]
+    feed_id: Option<String>,
+    #[serde(default)]
+    feed_epoch: Option<String>,
+    #[serde(default)]
+    ttl: Option<Ttl>,
+}
+
+/// Takes a field from the body or, failing that, from the inputs; both must agree.
+fn pick(
+    name: &str,
+    given: Option<String>,
+    from_inputs: Option<&String>,
+) -> Result<Option<String>, ApiError> {
+    match (given, from_inputs) {
+        (Some(g), Some(i)) if &g != i => Err(ApiError::BadRequest(format!(
+            "`{name}` differs from `inputs.{name}`"
+        ))),
+        (Some(g), _) => Ok(Some(g)),
+        (None, i) => Ok(i.cloned()),
+    }
+}
+
+fn ttl_of(ttl: Option<Ttl>, default: Duration) -> Result<Duration, ApiError> {
+    let d = match ttl {
+        None => default,
+        Some(Ttl::Seconds(s)) => Duration::from_secs(s),
+        Some(Ttl::Text(t)) => humantime::parse_duration(t.trim()).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`ttl` must be seconds or a duration like `12h`: {e}"
+            ))
+        })?,
+    };
+    if d.is_zero() || d > MAX_TTL {
+        return Err(ApiError::BadRequest(
+            "`ttl` must be more than zero and at most 366 days".into(),
+        ));
+    }
+    Ok(d)
+}
+
+fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    let veri_key = match (&body.veri_key, &body.inputs) {
+        (Some(k), None) => k.clone(),
+        (None, Some(inputs)) => inputs.veri_key().map_err(|e| bad(e.to_string()))?,
+        _ => {
+            return Err(bad("give exactly one of `veri_key` and `inputs`".to_owned()));
+        }
+    };
+    let inputs = body.inputs.as_ref();
+    let policy_hash = pick(
+        "policy_hash",
+        body.policy_hash,
+        inputs.map(|i| &i.policy_hash),
+    )?
+    .ok_or_else(|| bad("`policy_hash` is required".into()))?;
+    let signer_set_hash = pick(
+        "signer_set_hash",
+        body.signer_set_hash,
+        inputs.map(|i| &i.signer_set_hash),
+    )?
+    .ok_or_else(|| bad("`signer_set_hash` is required".into()))?;
+    let feed_epoch = pick("feed_epoch", body.feed_epoch, inputs.map(|i| &i.feed_epoch))?;
+    let trust_score = i16::try_from(body.trust_score)
+        .ok()
+        .filter(|s| (0..=100).contains(s))
+        .ok_or_else(|| {
+            bad(format!(
+                "`trust_score` must be between 0 and 100, got {}",
+                body.trust_score
+            ))
+        })?;
+    let ttl = ttl_of(body.ttl, default_ttl)?;
+    let now = Utc::now();
+    let entry = Entry {
+        veri_key,
+        verdict_hash: verdict_hash(&body.verdict),
+        verdict: body.verdict,
+        proof_root: body.proof_root,
+        trust_score,
+        policy_hash,
+        signer_set_hash,
+        signer_key_ids: body.signer_key_ids,
+        feed_id: body.feed_id,
+        feed_epoch,
+        created_at: now,
+        expires_at: now
+            + chrono::Duration::from_std(ttl).map_err(|_| bad("`ttl` is too long".into()))?,
+    };
+    entry.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(entry)
+}
+
+fn unavailable(e: CacheError) -> ApiError {
+    tracing::warn!(error = %e, "provcache request failed");
+    ApiError::Unavailable("the provenance cache's durable store is unavailable; try again".into())
+}
+
+async fn put_entry(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<PutEntry>,
+) -> Result<Response, ApiError> {
+    let entry = entry_of(body, s.default_ttl)?;
+    let veri_key = entry.veri_key.clone();
+    let expires_at = entry.expires_at;
+    let accepted = s.cache.put(entry).await.map_err(unavailable)?;
+    let (status, word) = match accepted {
+        Accepted::Queued => (StatusCode::ACCEPTED, "queued"),
+        Accepted::Committed => (StatusCode::CREATED, "committed"),
+    };
+    Ok((
+        status,
+        Json(json!({"veri_key": veri_key, "status": word, "expires_at": expires_at})),
+    )
+        .into_response())
+}
+
+async fn get_entry(
+    State(s): State<AppState>,
+    Path(veri_key): Path<String>,
+) -> Result<Response, ApiError> {
+    parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match s.cache.get(&veri_key).await.map_err(unavailable)? {
+        Some((entry, served)) => {
+            let mut resp = Json(entry).into_response();
+            resp.headers_mut()
+                .insert(TIER_HEADER, HeaderValue::from_static(served.as_str()));
+            Ok(resp)
+        }
+        None => Err(ApiError::NotFound(format!("no live entry for {veri_key}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_parse_as_seconds_or_durations() {
+        let d = Duration::from_secs(60);
+        assert_eq!(ttl_of(None, d).ok(), Some(d));
+        assert_eq!(
+            ttl_of(Some(Ttl::Seconds(5)), d).ok(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            ttl_of(Some(Ttl::Text("2h".into())), d).ok(),
+            Some(Duration::from_secs(7200))
+        );
+        assert!(ttl_of(Some(Ttl::Seconds(0)), d).is_err());
+        assert!(ttl_of(Some(Ttl::Text("soon".into())), d).is_err());
+    }
+}
