@@ -27,7 +27,7 @@ use crate::adapters::memory::MemoryTier;
 use crate::adapters::postgres::PgStore;
 use crate::adapters::redis::RedisCache;
 use crate::config::{Config, mask_url};
-use crate::http::{self, AppState, LedgerQuery, Probe};
+use crate::http::{self, AppState, EntryCount, LedgerQuery, Probe};
 use crate::telemetry;
 
 /// Errors of the composition root.
@@ -119,6 +119,13 @@ impl LedgerQuery for PgStore {
     async fn stats(&self) -> Result<serde_json::Value, String> {
         let stats = self.ledger_stats().await.map_err(|e| e.to_string())?;
         serde_json::to_value(stats).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl EntryCount for PgStore {
+    async fn entry_count(&self) -> Result<i64, String> {
+        self.count_items().await.map_err(|e| e.to_string())
     }
 }
 
@@ -226,6 +233,7 @@ impl App {
         let state = AppState {
             bus: Arc::new(bus.clone()),
             ledger: Arc::new(store.clone()),
+            counts: Arc::new(store.clone()),
             probes: vec![
                 Arc::new(PgProbe(store.clone())),
                 Arc::new(RedisProbe(cache.clone())),

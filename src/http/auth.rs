@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -17,6 +18,20 @@ pub struct Guard {
     pub tokens: Arc<Vec<Token>>,
     /// The scope required.
     pub scope: Scope,
+}
+
+/// `router` with every route behind a bearer token that grants `scope`.
+pub fn scoped<S>(router: Router<S>, tokens: &Arc<Vec<Token>>, scope: Scope) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(middleware::from_fn_with_state(
+        Guard {
+            tokens: tokens.clone(),
+            scope,
+        },
+        require_scope,
+    ))
 }
 
 /// Compares secrets in time independent of where they differ.

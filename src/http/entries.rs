@@ -9,13 +9,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{Guard, require_scope};
+use super::auth::scoped;
 use super::error::{ApiError, ApiJson};
 use crate::config::Scope;
 
@@ -27,22 +27,18 @@ const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// The routes of this module, each behind its scope.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let guard = |scope| {
-        middleware::from_fn_with_state(
-            Guard {
-                tokens: state.tokens.clone(),
-                scope,
-            },
-            require_scope,
-        )
-    };
-    let read = Router::new()
-        .route("/api/v1/provcache/verikey", post(verikey))
-        .route("/api/v1/provcache/entries/{veri_key}", get(get_entry))
-        .route_layer(guard(Scope::Read));
-    let write = Router::new()
-        .route("/api/v1/provcache/entries", post(put_entry))
-        .route_layer(guard(Scope::Write));
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/provcache/verikey", post(verikey))
+            .route("/api/v1/provcache/entries/{veri_key}", get(get_entry)),
+        &state.tokens,
+        Scope::Read,
+    );
+    let write = scoped(
+        Router::new().route("/api/v1/provcache/entries", post(put_entry)),
+        &state.tokens,
+        Scope::Write,
+    );
     read.merge(write)
 }
 

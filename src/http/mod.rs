@@ -7,6 +7,7 @@ pub mod auth;
 pub mod entries;
 pub mod error;
 pub mod proofs;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use events::data::{EventData, InvalidateRequested};
 use events::{CloudEvent, EventKind, Subjects};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -29,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Scope, Token};
-use auth::{Guard, require_scope};
+use auth::scoped;
 use error::{ApiError, ApiJson, ApiQuery};
 
 /// A dependency `/readyz` checks.
@@ -50,6 +51,13 @@ pub trait LedgerQuery: Send + Sync {
     async fn stats(&self) -> Result<serde_json::Value, String>;
 }
 
+/// Counts of what the durable tier holds.
+#[async_trait]
+pub trait EntryCount: Send + Sync {
+    /// Entries in the durable tier.
+    async fn entry_count(&self) -> Result<i64, String>;
+}
+
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -57,6 +65,8 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     /// The ledger.
     pub ledger: Arc<dyn LedgerQuery>,
+    /// Entry counts for `/stats`.
+    pub counts: Arc<dyn EntryCount>,
     /// Dependencies checked by `/readyz`.
     pub probes: Vec<Arc<dyn Probe>>,
     /// Supervised actors' health.
@@ -81,22 +91,18 @@ pub struct AppState {
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    let guard = |scope| {
-        middleware::from_fn_with_state(
-            Guard {
-                tokens: state.tokens.clone(),
-                scope,
-            },
-            require_scope,
-        )
-    };
-    let invalidate = Router::new()
-        .route("/api/v1/provcache/invalidate", post(invalidate))
-        .route_layer(guard(Scope::Invalidate));
-    let read = Router::new()
-        .route("/api/v1/provcache/revocations", get(revocations))
-        .route("/api/v1/provcache/revocations/stats", get(revocation_stats))
-        .route_layer(guard(Scope::Read));
+    let invalidate = scoped(
+        Router::new().route("/api/v1/provcache/invalidate", post(invalidate)),
+        &state.tokens,
+        Scope::Invalidate,
+    );
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/provcache/revocations", get(revocations))
+            .route("/api/v1/provcache/revocations/stats", get(revocation_stats)),
+        &state.tokens,
+        Scope::Read,
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -105,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(read)
         .merge(proofs::router(&state))
         .merge(entries::routes(&state))
+        .merge(stats::routes(&state))
         .fallback(not_found)
         .with_state(state)
 }

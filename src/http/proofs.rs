@@ -7,19 +7,19 @@
 use actors::domain::evidence::{
     Chunk, ChunkBuilder, EvidenceError, Manifest, ManifestVerifier, parse_digest,
 };
+use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, middleware};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::{Guard, require_scope};
+use super::auth::scoped;
 use super::error::{ApiError, ApiQuery};
 use crate::config::Scope;
 
@@ -50,28 +50,24 @@ fn count_upload(outcome: &'static str) {
 
 /// The evidence routes: upload needs `write`, everything else `read`.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let guard = |scope| {
-        middleware::from_fn_with_state(
-            Guard {
-                tokens: state.tokens.clone(),
-                scope,
-            },
-            require_scope,
-        )
-    };
-    let write = Router::new()
-        .route("/api/v1/proofs", post(upload))
-        .route_layer(guard(Scope::Write));
-    let read = Router::new()
-        .route("/api/v1/proofs/{proof_root}", get(page))
-        .route("/api/v1/proofs/{proof_root}/manifest", get(manifest))
-        .route("/api/v1/proofs/{proof_root}/chunks/{index}", get(chunk))
-        .route(
-            "/api/v1/proofs/{proof_root}/chunks/{index}/proof",
-            get(proof),
-        )
-        .route("/api/v1/proofs/{proof_root}/verify", post(verify))
-        .route_layer(guard(Scope::Read));
+    let write = scoped(
+        Router::new().route("/api/v1/proofs", post(upload)),
+        &state.tokens,
+        Scope::Write,
+    );
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/proofs/{proof_root}", get(page))
+            .route("/api/v1/proofs/{proof_root}/manifest", get(manifest))
+            .route("/api/v1/proofs/{proof_root}/chunks/{index}", get(chunk))
+            .route(
+                "/api/v1/proofs/{proof_root}/chunks/{index}/proof",
+                get(proof),
+            )
+            .route("/api/v1/proofs/{proof_root}/verify", post(verify)),
+        &state.tokens,
+        Scope::Read,
+    );
     write.merge(read)
 }
 
