@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use events::data::{FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, SignerRevoked};
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
-use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -25,6 +25,7 @@ use crate::ports::{
     ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEvent,
     RejectedEventStore, StartPosition,
 };
+use crate::pump;
 
 /// Largest payload kept when an event is rejected.
 const MAX_KEPT_PAYLOAD: usize = 64 * 1024;
@@ -309,55 +310,35 @@ impl Actor for Invalidator {
         let batch = self.batch_size;
         let name = self.trigger.name();
         state.pump = Some(tokio::spawn(async move {
-            let mut failures: u32 = 0;
             loop {
-                // A bus outage is not a crash: the pump resubscribes with backoff and
-                // `/readyz` reports the bus as unreachable meanwhile.
-                let mut sub = match bus.subscribe(&spec).await {
-                    Ok(sub) => sub,
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let delay = nak_delay(u64::from(failures));
-                        tracing::warn!(actor = name, error = %e, delay_ms = delay.as_millis() as u64, "cannot subscribe; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                };
-                loop {
-                    // A killed actor skips post_stop, so the pump notices on its own.
-                    if !matches!(myself.get_status(), ActorStatus::Running) {
-                        return;
-                    }
+                let mut sub = pump::subscribe(bus.as_ref(), &spec, name).await;
+                let mut failures: u32 = 0;
+                while pump::actor_alive(&myself) {
                     match sub.next_batch(batch, Duration::from_secs(1)).await {
                         Ok(b) if b.is_empty() => failures = 0,
                         Ok(b) => {
                             failures = 0;
-                            let (tx, rx) = oneshot::channel();
-                            match myself.cast(InvalidatorMsg::Batch(b, tx)) {
-                                Ok(()) => {}
-                                Err(MessagingErr::SendErr(InvalidatorMsg::Batch(b, _))) => {
-                                    // The actor died between the fetch and the hand-over:
-                                    // give the batch back at once instead of after ack_wait.
-                                    for d in b {
-                                        let _ = d.nak(Duration::ZERO).await;
-                                    }
-                                    return;
-                                }
-                                Err(_) => return,
-                            }
-                            if rx.await.is_err() {
+                            let handed = pump::hand_over(&myself, b, InvalidatorMsg::Batch, |m| {
+                                let InvalidatorMsg::Batch(b, _) = m;
+                                Some(b)
+                            })
+                            .await;
+                            if !handed {
                                 // The actor is gone; its replacement starts a new pump.
                                 return;
                             }
                         }
                         Err(e) => {
                             failures = failures.saturating_add(1);
-                            let delay = nak_delay(u64::from(failures));
+                            let delay = pump::retry_delay(failures);
                             tracing::warn!(actor = name, error = %e, delay_ms = delay.as_millis() as u64, "event subscription failed; resubscribing");
                             tokio::time::sleep(delay).await;
                             break;
                         }
                     }
+                }
+                if !pump::actor_alive(&myself) {
+                    return;
                 }
             }
         }));

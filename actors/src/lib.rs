@@ -15,6 +15,7 @@ pub mod health;
 pub mod invalidator;
 pub mod ports;
 pub mod provcache;
+pub mod pump;
 pub mod supervisor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

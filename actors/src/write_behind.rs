@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use events::Subjects;
 use events::streams::{PROVCACHE_WRITES, PROVCACHE_WRITES_SUBJECT};
-use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, MessagingErr};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::domain::entry::EntryWrite;
 use crate::ports::{ConsumerSpec, Delivery, EntryStore, EventBus, StartPosition};
+use crate::pump;
 
 /// The actor's name and durable consumer name.
 pub const NAME: &str = "write-behind-flusher";
@@ -83,10 +84,6 @@ pub struct WriteBehindState {
     pump: Option<JoinHandle<()>>,
 }
 
-fn retry_delay(failures: u32) -> Duration {
-    Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30))
-}
-
 impl WriteBehind {
     async fn flush(&self, deliveries: Vec<Box<dyn Delivery>>) {
         let mut writes = Vec::with_capacity(deliveries.len());
@@ -132,7 +129,7 @@ impl WriteBehind {
                 }
             }
             Err(e) => {
-                let delay = retry_delay(good[0].delivered().min(8) as u32);
+                let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
                 metrics::counter!("provd_write_behind_flush_errors_total").increment(1);
                 tracing::warn!(error = %e, writes = good.len(), delay_ms = delay.as_millis() as u64, "flush failed; will retry");
                 let naks = good.iter().map(|d| d.nak(delay));
@@ -173,25 +170,14 @@ impl Actor for WriteBehind {
         let max = self.flush_batch;
         let interval = self.flush_interval;
         state.pump = Some(tokio::spawn(async move {
-            let mut failures: u32 = 0;
             loop {
-                // A bus outage is not a crash: resubscribe with backoff.
-                let mut sub = match bus.subscribe(&spec).await {
-                    Ok(sub) => sub,
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let delay = retry_delay(failures);
-                        tracing::warn!(actor = NAME, error = %e, delay_ms = delay.as_millis() as u64, "cannot subscribe; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                };
+                let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
+                let mut failures: u32 = 0;
                 let mut held: Vec<Box<dyn Delivery>> = Vec::new();
                 // When the oldest held message arrived; the interval runs from then.
                 let mut held_since: Option<Instant> = None;
                 loop {
-                    // A killed actor skips post_stop, so the pump notices on its own.
-                    if !matches!(myself.get_status(), ActorStatus::Running) {
+                    if !pump::actor_alive(&myself) {
                         return;
                     }
                     let wait = match held_since {
@@ -211,7 +197,7 @@ impl Actor for WriteBehind {
                             }
                             Err(e) => {
                                 failures = failures.saturating_add(1);
-                                let delay = retry_delay(failures);
+                                let delay = pump::retry_delay(failures);
                                 tracing::warn!(actor = NAME, error = %e, delay_ms = delay.as_millis() as u64, "write-behind subscription failed; resubscribing");
                                 // Held messages are redelivered after ack_wait.
                                 tokio::time::sleep(delay).await;
@@ -226,20 +212,12 @@ impl Actor for WriteBehind {
                     }
                     let batch = std::mem::take(&mut held);
                     held_since = None;
-                    let (tx, rx) = oneshot::channel();
-                    match myself.cast(WriteBehindMsg::Flush(batch, tx)) {
-                        Ok(()) => {}
-                        Err(MessagingErr::SendErr(WriteBehindMsg::Flush(b, _))) => {
-                            // The actor died between the fetch and the hand-over: give the
-                            // batch back at once instead of after ack_wait.
-                            for d in b {
-                                let _ = d.nak(Duration::ZERO).await;
-                            }
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                    if rx.await.is_err() {
+                    let handed = pump::hand_over(&myself, batch, WriteBehindMsg::Flush, |m| {
+                        let WriteBehindMsg::Flush(b, _) = m;
+                        Some(b)
+                    })
+                    .await;
+                    if !handed {
                         // The actor is gone; its replacement starts a new pump.
                         return;
                     }

@@ -1,0 +1,83 @@
+//! What every consuming actor's pump shares: subscribing with backoff, and handing a batch
+//! to its actor.
+//!
+//! A pump is a task beside an actor. It does the bus's long polls so the actor's mailbox
+//! never waits on them, and it hands each batch over and waits until the actor has settled
+//! it before pulling more.
+
+use std::time::Duration;
+
+use ractor::{ActorRef, ActorStatus, MessagingErr};
+use tokio::sync::oneshot;
+
+use crate::ports::{ConsumerSpec, Delivery, EventBus, Subscription};
+
+/// Delay before the next attempt after `failures` consecutive failures: 250 ms doubling up
+/// to 30 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64 << failures.min(7)).min(Duration::from_secs(30))
+}
+
+/// Subscribes, retrying with backoff until it works. A bus outage is not a crash: the
+/// supervisor is not involved, and `/readyz` reports the bus meanwhile.
+pub async fn subscribe(
+    bus: &dyn EventBus,
+    spec: &ConsumerSpec,
+    actor: &'static str,
+) -> Box<dyn Subscription> {
+    let mut failures = 0u32;
+    loop {
+        match bus.subscribe(spec).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = retry_delay(failures);
+                tracing::warn!(actor, error = %e, delay_ms = delay.as_millis() as u64, "cannot subscribe; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Whether the pump's actor still runs. A killed actor skips `post_stop`, so the pump
+/// checks this itself.
+pub fn actor_alive<M>(actor: &ActorRef<M>) -> bool {
+    matches!(actor.get_status(), ActorStatus::Running)
+}
+
+/// Hands `batch` to `actor` as the message `wrap` builds and waits until the actor has
+/// settled it. Returns false when the actor is gone; a batch it never received is given
+/// back to the bus at once (`unwrap` recovers it from the undelivered message) instead of
+/// waiting out the ack deadline.
+pub async fn hand_over<M: ractor::Message>(
+    actor: &ActorRef<M>,
+    batch: Vec<Box<dyn Delivery>>,
+    wrap: impl FnOnce(Vec<Box<dyn Delivery>>, oneshot::Sender<()>) -> M,
+    unwrap: impl FnOnce(M) -> Option<Vec<Box<dyn Delivery>>>,
+) -> bool {
+    let (tx, rx) = oneshot::channel();
+    match actor.cast(wrap(batch, tx)) {
+        Ok(()) => rx.await.is_ok(),
+        Err(MessagingErr::SendErr(msg)) => {
+            for d in unwrap(msg).into_iter().flatten() {
+                let _ = d.nak(Duration::ZERO).await;
+            }
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delay_doubles_to_its_cap() {
+        assert_eq!(retry_delay(0), Duration::from_millis(250));
+        assert_eq!(retry_delay(1), Duration::from_millis(500));
+        assert_eq!(retry_delay(6), Duration::from_secs(16));
+        assert_eq!(retry_delay(100), Duration::from_secs(30));
+    }
+}
