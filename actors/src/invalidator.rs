@@ -17,7 +17,6 @@ use events::data::{FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, Signer
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::domain::DomainError;
 use crate::domain::invalidation::{Invalidation, RevocationType};
@@ -194,7 +193,7 @@ pub enum InvalidatorMsg {
 
 /// The running pump.
 pub struct InvalidatorState {
-    pump: Option<JoinHandle<()>>,
+    pump: Option<pump::Pump>,
 }
 
 fn nak_delay(delivered: u64) -> Duration {
@@ -309,7 +308,7 @@ impl Actor for Invalidator {
         let bus = self.deps.bus.clone();
         let batch = self.batch_size;
         let name = self.trigger.name();
-        state.pump = Some(tokio::spawn(async move {
+        state.pump = Some(pump::Pump::spawn(async move {
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, name).await;
                 let mut failures: u32 = 0;
@@ -360,17 +359,6 @@ impl Actor for Invalidator {
                 Ok(())
             }
         }
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(pump) = state.pump.take() {
-            pump.abort();
-        }
-        Ok(())
     }
 }
 

@@ -9,8 +9,27 @@ use std::time::Duration;
 
 use ractor::{ActorRef, ActorStatus, MessagingErr};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::ports::{ConsumerSpec, Delivery, EventBus, Subscription};
+
+/// A running pump task; dropping it (with the actor's state) stops the task, so an actor
+/// needs no `post_stop` for it.
+#[derive(Debug)]
+pub struct Pump(JoinHandle<()>);
+
+impl Pump {
+    /// Runs `task` as a pump.
+    pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Pump {
+        Pump(tokio::spawn(task))
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Delay before the next attempt after `failures` consecutive failures: 250 ms doubling up
 /// to 30 s.

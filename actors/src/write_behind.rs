@@ -15,7 +15,6 @@ use events::Subjects;
 use events::streams::{PROVCACHE_WRITES, PROVCACHE_WRITES_SUBJECT};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::domain::entry::EntryWrite;
 use crate::ports::{ConsumerSpec, Delivery, EntryStore, EventBus, StartPosition};
@@ -81,7 +80,7 @@ pub enum WriteBehindMsg {
 
 /// The running pump.
 pub struct WriteBehindState {
-    pump: Option<JoinHandle<()>>,
+    pump: Option<pump::Pump>,
 }
 
 impl WriteBehind {
@@ -169,7 +168,7 @@ impl Actor for WriteBehind {
         let bus = self.deps.bus.clone();
         let max = self.flush_batch;
         let interval = self.flush_interval;
-        state.pump = Some(tokio::spawn(async move {
+        state.pump = Some(pump::Pump::spawn(async move {
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
                 let mut failures: u32 = 0;
@@ -241,17 +240,6 @@ impl Actor for WriteBehind {
                 Ok(())
             }
         }
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(pump) = state.pump.take() {
-            pump.abort();
-        }
-        Ok(())
     }
 }
 
