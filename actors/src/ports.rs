@@ -256,3 +256,142 @@ pub trait EntryStore: Send + Sync + 'static {
     /// was recorded after it was accepted.
     async fn upsert_entries(&self, writes: &[EntryWrite]) -> Result<UpsertOutcome, PortError>;
 }
+
+/// What provd asks a transparency log to record: a DSSE envelope and the keys that verify
+/// its signatures.
+#[derive(Debug, Clone)]
+pub struct RekorSubmission {
+    /// The signed envelope.
+    pub envelope: crate::domain::dsse::Envelope,
+    /// Public keys that verify the envelope's signatures.
+    pub verifiers: Vec<crate::domain::keys::PublicKey>,
+}
+
+/// A checkpoint as a log served it, after its signature and origin were verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheckpoint {
+    /// The signed note exactly as received.
+    pub note: String,
+    /// The parsed checkpoint body.
+    pub checkpoint: crate::domain::note::Checkpoint,
+}
+
+/// Errors a transparency-log client reports, classified so a caller knows whether trying
+/// again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RekorError {
+    /// The log could not be reached or asked to come back later (connection error,
+    /// timeout, 408, 429, 5xx); retrying later may succeed.
+    #[error("transparency log unavailable: {message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// How long the log asked us to wait (`Retry-After`), if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The circuit breaker for this backend is open after repeated failures.
+    #[error("circuit open for backend {backend}; next probe in {retry_in:?}")]
+    CircuitOpen {
+        /// The backend name.
+        backend: String,
+        /// Time until the breaker lets a probe through.
+        retry_in: Duration,
+    },
+    /// The log refused the request (a 4xx other than 408, 409 and 429): retrying will not
+    /// help. The message is the log's own.
+    #[error("transparency log rejected the request ({status}): {message}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The log's message.
+        message: String,
+    },
+    /// provd refuses the request before sending it (e.g. an Ed25519 signer for Rekor v2).
+    #[error("invalid submission: {0}")]
+    Invalid(String),
+    /// The entry, proof or checkpoint asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The log answered, but the answer did not verify (inclusion proof, checkpoint
+    /// signature, origin, SET): it is never believed.
+    #[error("unverified answer from the transparency log: {0}")]
+    Unverified(String),
+    /// The operation does not exist for this kind of log (e.g. a UUID lookup on Rekor v2).
+    #[error("unsupported by this log: {0}")]
+    Unsupported(String),
+}
+
+impl RekorError {
+    /// Whether retrying later may succeed. An unverified answer counts: a log may serve a
+    /// proof for a checkpoint it has not published yet.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RekorError::Transient { .. }
+                | RekorError::CircuitOpen { .. }
+                | RekorError::Unverified(_)
+        )
+    }
+}
+
+/// One transparency-log backend (Rekor v1, Rekor v2, or the in-memory stub). Every answer
+/// is verified against the backend's trusted keys before it is returned.
+#[async_trait]
+pub trait RekorClient: Send + Sync + 'static {
+    /// The backend's configured name, as in metric labels and the API.
+    fn backend(&self) -> &str;
+
+    /// Logs the envelope and returns its verified receipt. An entry the log already holds
+    /// (409) is fetched and returned as success, so a retried submission never makes a
+    /// second entry.
+    async fn submit(
+        &self,
+        submission: &RekorSubmission,
+    ) -> Result<crate::domain::receipt::Receipt, RekorError>;
+
+    /// The verified entry at this log index (Rekor v1: the virtual index).
+    async fn entry_by_index(
+        &self,
+        log_index: u64,
+    ) -> Result<crate::domain::receipt::Receipt, RekorError>;
+
+    /// The verified entry with this UUID or entry ID.
+    async fn entry_by_uuid(
+        &self,
+        uuid: &str,
+    ) -> Result<crate::domain::receipt::Receipt, RekorError>;
+
+    /// An inclusion proof for the entry at `log_index` in the tree of `tree_size`, or in the
+    /// log's current tree when `None`.
+    async fn inclusion_proof(
+        &self,
+        log_index: u64,
+        tree_size: Option<u64>,
+    ) -> Result<crate::domain::receipt::InclusionProof, RekorError>;
+
+    /// The log's latest checkpoint, verified.
+    async fn checkpoint(&self) -> Result<LogCheckpoint, RekorError>;
+
+    /// The consistency proof between two tree sizes (`old_size <= new_size`).
+    async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<crate::domain::merkle::Hash>, RekorError>;
+}
+
+/// The configured transparency-log backends by name, and which one is the default.
+#[derive(Clone)]
+pub struct RekorBackends {
+    /// The backend used when a request names none.
+    pub default: String,
+    /// Every configured backend.
+    pub clients: std::collections::BTreeMap<String, std::sync::Arc<dyn RekorClient>>,
+}
+
+impl RekorBackends {
+    /// The backend with this name, or the default one for `None`.
+    pub fn resolve(&self, name: Option<&str>) -> Option<&std::sync::Arc<dyn RekorClient>> {
+        self.clients.get(name.unwrap_or(&self.default))
+    }
+}
