@@ -19,6 +19,7 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod sigstore;
+pub mod submission;
 pub mod tiles;
 pub mod verikey;
 
