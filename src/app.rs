@@ -10,8 +10,9 @@ use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::LedgerRow;
 use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
-use actors::ports::EntryTier;
+use actors::ports::{EntryTier, RekorBackends};
 use actors::provcache::ProvCache;
+use actors::submitter::{self, Submitter, SubmitterConfig, SubmitterDeps};
 use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
 use actors::write_behind::{self, WriteBehind, WriteBehindDeps};
 use async_trait::async_trait;
@@ -150,6 +151,15 @@ pub async fn migrate(config: &Config) -> Result<PgStore, AppError> {
 impl App {
     /// Starts everything and returns once the HTTP server listens.
     pub async fn start(config: Config) -> Result<App, AppError> {
+        Self::start_with_rekor(config, None).await
+    }
+
+    /// Starts everything with these transparency-log backends (none: the submission API
+    /// answers 503 and no submission actor runs).
+    pub async fn start_with_rekor(
+        config: Config,
+        rekor: Option<RekorBackends>,
+    ) -> Result<App, AppError> {
         let metrics = telemetry::metrics();
         let store = migrate(&config).await?;
         let cache = RedisCache::new(&config.redis_url, &config.redis_prefix).map_err(|source| {
@@ -222,6 +232,20 @@ impl App {
                 (),
             )
         }));
+        if let Some(backends) = &rekor {
+            let sub_deps = SubmitterDeps {
+                bus: Arc::new(bus.clone()),
+                store: Arc::new(store.clone()),
+                rejects: Arc::new(store.clone()),
+                backends: backends.clone(),
+                subjects: subjects.clone(),
+                source: format!("urn:provd:node:{}", config.node_id),
+            };
+            let sub_config = SubmitterConfig::default();
+            children.push(ChildSpec::new(submitter::NAME, true, move || {
+                (Submitter::new(sub_deps.clone(), sub_config.clone()), ())
+            }));
+        }
         let (supervisor, supervisor_join) = Actor::spawn(
             None,
             Supervisor::new(RestartPolicy::default(), health.clone()),
@@ -251,6 +275,8 @@ impl App {
             )?,
             cache: provcache.clone(),
             default_ttl: config.provcache.default_ttl,
+            submissions: Arc::new(store.clone()),
+            rekor,
         };
         http::proofs::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -2,6 +2,7 @@
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
+//! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
@@ -10,6 +11,7 @@ pub mod jetstream;
 pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
+pub mod postgres_rekor;
 pub mod redis;
 
 use actors::ports::PortError;

@@ -5,6 +5,7 @@
 //! does (file, then `PROVD_*` variables, then flags).
 
 mod service;
+mod submit;
 pub mod tiles;
 
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub enum Command {
     /// Publish events to provd's subjects.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Rekor transparency-log tools: verify bundles and checkpoints offline.
+    /// Rekor transparency-log tools: submit through provd, verify bundles and checkpoints.
     Rekor {
         /// The rekor subcommand.
         #[command(subcommand)]

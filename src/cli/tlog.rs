@@ -16,6 +16,8 @@ use clap::{Subcommand, ValueEnum};
 /// `provd rekor` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RekorCommand {
+    /// Queue a DSSE envelope for the transparency log through a running provd.
+    Submit(super::submit::SubmitArgs),
     /// Verify the transparency-log part of a Sigstore bundle (v0.1-v0.3) offline: inclusion
     /// proof, checkpoint signature and origin, checkpoint root, and the SET for Rekor v1.
     /// Certificate-chain checks (Fulcio, CT, TSA) are out of scope.
@@ -176,6 +178,7 @@ fn read_text(path: &Path) -> Result<String, Failure> {
 /// Runs a `provd rekor` subcommand.
 pub fn run_rekor(command: RekorCommand) -> ExitCode {
     match command {
+        RekorCommand::Submit(args) => super::submit::run(args),
         RekorCommand::VerifyBundle {
             bundle,
             trusted_root,
