@@ -101,8 +101,9 @@ impl V1Client {
         read_body(response, MAX_JSON_BYTES).await
     }
 
-    /// Parses a one-entry LogEntry answer and verifies it.
-    fn receipt_from(&self, body: &[u8]) -> Result<(String, Receipt), RekorError> {
+    /// Parses a Rekor v1 `LogEntry` answer (one entry) and verifies it with this backend's
+    /// trusted keys and origin. Returns the entry ID the log keyed it by and the receipt.
+    pub fn receipt_from(&self, body: &[u8]) -> Result<(String, Receipt), RekorError> {
         let mut entries = parse_v1_response(body)
             .map_err(|e| RekorError::Unverified(format!("log entry: {e}")))?;
         if entries.len() != 1 {

@@ -203,6 +203,17 @@ impl V2Client {
         )))
     }
 
+    /// Parses a Rekor v2 write answer (a protobuf-JSON `TransparencyLogEntry`) and verifies
+    /// it with this backend's trusted keys and origin.
+    pub fn receipt_from(&self, body: &[u8]) -> Result<Receipt, RekorError> {
+        let tle: TransparencyLogEntry = serde_json::from_slice(body)
+            .map_err(|e| RekorError::Unverified(format!("log entry: {e}")))?;
+        let receipt = Receipt::from_tle(&tle)
+            .map_err(|e| RekorError::Unverified(format!("log entry: {e}")))?;
+        self.trust.receipt(&receipt)?;
+        Ok(receipt)
+    }
+
     /// A verified receipt for the entry at `index`, against the latest checkpoint.
     async fn read_entry(&self, index: u64) -> Result<Receipt, RekorError> {
         let (checkpoint, log_id) = self.verified_checkpoint().await?;
@@ -316,12 +327,7 @@ impl RekorClient for V2Client {
         let receipt = match response.status().as_u16() {
             200 | 201 => {
                 let body = read_body(response, MAX_JSON_BYTES).await?;
-                let tle: TransparencyLogEntry = serde_json::from_slice(&body)
-                    .map_err(|e| RekorError::Unverified(format!("log entry: {e}")))?;
-                let receipt = Receipt::from_tle(&tle)
-                    .map_err(|e| RekorError::Unverified(format!("log entry: {e}")))?;
-                self.trust.receipt(&receipt)?;
-                receipt
+                self.receipt_from(&body)?
             }
             409 => {
                 let index = response
