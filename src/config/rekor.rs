@@ -620,3 +620,138 @@ impl RekorConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vectors(rel: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/vectors")
+            .join(rel)
+            .display()
+            .to_string()
+    }
+
+    fn load(text: &str) -> Result<RekorConfig, ConfigError> {
+        let raw: RawRekor = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        raw.validate()
+    }
+
+    #[test]
+    fn no_section_means_no_backends() {
+        let c = load("").unwrap();
+        assert!(c.backends.is_empty());
+        assert_eq!(c.default_backend, None);
+    }
+
+    #[test]
+    fn production_example_and_defaults() {
+        let c = load(&format!(
+            r#"
+default_backend = "sigstore"
+[backends.sigstore]
+kind = "public"
+url = "https://rekor.sigstore.dev/"
+keys = ["{}"]
+[backends.sigstore-v2]
+kind = "public"
+api = "v2"
+url = "https://log2025-1.rekor.sigstore.dev"
+trusted_root = "{}"
+[backends.demo]
+kind = "stub"
+"#,
+            vectors("rekor-prod-keys/rekor.sigstore.dev.pub.pem"),
+            vectors("sigstore-python/prod_trusted_root.json"),
+        ))
+        .unwrap();
+        let v1 = &c.backends["sigstore"];
+        assert_eq!(v1.url, "https://rekor.sigstore.dev");
+        assert_eq!(v1.origin, "rekor.sigstore.dev");
+        assert_eq!(
+            hex::encode(&v1.keys[0].log_id),
+            "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
+        );
+        assert_eq!(v1.retry.max_attempts, 3);
+        assert_eq!(v1.retry.max_elapsed, Duration::from_secs(30));
+        assert_eq!(v1.sync_interval, Duration::from_secs(10));
+        let v2 = &c.backends["sigstore-v2"];
+        assert_eq!(v2.origin, "log2025-1.rekor.sigstore.dev");
+        assert_eq!(v2.write_timeout, Duration::from_secs(60));
+        assert_eq!(v2.keys.len(), 1, "only the tlog of this host");
+        assert_eq!(c.backends["demo"].origin, STUB_ORIGIN);
+        // What config check prints parses and validates again.
+        let again = toml::to_string(&c.to_raw()).unwrap();
+        assert_eq!(load(&again).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let pem = vectors("rekor-prod-keys/rekor.sigstore.dev.pub.pem");
+        let cases: Vec<(String, &str)> = vec![
+            ("[backends.a]\nurl = \"https://x\"".into(), "rekor.backends.a.kind"),
+            ("[backends.a]\nkind = \"cloud\"".into(), "rekor.backends.a.kind"),
+            (
+                format!("[backends.a]\nkind = \"public\"\nurl = \"http://x\"\nkeys = [\"{pem}\"]"),
+                "rekor.backends.a.url",
+            ),
+            (
+                "[backends.a]\nkind = \"private\"\nurl = \"http://x\"".into(),
+                "rekor.backends.a.keys",
+            ),
+            (
+                "[backends.a]\nkind = \"private\"\nurl = \"http://x\"\nkeys = [\"/no/such/key.pem\"]"
+                    .into(),
+                "rekor.backends.a.keys[0]",
+            ),
+            (
+                format!(
+                    "[backends.a]\nkind = \"private\"\napi = \"v2\"\nurl = \"http://x\"\nkeys = [\"{}\"]",
+                    vectors("rekor-prod-keys/log2025-1.rekor.sigstore.dev.vkey.txt")
+                ),
+                "rekor.backends.a.keys[0]",
+            ),
+            (
+                format!(
+                    "[backends.a]\nkind = \"private\"\napi = \"v2\"\nurl = \"http://x\"\nwrite_timeout = \"5s\"\nkeys = [\"{pem}\"]"
+                ),
+                "rekor.backends.a.write_timeout",
+            ),
+            (
+                format!(
+                    "[backends.a]\nkind = \"private\"\nurl = \"http://x\"\nmax_attempts = 0\nkeys = [\"{pem}\"]"
+                ),
+                "rekor.backends.a.max_attempts",
+            ),
+            (
+                format!(
+                    "[backends.a]\nkind = \"private\"\nurl = \"http://x\"\ntrusted_root = \"{}\"",
+                    vectors("sigstore-python/prod_trusted_root.json")
+                ),
+                "rekor.backends.a.trusted_root",
+            ),
+            ("[backends.a]\nkind = \"stub\"\nurl = \"http://x\"".into(), "rekor.backends.a.url"),
+            (
+                "default_backend = \"b\"\n[backends.a]\nkind = \"stub\"".into(),
+                "rekor.default_backend",
+            ),
+            (
+                "[backends.a]\nkind = \"stub\"\n[backends.b]\nkind = \"stub\"".into(),
+                "rekor.default_backend",
+            ),
+            ("[backends.A]\nkind = \"stub\"".into(), "rekor.backends.A"),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).expect_err(&text).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+        }
+        let err = load("[backends.a]\nkind = \"stub\"\nretries = 3")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("retries"), "{err}");
+    }
+}
