@@ -12,7 +12,7 @@ use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
 use actors::ports::{EntryTier, RekorBackends};
 use actors::provcache::ProvCache;
-use actors::submitter::{self, Submitter, SubmitterConfig, SubmitterDeps};
+use actors::submitter::{self, Submitter, SubmitterDeps};
 use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
 use actors::write_behind::{self, WriteBehind, WriteBehindDeps};
 use async_trait::async_trait;
@@ -53,6 +53,9 @@ pub enum AppError {
     /// The supervisor could not start.
     #[error("cannot start the actor system: {0}")]
     Actors(String),
+    /// A transparency-log backend could not be built.
+    #[error(transparent)]
+    Rekor(#[from] crate::adapters::rekor::BuildError),
     /// The configured evidence chunk size and limit cannot be used together.
     #[error("invalid evidence limits: {0}")]
     EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
@@ -151,15 +154,6 @@ pub async fn migrate(config: &Config) -> Result<PgStore, AppError> {
 impl App {
     /// Starts everything and returns once the HTTP server listens.
     pub async fn start(config: Config) -> Result<App, AppError> {
-        Self::start_with_rekor(config, None).await
-    }
-
-    /// Starts everything with these transparency-log backends (none: the submission API
-    /// answers 503 and no submission actor runs).
-    pub async fn start_with_rekor(
-        config: Config,
-        rekor: Option<RekorBackends>,
-    ) -> Result<App, AppError> {
         let metrics = telemetry::metrics();
         let store = migrate(&config).await?;
         let cache = RedisCache::new(&config.redis_url, &config.redis_prefix).map_err(|source| {
@@ -232,6 +226,12 @@ impl App {
                 (),
             )
         }));
+        // No backend configured: the submission API answers 503 and no submitter runs.
+        let rekor: Option<RekorBackends> = if config.rekor.backends.is_empty() {
+            None
+        } else {
+            Some(crate::adapters::rekor::build_backends(&config.rekor)?)
+        };
         if let Some(backends) = &rekor {
             let sub_deps = SubmitterDeps {
                 bus: Arc::new(bus.clone()),
@@ -241,7 +241,7 @@ impl App {
                 subjects: subjects.clone(),
                 source: format!("urn:provd:node:{}", config.node_id),
             };
-            let sub_config = SubmitterConfig::default();
+            let sub_config = config.rekor.queue.clone();
             children.push(ChildSpec::new(submitter::NAME, true, move || {
                 (Submitter::new(sub_deps.clone(), sub_config.clone()), ())
             }));

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod rekor;
+
+pub use rekor::{RawRekor, RekorConfig};
+
 /// Errors of the configuration layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -176,6 +180,8 @@ pub struct Config {
     pub provcache: ProvcacheConfig,
     /// API tokens.
     pub tokens: Vec<Token>,
+    /// Transparency-log backends (`[rekor]`); empty when the section is absent.
+    pub rekor: RekorConfig,
 }
 
 /// The provcache table as written in TOML.
@@ -235,6 +241,9 @@ pub struct RawConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: RawAuth,
+    /// `[rekor]`.
+    #[serde(default)]
+    pub rekor: RawRekor,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -288,6 +297,7 @@ impl RawConfig {
                 "LOG_FORMAT" => self.log_format = v,
                 "SHUTDOWN_TIMEOUT" => self.shutdown_timeout = v,
                 "ADMIN_TOKEN" => self.admin_token = v,
+                "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
                 "PROVCACHE_FLUSH_BATCH" => {
@@ -503,6 +513,8 @@ impl RawConfig {
             }
         }
 
+        let rekor = self.rekor.validate()?;
+
         Ok(Config {
             listen,
             database_url,
@@ -523,6 +535,7 @@ impl RawConfig {
                 memory_entries,
             },
             tokens,
+            rekor,
         })
     }
 }
@@ -641,6 +654,7 @@ impl Config {
                     })
                     .collect(),
             },
+            rekor: self.rekor.to_raw(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()

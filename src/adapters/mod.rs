@@ -6,6 +6,8 @@
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
+//! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
+//!   wrapper, and `build_backends` for the configured ones.
 
 pub mod jetstream;
 pub mod memory;
@@ -13,6 +15,7 @@ pub mod postgres;
 pub mod postgres_evidence;
 pub mod postgres_rekor;
 pub mod redis;
+pub mod rekor;
 
 use actors::ports::PortError;
 

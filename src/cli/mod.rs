@@ -4,6 +4,7 @@
 //! dispatches. Commands that talk to services load the configuration exactly as `serve`
 //! does (file, then `PROVD_*` variables, then flags).
 
+pub mod rekor_log;
 mod service;
 mod submit;
 pub mod tiles;
@@ -49,7 +50,8 @@ pub enum Command {
     /// Publish events to provd's subjects.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Rekor transparency-log tools: submit through provd, verify bundles and checkpoints.
+    /// Rekor transparency-log tools: submit through provd, read a live log, verify bundles
+    /// and checkpoints offline.
     Rekor {
         /// The rekor subcommand.
         #[command(subcommand)]
@@ -83,7 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => service::migrate(config_path.as_deref(), args),
         Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
         Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
-        Command::Rekor { command } => tlog::run_rekor(command),
+        Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(cmd),
