@@ -4,6 +4,7 @@
 //! dispatches. Commands that talk to services load the configuration exactly as `serve`
 //! does (file, then `PROVD_*` variables, then flags).
 
+pub mod devlog;
 mod service;
 pub mod tiles;
 
@@ -72,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: tiles::TilesCommand,
     },
+    /// The local Rekor-compatible log: a lab and test tool, not a production log.
+    DevLog {
+        /// The dev-log subcommand.
+        #[command(subcommand)]
+        command: devlog::DevLogCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -86,5 +93,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(cmd),
+        Command::DevLog { command } => devlog::run(command),
     }
 }
