@@ -4,6 +4,7 @@
 //! dispatches. Commands that talk to services load the configuration exactly as `serve`
 //! does (file, then `PROVD_*` variables, then flags).
 
+pub mod devlog;
 pub mod rekor_log;
 mod service;
 mod submit;
@@ -75,6 +76,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: tiles::TilesCommand,
     },
+    /// The local Rekor-compatible log: a lab and test tool, not a production log.
+    DevLog {
+        /// The dev-log subcommand.
+        #[command(subcommand)]
+        command: devlog::DevLogCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -89,5 +96,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(cmd),
+        Command::DevLog { command } => devlog::run(command),
     }
 }
