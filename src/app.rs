@@ -168,7 +168,8 @@ impl App {
             .map_err(|source| AppError::Startup {
                 what: format!("cannot connect to NATS at {}", mask_url(&config.nats_url)),
                 source,
-            })?;
+            })?
+            .with_stream_max_bytes(config.nats_stream_max_bytes);
 
         let health = Health::new();
         for t in Trigger::ALL {

@@ -168,6 +168,9 @@ pub struct Config {
     pub nats_url: String,
     /// Prefix for NATS subjects and stream names (empty: the documented names).
     pub nats_prefix: String,
+    /// Largest size of each JetStream stream in bytes; JetStream reserves it up front, so
+    /// small deployments and tests lower it. `None`: each stream's default (1 GiB).
+    pub nats_stream_max_bytes: Option<i64>,
     /// Prefix for Redis keys.
     pub redis_prefix: String,
     /// This node's name, in events and replay checkpoints.
@@ -227,6 +230,8 @@ pub struct RawConfig {
     pub nats_url: Option<String>,
     /// See [`Config::nats_prefix`].
     pub nats_prefix: Option<String>,
+    /// See [`Config::nats_stream_max_bytes`].
+    pub nats_stream_max_bytes: Option<i64>,
     /// See [`Config::redis_prefix`].
     pub redis_prefix: Option<String>,
     /// See [`Config::node_id`].
@@ -292,6 +297,10 @@ impl RawConfig {
                 "REDIS_URL" => self.redis_url = v,
                 "NATS_URL" => self.nats_url = v,
                 "NATS_PREFIX" => self.nats_prefix = v,
+                "NATS_STREAM_MAX_BYTES" => {
+                    let n = parse_env_u64(&name, &value)?;
+                    self.nats_stream_max_bytes = Some(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 "REDIS_PREFIX" => self.redis_prefix = v,
                 "NODE_ID" => self.node_id = v,
                 "LOG_FORMAT" => self.log_format = v,
@@ -514,6 +523,16 @@ impl RawConfig {
         }
 
         let rekor = self.rekor.validate()?;
+        let nats_stream_max_bytes = match self.nats_stream_max_bytes {
+            Some(n) if n < 1024 * 1024 => {
+                return Err(invalid(
+                    "nats_stream_max_bytes",
+                    n,
+                    "expected at least 1048576 (1 MiB)",
+                ));
+            }
+            other => other,
+        };
 
         Ok(Config {
             listen,
@@ -521,6 +540,7 @@ impl RawConfig {
             redis_url,
             nats_url,
             nats_prefix,
+            nats_stream_max_bytes,
             redis_prefix,
             node_id,
             log_format,
@@ -620,6 +640,7 @@ impl Config {
             redis_url: Some(mask_url(&self.redis_url)),
             nats_url: Some(mask_url(&self.nats_url)),
             nats_prefix: Some(self.nats_prefix.clone()),
+            nats_stream_max_bytes: self.nats_stream_max_bytes,
             redis_prefix: Some(self.redis_prefix.clone()),
             node_id: Some(self.node_id.clone()),
             log_format: Some(

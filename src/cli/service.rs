@@ -222,7 +222,8 @@ async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
     let subject = subjects.subject(kind);
     let bus = JetStreamBus::connect(&config.nats_url, subjects)
         .await
-        .context("connecting to NATS")?;
+        .context("connecting to NATS")?
+        .with_stream_max_bytes(config.nats_stream_max_bytes);
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         bus.publish(&subject, &event.id, bytes),
