@@ -1,0 +1,241 @@
+//! Rekor submissions per second through provd's whole queue (HTTP API, JetStream work queue,
+//! submission actor, receipt verification, PostgreSQL, the logged event) against the local
+//! Rekor-compatible log without faults, beside the log's own rate for the same envelopes
+//! submitted straight to it by the same client with the same concurrency, in the same run.
+//!
+//! Service URLs: `PROVD_TEST_DATABASE_URL`, `PROVD_TEST_NATS_URL` (the test defaults);
+//! `PROVD_BENCH_SUBMISSIONS` sets the count (default 1000). Skipped with a message when a
+//! service is unreachable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::domain::dsse::Envelope;
+use actors::domain::keys::{Algorithm, PrivateKey};
+use actors::ports::{RekorClient, RekorSubmission};
+use futures::StreamExt;
+use provd::adapters::rekor::build_backend;
+use provd::app::App;
+use provd::config::rekor::{RawRekorBackend, RawRekorQueue};
+use provd::config::{RawConfig, RawRekor};
+use provd::devlog::{DevLog, DevLogConfig, DevLogInfo};
+use serde_json::json;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+const TOKEN: &str = "bench-token-0123456789";
+const CONCURRENCY: usize = 8;
+
+async fn start_log(dir: &std::path::Path) -> (String, DevLogInfo) {
+    let log = DevLog::open(DevLogConfig {
+        data_dir: dir.to_path_buf(),
+        ..DevLogConfig::default()
+    })
+    .expect("dev log opens");
+    let info = log.info().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(log.serve(listener, std::future::pending::<()>()));
+    (base, info)
+}
+
+fn rekor(base: &str, info: &DevLogInfo) -> RawRekor {
+    RawRekor {
+        default_backend: Some("lab".into()),
+        backends: [(
+            "lab".to_owned(),
+            RawRekorBackend {
+                kind: Some("private".into()),
+                api: Some("v1".into()),
+                url: Some(base.to_owned()),
+                keys: Some(vec![info.v1_public_key_pem.clone()]),
+                origin: Some(info.origin.clone()),
+                ..RawRekorBackend::default()
+            },
+        )]
+        .into(),
+        queue: Some(RawRekorQueue {
+            concurrency: Some(CONCURRENCY),
+            batch_size: Some(64),
+            ..RawRekorQueue::default()
+        }),
+    }
+}
+
+fn envelopes(key: &PrivateKey, n: usize, tag: &str) -> Vec<Envelope> {
+    (0..n)
+        .map(|i| {
+            let payload = json!({"_type": "https://in-toto.io/Statement/v1", "bench": tag, "n": i});
+            Envelope::sign(
+                "application/vnd.in-toto+json",
+                payload.to_string().as_bytes(),
+                key,
+                "",
+            )
+        })
+        .collect()
+}
+
+async fn direct(client: Arc<dyn RekorClient>, key: &PrivateKey, n: usize) -> f64 {
+    let subs: Vec<RekorSubmission> = envelopes(key, n, "direct")
+        .into_iter()
+        .map(|envelope| RekorSubmission {
+            envelope,
+            verifiers: vec![key.public_key()],
+        })
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(&subs)
+        .for_each_concurrent(CONCURRENCY, |s| {
+            let client = client.clone();
+            async move {
+                client.submit(s).await.expect("logged");
+            }
+        })
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn through_queue(app: &App, key: &PrivateKey, n: usize, pool: &sqlx::PgPool) -> f64 {
+    let pem = key.public_key().to_pem().expect("pem");
+    let envs = envelopes(key, n, "queue");
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/rekor/submissions", app.local_addr());
+    let started = Instant::now();
+    futures::stream::iter(&envs)
+        .for_each_concurrent(16, |e| {
+            let (http, url, pem) = (http.clone(), url.clone(), pem.clone());
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"envelope": e, "verifiers": [pem]}))
+                    .send()
+                    .await
+                    .expect("submit");
+                assert_eq!(r.status(), 202);
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (logged,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM rekor_submissions WHERE status = 'logged'")
+                .fetch_one(pool)
+                .await
+                .expect("count");
+        if logged as usize >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {logged} of {n} logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn reachable(url: &str, default_port: u16) -> bool {
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let addr = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    std::net::TcpStream::connect_timeout(
+        &match std::net::ToSocketAddrs::to_socket_addrs(&addr)
+            .ok()
+            .and_then(|mut a| a.next())
+        {
+            Some(a) => a,
+            None => return false,
+        },
+        Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let db = std::env::var("PROVD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let nats = std::env::var("PROVD_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let n: usize = std::env::var("PROVD_BENCH_SUBMISSIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        if !reachable(&db, 5432) || !reachable(&nats, 4222) {
+            println!("SKIPPED rekor queue: PostgreSQL ({db}) or NATS ({nats}) unreachable");
+            return;
+        }
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let db_name = format!("provd_bench_{tag}");
+        let mut admin = PgConnection::connect(&db).await.expect("postgres");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let (base_url, _) = db.rsplit_once('/').expect("database URL has a path");
+        let db_url = format!("{base_url}/{db_name}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log_url, info) = start_log(dir.path()).await;
+        let mut raw = RawConfig::from_toml(&format!(
+            "listen = \"127.0.0.1:0\"\nnats_prefix = \"b{tag}\"\nredis_prefix = \"b{tag}:\"\n\
+             nats_stream_max_bytes = 268435456\n\
+             [[auth.tokens]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nscopes = [\"admin\"]\n"
+        ))
+        .expect("config parses");
+        raw.database_url = Some(db_url.clone());
+        raw.nats_url = Some(nats.clone());
+        raw.rekor = rekor(&log_url, &info);
+        let config = raw.validate().expect("valid config");
+        let client = build_backend(&config.rekor.backends["lab"]).expect("client");
+        let key = PrivateKey::generate(Algorithm::P256, &mut |b: &mut [u8]| {
+            getrandom::fill(b).map_err(|e| e.to_string())
+        })
+        .expect("key");
+        let app = App::start(config).await.expect("provd starts");
+        let pool = app.store().pool().clone();
+
+        // Warm-up: connections, streams, consumers, prepared statements.
+        direct(client.clone(), &key, 50).await;
+        through_queue(&app, &key, 50, &pool).await;
+        sqlx::query("DELETE FROM rekor_entries").execute(&pool).await.ok();
+        sqlx::query("DELETE FROM rekor_submissions").execute(&pool).await.ok();
+
+        let baseline = direct(client.clone(), &key, n).await;
+        let ours = through_queue(&app, &key, n, &pool).await;
+        println!(
+            "rekor submissions ({n}, concurrency {CONCURRENCY}): through provd's queue {ours:>8.0}/s | \
+             straight to the log {baseline:>8.0}/s | ratio {:.2}×",
+            ours / baseline
+        );
+
+        let bus = app.bus().clone();
+        app.stop().await;
+        let _ = bus.delete_streams().await;
+        pool.close().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+        )))
+            .execute(&mut admin)
+            .await
+            .ok();
+    });
+}
