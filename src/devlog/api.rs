@@ -553,13 +553,10 @@ async fn v1_proof(
     headers: HeaderMap,
     Query(q): Query<ProofQuery>,
 ) -> Response {
+    // Errors carry only the message; the response is built once below.
     let parse = |name: &str, v: &str| {
-        v.parse::<u64>().map_err(|_| {
-            v1_error(
-                StatusCode::BAD_REQUEST,
-                format!("{name} {v:?} must be a non-negative integer"),
-            )
-        })
+        v.parse::<u64>()
+            .map_err(|_| format!("{name} {v:?} must be a non-negative integer"))
     };
     let first = match q
         .first_size
@@ -568,7 +565,7 @@ async fn v1_proof(
         .transpose()
     {
         Ok(v) => v.unwrap_or(1),
-        Err(r) => return r,
+        Err(m) => return v1_error(StatusCode::BAD_REQUEST, m),
     };
     let Some(last) = q.last_size.as_deref() else {
         return v1_error(
@@ -578,7 +575,7 @@ async fn v1_proof(
     };
     let last = match parse("lastSize", last) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return v1_error(StatusCode::BAD_REQUEST, m),
     };
     if first < 1 {
         return v1_error(StatusCode::BAD_REQUEST, "firstSize must be at least 1");

@@ -125,6 +125,9 @@ pub fn load_key(
     Ok(key)
 }
 
+/// One stored entry: its integrated time (Unix seconds) and canonical body.
+pub type Record = (i64, Vec<u8>);
+
 /// The append-only entry file.
 pub struct EntryFile {
     path: PathBuf,
@@ -134,7 +137,7 @@ pub struct EntryFile {
 impl EntryFile {
     /// Opens (or creates) the entry file and returns it with every complete record as
     /// `(integrated time, body)`. An incomplete last record is cut off.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<(i64, Vec<u8>)>), DevLogError> {
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Record>), DevLogError> {
         let path = dir.join(ENTRIES_FILE);
         let mut file = OpenOptions::new()
             .read(true)
