@@ -855,6 +855,46 @@ async fn forks_rollbacks_and_wrong_keys_are_detectable() {
 }
 
 #[tokio::test]
+async fn the_control_handle_sets_faults_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let honest = DevLog::open(DevLogConfig {
+        data_dir: dir.path().join("honest"),
+        ..DevLogConfig::default()
+    })
+    .unwrap();
+    let down = Faults {
+        down: true,
+        ..Faults::default()
+    };
+    assert!(matches!(
+        honest.control().set_faults(down.clone()),
+        Err(DevLogError::FaultsNotAllowed)
+    ));
+
+    let log = DevLog::open(DevLogConfig {
+        data_dir: dir.path().join("faulty"),
+        allow_faults: true,
+        ..DevLogConfig::default()
+    })
+    .unwrap();
+    let control = log.control();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/log", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(log.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    control.set_faults(down).unwrap();
+    assert!(control.faults().down);
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 503);
+    control.set_faults(Faults::default()).unwrap();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    assert_eq!(control.size(), 0);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn faults_given_at_start_are_active() {
     let dir = tempfile::tempdir().unwrap();
     let log = Server::start_with(DevLogConfig {

@@ -442,6 +442,13 @@ impl DevLog {
         self.shared.main().tree.size()
     }
 
+    /// A handle that reads the log's size and sets its faults while it is being served.
+    pub fn control(&self) -> DevLogControl {
+        DevLogControl {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// A one-paragraph description of the trust material, for the terminal.
     pub fn describe(&self) -> String {
         let i = self.info();
@@ -479,6 +486,38 @@ impl DevLog {
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DevLogError::Serve)
+    }
+}
+
+/// Controls a dev log from the process that serves it (tests): the same settings as
+/// `POST /__faults`, without HTTP.
+#[derive(Clone)]
+pub struct DevLogControl {
+    shared: Arc<Shared>,
+}
+
+impl DevLogControl {
+    /// The number of entries in the real (not forked) tree.
+    pub fn size(&self) -> u64 {
+        self.shared.main().tree.size()
+    }
+
+    /// The root of the real tree.
+    pub fn root(&self) -> [u8; 32] {
+        self.shared.main().tree.root()
+    }
+
+    /// The current fault settings.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Replaces the fault settings; refused when the log was opened without `allow_faults`.
+    pub fn set_faults(&self, faults: Faults) -> Result<Faults, DevLogError> {
+        if !self.shared.allow_faults && faults.any() {
+            return Err(DevLogError::FaultsNotAllowed);
+        }
+        self.shared.set_faults(faults).map_err(DevLogError::Config)
     }
 }
 
