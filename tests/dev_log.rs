@@ -1067,3 +1067,34 @@ fn cli_help_says_lab_tool_and_faults_need_allow_faults() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn an_incomplete_last_record_is_cut_off_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = p256();
+    let log = Server::start(dir.path(), false).await;
+    for i in 0..3 {
+        log.post("/api/v1/log/entries", &dsse_request(&key, &i.to_string()))
+            .await;
+    }
+    let before = log.v1_info().await;
+    log.stop().await;
+    // A crash in the middle of writing a fourth record, which was never acknowledged.
+    let path = dir.path().join("entries.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let intact = bytes.len();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, b'{']);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let log = Server::start(dir.path(), false).await;
+    assert_eq!(log.v1_info().await["rootHash"], before["rootHash"]);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
+    let resp = log
+        .post("/api/v1/log/entries", &dsse_request(&key, "3"))
+        .await;
+    assert_eq!(resp.status(), 201);
+    log.stop().await;
+    let log = Server::start(dir.path(), false).await;
+    assert_eq!(log.v1_info().await["treeSize"], 4);
+    log.stop().await;
+}

@@ -132,6 +132,8 @@ pub type Record = (i64, Vec<u8>);
 pub struct EntryFile {
     path: PathBuf,
     file: File,
+    /// The length of the complete records, where the next one starts.
+    len: u64,
 }
 
 impl EntryFile {
@@ -172,7 +174,14 @@ impl EntryFile {
             file.set_len(offset as u64).map_err(|e| io_err(&path, e))?;
             file.sync_all().map_err(|e| io_err(&path, e))?;
         }
-        Ok((Self { path, file }, records))
+        Ok((
+            Self {
+                path,
+                file,
+                len: offset as u64,
+            },
+            records,
+        ))
     }
 
     /// Appends one record and syncs it to disk.
@@ -183,9 +192,17 @@ impl EntryFile {
         record.extend_from_slice(&time.to_be_bytes());
         record.extend_from_slice(&len.to_be_bytes());
         record.extend_from_slice(body);
-        self.file
+        let written = self
+            .file
             .write_all(&record)
-            .map_err(|e| io_err(&self.path, e))?;
-        self.file.sync_data().map_err(|e| io_err(&self.path, e))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A failed write (disk full) must not leave a partial record for the next one to
+            // follow: cut back to the last complete record.
+            let _ = self.file.set_len(self.len);
+            return Err(io_err(&self.path, e));
+        }
+        self.len += record.len() as u64;
+        Ok(())
     }
 }
