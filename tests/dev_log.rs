@@ -1098,3 +1098,51 @@ async fn an_incomplete_last_record_is_cut_off_at_start() {
     assert_eq!(log.v1_info().await["treeSize"], 4);
     log.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_get_distinct_indexes_and_one_copy_of_each_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Server::start(dir.path(), false).await);
+    let key = p256();
+    let same = dsse_request(&key, "the same entry from many clients");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let log = log.clone();
+        let request = if i % 2 == 0 {
+            same.clone()
+        } else {
+            dsse_request(&key, &format!("distinct {i}"))
+        };
+        tasks.spawn(async move {
+            let resp = log.post("/api/v1/log/entries", &request).await;
+            let status = resp.status().as_u16();
+            let index = if status == 201 {
+                Some(v1_receipt(resp).await.1.log_index)
+            } else {
+                None
+            };
+            (i % 2 == 0, status, index)
+        });
+    }
+    let mut created = Vec::new();
+    let mut same_created = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (is_same, status, index) = done.unwrap();
+        match (is_same, status) {
+            (true, 201) => same_created += 1,
+            (true, 409) => {}
+            (false, 201) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        created.extend(index);
+    }
+    assert_eq!(same_created, 1, "one copy of the repeated entry");
+    created.sort_unstable();
+    assert_eq!(
+        created,
+        (0..21).collect::<Vec<u64>>(),
+        "distinct, dense indexes"
+    );
+    assert_eq!(log.v1_info().await["treeSize"], 21);
+    std::sync::Arc::into_inner(log).unwrap().stop().await;
+}

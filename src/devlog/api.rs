@@ -197,11 +197,9 @@ enum Committed {
 }
 
 async fn commit(shared: &Arc<Shared>, body: Vec<u8>) -> Result<Committed, String> {
-    let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.commit(body)).await {
-        Ok(Ok(index)) => Ok(Committed::New(index)),
-        Ok(Err(CommitError::Log(LogError::Duplicate { index }))) => Ok(Committed::Duplicate(index)),
-        Ok(Err(e)) => Err(e.to_string()),
+    match shared.commit(body).await {
+        Ok(index) => Ok(Committed::New(index)),
+        Err(CommitError::Log(LogError::Duplicate { index })) => Ok(Committed::Duplicate(index)),
         Err(e) => Err(e.to_string()),
     }
 }

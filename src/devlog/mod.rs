@@ -18,12 +18,15 @@ mod api;
 mod conn;
 pub mod faults;
 pub mod store;
+mod writer;
 
 use std::future::Future;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+pub(crate) use writer::CommitError;
 
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
 use actors::domain::log::{LogError, LogTree, checkpoint_key_id, forged_note, signed_checkpoint};
@@ -165,9 +168,9 @@ pub(crate) struct Shared {
     /// Keys the wrong-key fault signs with.
     pub(crate) wrong_v1: PrivateKey,
     pub(crate) wrong_v2: PrivateKey,
-    pub(crate) log: RwLock<Log>,
-    /// Serialises appends: the duplicate check, the fsync and the in-memory append.
-    pub(crate) writer: Mutex<store::EntryFile>,
+    pub(crate) log: Arc<RwLock<Log>>,
+    /// The group-commit writer: the only path that appends.
+    writer: writer::Writer,
     pub(crate) allow_faults: bool,
     pub(crate) faults: Mutex<FaultState>,
     pub(crate) reads: AtomicU64,
@@ -259,15 +262,9 @@ impl Shared {
         self.sign(log, &self.info.origin, size, false)
     }
 
-    /// Appends `body` durably: duplicate check, write and fsync, then the in-memory tree.
-    /// Blocking; call from `spawn_blocking`.
-    pub(crate) fn commit(&self, body: Vec<u8>) -> Result<u64, CommitError> {
-        let mut writer = self.writer.lock().map_err(|_| CommitError::Poisoned)?;
-        self.main().tree.check_new(&body)?;
-        let time = chrono::Utc::now().timestamp();
-        writer.append(time, &body)?;
-        let mut log = self.log.write().map_err(|_| CommitError::Poisoned)?;
-        Ok(log.append(body, time)?)
+    /// Appends `body` durably (fsynced before this returns) and returns its index.
+    pub(crate) async fn commit(&self, body: Vec<u8>) -> Result<u64, CommitError> {
+        self.writer.commit(body).await
     }
 
     /// Replaces the fault settings, building or dropping the forked tree.
@@ -305,20 +302,6 @@ impl Shared {
         fork.append(body.into_bytes(), chrono::Utc::now().timestamp())?;
         Ok(fork)
     }
-}
-
-/// Why an append failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CommitError {
-    /// The log refused the entry (duplicate, too large).
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// The entry could not be made durable.
-    #[error(transparent)]
-    Store(#[from] DevLogError),
-    /// A lock was poisoned by a panic elsewhere.
-    #[error("internal state poisoned")]
-    Poisoned,
 }
 
 /// An opened dev log, ready to serve.
@@ -404,6 +387,8 @@ impl DevLog {
             log.append(body, time)
                 .map_err(|e| DevLogError::Corrupt(format!("entry {i}: {e}")))?;
         }
+        let log = Arc::new(RwLock::new(log));
+        let writer = writer::Writer::start(writer, log.clone()).map_err(DevLogError::Serve)?;
         let random_key = |alg| {
             PrivateKey::generate(alg, &mut |buf| {
                 getrandom::fill(buf).map_err(|e| e.to_string())
@@ -417,8 +402,8 @@ impl DevLog {
             v2_signer,
             wrong_v1: random_key(Algorithm::P256)?,
             wrong_v2: random_key(v2_key.algorithm())?,
-            log: RwLock::new(log),
-            writer: Mutex::new(writer),
+            log,
+            writer,
             allow_faults: config.allow_faults,
             faults: Mutex::new(FaultState {
                 faults: Faults::default(),
