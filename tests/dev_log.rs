@@ -1146,3 +1146,100 @@ async fn concurrent_writes_get_distinct_indexes_and_one_copy_of_each_entry() {
     assert_eq!(log.v1_info().await["treeSize"], 21);
     std::sync::Arc::into_inner(log).unwrap().stop().await;
 }
+
+#[tokio::test]
+async fn a_given_v1_key_is_used_and_must_be_p256() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = p256();
+    let log = Server::start_with(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(key.to_pem().unwrap()),
+        origin: Some("dev-log.test".into()),
+        ..DevLogConfig::default()
+    })
+    .await;
+    assert_eq!(
+        log.info.v1_public_key_pem,
+        key.public_key().to_pem().unwrap()
+    );
+    assert_eq!(
+        log.info.v1_origin,
+        format!("dev-log.test - {}", log.info.tree_id)
+    );
+    let (_, receipt) = v1_receipt(
+        log.post("/api/v1/log/entries", &dsse_request(&p256(), "k"))
+            .await,
+    )
+    .await;
+    receipt.verify(&log.info.trusted_v1()).unwrap();
+    log.stop().await;
+
+    let ed = PrivateKey::generate(Algorithm::Ed25519, &mut |b| {
+        getrandom::fill(b).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    let err = DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(ed.to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .err()
+    .expect("an Ed25519 v1 key is refused");
+    assert!(err.to_string().contains("P-256"), "{err}");
+}
+
+#[test]
+fn the_cli_serves_and_prints_the_keys() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provd"))
+        .args([
+            "dev-log",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--origin",
+            "cli.test",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let mut printed = first.clone();
+    for _ in 0..20 {
+        match lines.next() {
+            Some(Ok(line)) => printed.push_str(&format!("{line}\n")),
+            _ => break,
+        }
+        if printed.matches("END PUBLIC KEY").count() == 2 {
+            break;
+        }
+    }
+    let url = first
+        .split("listening on ")
+        .nth(1)
+        .expect("the address is printed")
+        .trim()
+        .to_owned();
+    let vkey = std::fs::read_to_string(dir.path().join("log-v2.vkey")).unwrap();
+    assert!(printed.contains(vkey.trim()), "{printed}");
+    assert!(printed.contains("LAB/TEST"), "{printed}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt
+        .block_on(async {
+            reqwest::get(format!("{url}/checkpoint"))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    let verifier = Verifier::from_vkey(vkey.trim()).unwrap();
+    let cp = verify_checkpoint(text.as_bytes(), &[verifier], Some("cli.test")).unwrap();
+    assert_eq!(cp.size, 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
