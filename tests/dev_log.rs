@@ -273,6 +273,18 @@ async fn v1_dsse_and_hashedrekord_entries_verify_by_index_and_uuid() {
         .await;
     let found: Vec<Value> = found.json().await.unwrap();
     assert_eq!(found.len(), 2);
+    let by_content = log
+        .post(
+            "/api/v1/log/entries/retrieve",
+            &json!({"entries": [hashedrekord_request(&key, b"artifact bytes")]}),
+        )
+        .await;
+    let by_content: Vec<Value> = by_content.json().await.unwrap();
+    assert_eq!(by_content.len(), 1);
+    assert_eq!(
+        by_content[0].as_object().unwrap().values().next().unwrap()["logIndex"],
+        1
+    );
     log.stop().await;
 }
 

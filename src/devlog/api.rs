@@ -472,6 +472,9 @@ struct RetrieveRequest {
     entry_uuids: Vec<String>,
     #[serde(default)]
     log_indexes: Vec<i64>,
+    /// Proposed entries, found by the leaf hash of their canonical body.
+    #[serde(default)]
+    entries: Vec<Value>,
 }
 
 async fn v1_retrieve(State(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
@@ -484,17 +487,26 @@ async fn v1_retrieve(State(shared): AppState, headers: HeaderMap, body: Bytes) -
             );
         }
     };
-    if req.entry_uuids.len() + req.log_indexes.len() > 10 {
+    if req.entry_uuids.len() + req.log_indexes.len() + req.entries.len() > 10 {
         return v1_error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "at most 10 entryUUIDs and logIndexes in total",
+            "at most 10 entryUUIDs, logIndexes and entries in total",
         );
+    }
+    let mut leaves = Vec::new();
+    for (i, entry) in req.entries.iter().enumerate() {
+        let bytes = serde_json::to_vec(entry).unwrap_or_default();
+        match rekor_entry::canonicalize_v1(&bytes) {
+            Ok(c) => leaves.push(actors::domain::merkle::leaf_hash(&c.body)),
+            Err(e) => return v1_error(StatusCode::BAD_REQUEST, format!("entries[{i}]: {e}")),
+        }
     }
     let log = shared.view(&headers);
     let mut indexes: Vec<u64> = req
         .entry_uuids
         .iter()
         .filter_map(|id| find_uuid(&shared, &log, id))
+        .chain(leaves.iter().filter_map(|leaf| log.tree.find(leaf)))
         .collect();
     indexes.extend(
         req.log_indexes
