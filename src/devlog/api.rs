@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actors::domain::log::LogError;
 use actors::domain::receipt::{InclusionProof, KindVersion, Receipt, V1LogEntry};
-use actors::domain::rekor_entry::{self, CanonicalEntry, EntryError};
-use actors::domain::tiles::Tile;
+use actors::domain::rekor_entry::{self, CanonicalEntry};
+use actors::domain::tiles::{MAX_ENTRY_LEN, Tile};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -204,10 +204,6 @@ async fn commit(shared: &Arc<Shared>, body: Vec<u8>) -> Result<Committed, String
     }
 }
 
-fn entry_error_message(e: &EntryError) -> String {
-    e.to_string()
-}
-
 async fn v1_create(
     State(shared): AppState,
     ConnectInfo(conn): ConnectInfo<ConnHandle>,
@@ -215,10 +211,9 @@ async fn v1_create(
 ) -> Response {
     let entry: CanonicalEntry = match rekor_entry::canonicalize_v1(&body) {
         Ok(e) => e,
-        Err(e) => return v1_error(StatusCode::BAD_REQUEST, entry_error_message(&e)),
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let leaf_too_large = entry.body.len() > actors::domain::tiles::MAX_ENTRY_LEN;
-    if leaf_too_large {
+    if entry.body.len() > MAX_ENTRY_LEN {
         return v1_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "entry is too large for this log",
@@ -239,12 +234,12 @@ async fn v1_create(
                     )
                         .into_response();
                     let h = resp.headers_mut();
-                    h.insert(
-                        header::ETAG,
-                        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("")),
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        h.insert(header::LOCATION, v);
+                    // Entry IDs and paths are ASCII hex, always valid header values.
+                    if let (Ok(etag), Ok(loc)) =
+                        (HeaderValue::from_str(&id), HeaderValue::from_str(&location))
+                    {
+                        h.insert(header::ETAG, etag);
+                        h.insert(header::LOCATION, loc);
                     }
                     resp
                 }
@@ -278,9 +273,9 @@ async fn v2_create(
 ) -> Response {
     let entry = match rekor_entry::canonicalize_v2(&body) {
         Ok(e) => e,
-        Err(e) => return v2_error(StatusCode::BAD_REQUEST, entry_error_message(&e)),
+        Err(e) => return v2_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if entry.body.len() > actors::domain::tiles::MAX_ENTRY_LEN {
+    if entry.body.len() > MAX_ENTRY_LEN {
         return v2_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "entry is too large for this log",
