@@ -1198,6 +1198,32 @@ async fn a_given_v1_key_is_used_and_must_be_p256() {
     .err()
     .expect("an Ed25519 v1 key is refused");
     assert!(err.to_string().contains("P-256"), "{err}");
+
+    // Another P-256 key for a log created with `key` would break every receipt: refused.
+    let err = DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(p256().to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .err()
+    .expect("a different v1 key is refused");
+    assert!(err.to_string().contains("--key"), "{err}");
+    // Without --key the directory has no v1 key file (the given key was never stored), so a
+    // generated one is refused the same way.
+    assert!(
+        DevLog::open(DevLogConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..DevLogConfig::default()
+        })
+        .is_err()
+    );
+    // The original key still opens it.
+    DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(key.to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .unwrap();
 }
 
 #[test]

@@ -322,24 +322,26 @@ impl DevLog {
             path: dir.clone(),
             source,
         })?;
-        let meta = store::load_meta(dir, config.origin.as_deref())?;
-        let v1_key = store::load_key(
+        let mut meta = store::load_meta(dir, config.origin.as_deref())?;
+        let v1_loaded = store::load_key(
             dir,
             store::V1_KEY_FILE,
             config.key_pem.as_deref(),
             Algorithm::P256,
         )?;
+        let v1_key = v1_loaded.key.clone();
         if v1_key.algorithm() != Algorithm::P256 {
             return Err(DevLogError::Key(
                 "the Rekor v1 log key must be ECDSA P-256 (it signs SETs)".into(),
             ));
         }
-        let v2_key = store::load_key(
+        let v2_loaded = store::load_key(
             dir,
             store::V2_KEY_FILE,
             config.checkpoint_key_pem.as_deref(),
             Algorithm::Ed25519,
         )?;
+        let v2_key = v2_loaded.key.clone();
         let key_err = |e: actors::domain::note::NoteError| DevLogError::Key(e.to_string());
         let v1_signer = Signer::new(&meta.origin, v1_key.clone()).map_err(key_err)?;
         let v2_signer = Signer::new(&meta.origin, v2_key.clone()).map_err(key_err)?;
@@ -360,6 +362,14 @@ impl DevLog {
             v1_key: v1_public,
             v2_key: v2_public,
         };
+        store::check_keys(
+            dir,
+            &mut meta,
+            &hex::encode(info.v1_log_id),
+            &hex::encode(info.v2_log_id),
+        )?;
+        v1_loaded.store()?;
+        v2_loaded.store()?;
         store::write_file(
             &dir.join(store::V1_PUB_FILE),
             info.v1_public_key_pem.as_bytes(),
