@@ -273,6 +273,18 @@ async fn v1_dsse_and_hashedrekord_entries_verify_by_index_and_uuid() {
         .await;
     let found: Vec<Value> = found.json().await.unwrap();
     assert_eq!(found.len(), 2);
+    let by_content = log
+        .post(
+            "/api/v1/log/entries/retrieve",
+            &json!({"entries": [hashedrekord_request(&key, b"artifact bytes")]}),
+        )
+        .await;
+    let by_content: Vec<Value> = by_content.json().await.unwrap();
+    assert_eq!(by_content.len(), 1);
+    assert_eq!(
+        by_content[0].as_object().unwrap().values().next().unwrap()["logIndex"],
+        1
+    );
     log.stop().await;
 }
 
@@ -855,6 +867,46 @@ async fn forks_rollbacks_and_wrong_keys_are_detectable() {
 }
 
 #[tokio::test]
+async fn the_control_handle_sets_faults_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let honest = DevLog::open(DevLogConfig {
+        data_dir: dir.path().join("honest"),
+        ..DevLogConfig::default()
+    })
+    .unwrap();
+    let down = Faults {
+        down: true,
+        ..Faults::default()
+    };
+    assert!(matches!(
+        honest.control().set_faults(down.clone()),
+        Err(DevLogError::FaultsNotAllowed)
+    ));
+
+    let log = DevLog::open(DevLogConfig {
+        data_dir: dir.path().join("faulty"),
+        allow_faults: true,
+        ..DevLogConfig::default()
+    })
+    .unwrap();
+    let control = log.control();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/log", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(log.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    control.set_faults(down).unwrap();
+    assert!(control.faults().down);
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 503);
+    control.set_faults(Faults::default()).unwrap();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    assert_eq!(control.size(), 0);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn faults_given_at_start_are_active() {
     let dir = tempfile::tempdir().unwrap();
     let log = Server::start_with(DevLogConfig {
@@ -1026,4 +1078,206 @@ fn cli_help_says_lab_tool_and_faults_need_allow_faults() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "nothing was created"
     );
+}
+
+#[tokio::test]
+async fn an_incomplete_last_record_is_cut_off_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = p256();
+    let log = Server::start(dir.path(), false).await;
+    for i in 0..3 {
+        log.post("/api/v1/log/entries", &dsse_request(&key, &i.to_string()))
+            .await;
+    }
+    let before = log.v1_info().await;
+    log.stop().await;
+    // A crash in the middle of writing a fourth record, which was never acknowledged.
+    let path = dir.path().join("entries.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let intact = bytes.len();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, b'{']);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let log = Server::start(dir.path(), false).await;
+    assert_eq!(log.v1_info().await["rootHash"], before["rootHash"]);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
+    let resp = log
+        .post("/api/v1/log/entries", &dsse_request(&key, "3"))
+        .await;
+    assert_eq!(resp.status(), 201);
+    log.stop().await;
+    let log = Server::start(dir.path(), false).await;
+    assert_eq!(log.v1_info().await["treeSize"], 4);
+    log.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_get_distinct_indexes_and_one_copy_of_each_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Server::start(dir.path(), false).await);
+    let key = p256();
+    let same = dsse_request(&key, "the same entry from many clients");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let log = log.clone();
+        let request = if i % 2 == 0 {
+            same.clone()
+        } else {
+            dsse_request(&key, &format!("distinct {i}"))
+        };
+        tasks.spawn(async move {
+            let resp = log.post("/api/v1/log/entries", &request).await;
+            let status = resp.status().as_u16();
+            let index = if status == 201 {
+                Some(v1_receipt(resp).await.1.log_index)
+            } else {
+                None
+            };
+            (i % 2 == 0, status, index)
+        });
+    }
+    let mut created = Vec::new();
+    let mut same_created = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (is_same, status, index) = done.unwrap();
+        match (is_same, status) {
+            (true, 201) => same_created += 1,
+            (true, 409) => {}
+            (false, 201) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        created.extend(index);
+    }
+    assert_eq!(same_created, 1, "one copy of the repeated entry");
+    created.sort_unstable();
+    assert_eq!(
+        created,
+        (0..21).collect::<Vec<u64>>(),
+        "distinct, dense indexes"
+    );
+    assert_eq!(log.v1_info().await["treeSize"], 21);
+    std::sync::Arc::into_inner(log).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_given_v1_key_is_used_and_must_be_p256() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = p256();
+    let log = Server::start_with(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(key.to_pem().unwrap()),
+        origin: Some("dev-log.test".into()),
+        ..DevLogConfig::default()
+    })
+    .await;
+    assert_eq!(
+        log.info.v1_public_key_pem,
+        key.public_key().to_pem().unwrap()
+    );
+    assert_eq!(
+        log.info.v1_origin,
+        format!("dev-log.test - {}", log.info.tree_id)
+    );
+    let (_, receipt) = v1_receipt(
+        log.post("/api/v1/log/entries", &dsse_request(&p256(), "k"))
+            .await,
+    )
+    .await;
+    receipt.verify(&log.info.trusted_v1()).unwrap();
+    log.stop().await;
+
+    let ed = PrivateKey::generate(Algorithm::Ed25519, &mut |b| {
+        getrandom::fill(b).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    let err = DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(ed.to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .err()
+    .expect("an Ed25519 v1 key is refused");
+    assert!(err.to_string().contains("P-256"), "{err}");
+
+    // Another P-256 key for a log created with `key` would break every receipt: refused.
+    let err = DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(p256().to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .err()
+    .expect("a different v1 key is refused");
+    assert!(err.to_string().contains("--key"), "{err}");
+    // Without --key the directory has no v1 key file (the given key was never stored), so a
+    // generated one is refused the same way.
+    assert!(
+        DevLog::open(DevLogConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..DevLogConfig::default()
+        })
+        .is_err()
+    );
+    // The original key still opens it.
+    DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        key_pem: Some(key.to_pem().unwrap()),
+        ..DevLogConfig::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_cli_serves_and_prints_the_keys() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provd"))
+        .args([
+            "dev-log",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--origin",
+            "cli.test",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let mut printed = first.clone();
+    for _ in 0..20 {
+        match lines.next() {
+            Some(Ok(line)) => printed.push_str(&format!("{line}\n")),
+            _ => break,
+        }
+        if printed.matches("END PUBLIC KEY").count() == 2 {
+            break;
+        }
+    }
+    let url = first
+        .split("listening on ")
+        .nth(1)
+        .expect("the address is printed")
+        .trim()
+        .to_owned();
+    let vkey = std::fs::read_to_string(dir.path().join("log-v2.vkey")).unwrap();
+    assert!(printed.contains(vkey.trim()), "{printed}");
+    assert!(printed.contains("LAB/TEST"), "{printed}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt
+        .block_on(async {
+            reqwest::get(format!("{url}/checkpoint"))
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    let verifier = Verifier::from_vkey(vkey.trim()).unwrap();
+    let cp = verify_checkpoint(text.as_bytes(), &[verifier], Some("cli.test")).unwrap();
+    assert_eq!(cp.size, 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

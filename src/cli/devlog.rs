@@ -51,8 +51,10 @@ pub struct ServeArgs {
     /// data directory, an Ed25519 key generated on first start.
     #[arg(long, value_name = "PEM_FILE")]
     pub checkpoint_key: Option<PathBuf>,
-    /// Log origin and checkpoint key name (fixed when the data directory is created;
-    /// default `localhost`). The v1 checkpoint origin is `<origin> - <tree ID>`.
+    /// Log origin and checkpoint key name: a bare host name such as `localhost` or
+    /// `rekor.lab.example` (Rekor v1 clients use the host as the signature name). Fixed when
+    /// the data directory is created; default `localhost`. The v1 checkpoint origin is
+    /// `<origin> - <tree ID>`.
     #[arg(long)]
     pub origin: Option<String>,
     /// Allow fault modes (flags below and POST /__faults). Lab use only.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actors::domain::log::LogError;
 use actors::domain::receipt::{InclusionProof, KindVersion, Receipt, V1LogEntry};
-use actors::domain::rekor_entry::{self, CanonicalEntry, EntryError};
-use actors::domain::tiles::Tile;
+use actors::domain::rekor_entry::{self, CanonicalEntry};
+use actors::domain::tiles::{MAX_ENTRY_LEN, Tile};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -197,17 +197,11 @@ enum Committed {
 }
 
 async fn commit(shared: &Arc<Shared>, body: Vec<u8>) -> Result<Committed, String> {
-    let s = shared.clone();
-    match tokio::task::spawn_blocking(move || s.commit(body)).await {
-        Ok(Ok(index)) => Ok(Committed::New(index)),
-        Ok(Err(CommitError::Log(LogError::Duplicate { index }))) => Ok(Committed::Duplicate(index)),
-        Ok(Err(e)) => Err(e.to_string()),
+    match shared.commit(body).await {
+        Ok(index) => Ok(Committed::New(index)),
+        Err(CommitError::Log(LogError::Duplicate { index })) => Ok(Committed::Duplicate(index)),
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn entry_error_message(e: &EntryError) -> String {
-    e.to_string()
 }
 
 async fn v1_create(
@@ -217,10 +211,9 @@ async fn v1_create(
 ) -> Response {
     let entry: CanonicalEntry = match rekor_entry::canonicalize_v1(&body) {
         Ok(e) => e,
-        Err(e) => return v1_error(StatusCode::BAD_REQUEST, entry_error_message(&e)),
+        Err(e) => return v1_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let leaf_too_large = entry.body.len() > actors::domain::tiles::MAX_ENTRY_LEN;
-    if leaf_too_large {
+    if entry.body.len() > MAX_ENTRY_LEN {
         return v1_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "entry is too large for this log",
@@ -241,12 +234,12 @@ async fn v1_create(
                     )
                         .into_response();
                     let h = resp.headers_mut();
-                    h.insert(
-                        header::ETAG,
-                        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("")),
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        h.insert(header::LOCATION, v);
+                    // Entry IDs and paths are ASCII hex, always valid header values.
+                    if let (Ok(etag), Ok(loc)) =
+                        (HeaderValue::from_str(&id), HeaderValue::from_str(&location))
+                    {
+                        h.insert(header::ETAG, etag);
+                        h.insert(header::LOCATION, loc);
                     }
                     resp
                 }
@@ -280,9 +273,9 @@ async fn v2_create(
 ) -> Response {
     let entry = match rekor_entry::canonicalize_v2(&body) {
         Ok(e) => e,
-        Err(e) => return v2_error(StatusCode::BAD_REQUEST, entry_error_message(&e)),
+        Err(e) => return v2_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if entry.body.len() > actors::domain::tiles::MAX_ENTRY_LEN {
+    if entry.body.len() > MAX_ENTRY_LEN {
         return v2_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "entry is too large for this log",
@@ -474,6 +467,9 @@ struct RetrieveRequest {
     entry_uuids: Vec<String>,
     #[serde(default)]
     log_indexes: Vec<i64>,
+    /// Proposed entries, found by the leaf hash of their canonical body.
+    #[serde(default)]
+    entries: Vec<Value>,
 }
 
 async fn v1_retrieve(State(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
@@ -486,17 +482,26 @@ async fn v1_retrieve(State(shared): AppState, headers: HeaderMap, body: Bytes) -
             );
         }
     };
-    if req.entry_uuids.len() + req.log_indexes.len() > 10 {
+    if req.entry_uuids.len() + req.log_indexes.len() + req.entries.len() > 10 {
         return v1_error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "at most 10 entryUUIDs and logIndexes in total",
+            "at most 10 entryUUIDs, logIndexes and entries in total",
         );
+    }
+    let mut leaves = Vec::new();
+    for (i, entry) in req.entries.iter().enumerate() {
+        let bytes = serde_json::to_vec(entry).unwrap_or_default();
+        match rekor_entry::canonicalize_v1(&bytes) {
+            Ok(c) => leaves.push(actors::domain::merkle::leaf_hash(&c.body)),
+            Err(e) => return v1_error(StatusCode::BAD_REQUEST, format!("entries[{i}]: {e}")),
+        }
     }
     let log = shared.view(&headers);
     let mut indexes: Vec<u64> = req
         .entry_uuids
         .iter()
         .filter_map(|id| find_uuid(&shared, &log, id))
+        .chain(leaves.iter().filter_map(|leaf| log.tree.find(leaf)))
         .collect();
     indexes.extend(
         req.log_indexes
@@ -553,13 +558,10 @@ async fn v1_proof(
     headers: HeaderMap,
     Query(q): Query<ProofQuery>,
 ) -> Response {
+    // Errors carry only the message; the response is built once below.
     let parse = |name: &str, v: &str| {
-        v.parse::<u64>().map_err(|_| {
-            v1_error(
-                StatusCode::BAD_REQUEST,
-                format!("{name} {v:?} must be a non-negative integer"),
-            )
-        })
+        v.parse::<u64>()
+            .map_err(|_| format!("{name} {v:?} must be a non-negative integer"))
     };
     let first = match q
         .first_size
@@ -568,7 +570,7 @@ async fn v1_proof(
         .transpose()
     {
         Ok(v) => v.unwrap_or(1),
-        Err(r) => return r,
+        Err(m) => return v1_error(StatusCode::BAD_REQUEST, m),
     };
     let Some(last) = q.last_size.as_deref() else {
         return v1_error(
@@ -578,7 +580,7 @@ async fn v1_proof(
     };
     let last = match parse("lastSize", last) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return v1_error(StatusCode::BAD_REQUEST, m),
     };
     if first < 1 {
         return v1_error(StatusCode::BAD_REQUEST, "firstSize must be at least 1");

@@ -18,12 +18,15 @@ mod api;
 mod conn;
 pub mod faults;
 pub mod store;
+mod writer;
 
 use std::future::Future;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+pub(crate) use writer::CommitError;
 
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
 use actors::domain::log::{LogError, LogTree, checkpoint_key_id, forged_note, signed_checkpoint};
@@ -165,9 +168,9 @@ pub(crate) struct Shared {
     /// Keys the wrong-key fault signs with.
     pub(crate) wrong_v1: PrivateKey,
     pub(crate) wrong_v2: PrivateKey,
-    pub(crate) log: RwLock<Log>,
-    /// Serialises appends: the duplicate check, the fsync and the in-memory append.
-    pub(crate) writer: Mutex<store::EntryFile>,
+    pub(crate) log: Arc<RwLock<Log>>,
+    /// The group-commit writer: the only path that appends.
+    writer: writer::Writer,
     pub(crate) allow_faults: bool,
     pub(crate) faults: Mutex<FaultState>,
     pub(crate) reads: AtomicU64,
@@ -259,15 +262,9 @@ impl Shared {
         self.sign(log, &self.info.origin, size, false)
     }
 
-    /// Appends `body` durably: duplicate check, write and fsync, then the in-memory tree.
-    /// Blocking; call from `spawn_blocking`.
-    pub(crate) fn commit(&self, body: Vec<u8>) -> Result<u64, CommitError> {
-        let mut writer = self.writer.lock().map_err(|_| CommitError::Poisoned)?;
-        self.main().tree.check_new(&body)?;
-        let time = chrono::Utc::now().timestamp();
-        writer.append(time, &body)?;
-        let mut log = self.log.write().map_err(|_| CommitError::Poisoned)?;
-        Ok(log.append(body, time)?)
+    /// Appends `body` durably (fsynced before this returns) and returns its index.
+    pub(crate) async fn commit(&self, body: Vec<u8>) -> Result<u64, CommitError> {
+        self.writer.commit(body).await
     }
 
     /// Replaces the fault settings, building or dropping the forked tree.
@@ -307,20 +304,6 @@ impl Shared {
     }
 }
 
-/// Why an append failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CommitError {
-    /// The log refused the entry (duplicate, too large).
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// The entry could not be made durable.
-    #[error(transparent)]
-    Store(#[from] DevLogError),
-    /// A lock was poisoned by a panic elsewhere.
-    #[error("internal state poisoned")]
-    Poisoned,
-}
-
 /// An opened dev log, ready to serve.
 pub struct DevLog {
     shared: Arc<Shared>,
@@ -339,24 +322,26 @@ impl DevLog {
             path: dir.clone(),
             source,
         })?;
-        let meta = store::load_meta(dir, config.origin.as_deref())?;
-        let v1_key = store::load_key(
+        let mut meta = store::load_meta(dir, config.origin.as_deref())?;
+        let v1_loaded = store::load_key(
             dir,
             store::V1_KEY_FILE,
             config.key_pem.as_deref(),
             Algorithm::P256,
         )?;
+        let v1_key = v1_loaded.key.clone();
         if v1_key.algorithm() != Algorithm::P256 {
             return Err(DevLogError::Key(
                 "the Rekor v1 log key must be ECDSA P-256 (it signs SETs)".into(),
             ));
         }
-        let v2_key = store::load_key(
+        let v2_loaded = store::load_key(
             dir,
             store::V2_KEY_FILE,
             config.checkpoint_key_pem.as_deref(),
             Algorithm::Ed25519,
         )?;
+        let v2_key = v2_loaded.key.clone();
         let key_err = |e: actors::domain::note::NoteError| DevLogError::Key(e.to_string());
         let v1_signer = Signer::new(&meta.origin, v1_key.clone()).map_err(key_err)?;
         let v2_signer = Signer::new(&meta.origin, v2_key.clone()).map_err(key_err)?;
@@ -377,6 +362,14 @@ impl DevLog {
             v1_key: v1_public,
             v2_key: v2_public,
         };
+        store::check_keys(
+            dir,
+            &mut meta,
+            &hex::encode(info.v1_log_id),
+            &hex::encode(info.v2_log_id),
+        )?;
+        v1_loaded.store()?;
+        v2_loaded.store()?;
         store::write_file(
             &dir.join(store::V1_PUB_FILE),
             info.v1_public_key_pem.as_bytes(),
@@ -404,6 +397,8 @@ impl DevLog {
             log.append(body, time)
                 .map_err(|e| DevLogError::Corrupt(format!("entry {i}: {e}")))?;
         }
+        let log = Arc::new(RwLock::new(log));
+        let writer = writer::Writer::start(writer, log.clone()).map_err(DevLogError::Serve)?;
         let random_key = |alg| {
             PrivateKey::generate(alg, &mut |buf| {
                 getrandom::fill(buf).map_err(|e| e.to_string())
@@ -417,8 +412,8 @@ impl DevLog {
             v2_signer,
             wrong_v1: random_key(Algorithm::P256)?,
             wrong_v2: random_key(v2_key.algorithm())?,
-            log: RwLock::new(log),
-            writer: Mutex::new(writer),
+            log,
+            writer,
             allow_faults: config.allow_faults,
             faults: Mutex::new(FaultState {
                 faults: Faults::default(),
@@ -440,6 +435,13 @@ impl DevLog {
     /// The number of entries.
     pub fn size(&self) -> u64 {
         self.shared.main().tree.size()
+    }
+
+    /// A handle that reads the log's size and sets its faults while it is being served.
+    pub fn control(&self) -> DevLogControl {
+        DevLogControl {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A one-paragraph description of the trust material, for the terminal.
@@ -479,6 +481,38 @@ impl DevLog {
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DevLogError::Serve)
+    }
+}
+
+/// Controls a dev log from the process that serves it (tests): the same settings as
+/// `POST /__faults`, without HTTP.
+#[derive(Clone)]
+pub struct DevLogControl {
+    shared: Arc<Shared>,
+}
+
+impl DevLogControl {
+    /// The number of entries in the real (not forked) tree.
+    pub fn size(&self) -> u64 {
+        self.shared.main().tree.size()
+    }
+
+    /// The root of the real tree.
+    pub fn root(&self) -> [u8; 32] {
+        self.shared.main().tree.root()
+    }
+
+    /// The current fault settings.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Replaces the fault settings; refused when the log was opened without `allow_faults`.
+    pub fn set_faults(&self, faults: Faults) -> Result<Faults, DevLogError> {
+        if !self.shared.allow_faults && faults.any() {
+            return Err(DevLogError::FaultsNotAllowed);
+        }
+        self.shared.set_faults(faults).map_err(DevLogError::Config)
     }
 }
 

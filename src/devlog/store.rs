@@ -41,6 +41,48 @@ pub struct Meta {
     pub origin: String,
     /// The Rekor v1 tree ID (v1 origin `<origin> - <tree ID>`, entry ID prefix).
     pub tree_id: u64,
+    /// Hex of the v1 log ID the log was created with: a later start with another key is
+    /// refused, since every receipt already handed out names this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1_log_id: Option<String>,
+    /// Hex of the v2 checkpoint key ID the log was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2_key_id: Option<String>,
+}
+
+/// Checks the log's keys against the ones recorded in `meta.json`, recording them on the
+/// first start.
+pub fn check_keys(
+    dir: &Path,
+    meta: &mut Meta,
+    v1_log_id: &str,
+    v2_key_id: &str,
+) -> Result<(), DevLogError> {
+    for (what, recorded, actual, flag) in [
+        ("Rekor v1 log key", &meta.v1_log_id, v1_log_id, "--key"),
+        (
+            "Rekor v2 checkpoint key",
+            &meta.v2_key_id,
+            v2_key_id,
+            "--checkpoint-key",
+        ),
+    ] {
+        if let Some(recorded) = recorded
+            && recorded != actual
+        {
+            return Err(DevLogError::Key(format!(
+                "the {what} (ID {actual}) is not the one this data directory was created with \
+                 (ID {recorded}); pass the original key with {flag} or use a new --data directory"
+            )));
+        }
+    }
+    if meta.v1_log_id.is_none() || meta.v2_key_id.is_none() {
+        meta.v1_log_id = Some(v1_log_id.to_owned());
+        meta.v2_key_id = Some(v2_key_id.to_owned());
+        let json = serde_json::to_string_pretty(meta).unwrap_or_default();
+        write_file(&dir.join(META_FILE), json.as_bytes(), false)?;
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> DevLogError {
@@ -77,6 +119,8 @@ pub fn load_meta(dir: &Path, origin: Option<&str>) -> Result<Meta, DevLogError> 
     let meta = Meta {
         origin: origin.unwrap_or("localhost").to_owned(),
         tree_id,
+        v1_log_id: None,
+        v2_key_id: None,
     };
     let json = serde_json::to_string_pretty(&meta).unwrap_or_default();
     write_file(&path, json.as_bytes(), false)?;
@@ -99,42 +143,77 @@ pub fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), DevLog
     file.sync_all().map_err(|e| io_err(path, e))
 }
 
+/// A key as loaded: the key, and its PEM when it was just generated and still has to be
+/// stored (after the caller checked it may be used).
+pub struct LoadedKey {
+    /// The private key.
+    pub key: PrivateKey,
+    /// The file to create and its PEM, for a freshly generated key.
+    pub to_store: Option<(PathBuf, String)>,
+}
+
+impl LoadedKey {
+    /// Stores a freshly generated key (owner-only permissions).
+    pub fn store(&self) -> Result<(), DevLogError> {
+        match &self.to_store {
+            Some((path, pem)) => write_file(path, pem.as_bytes(), true),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Loads a key: the PEM given on the command line, else the one stored in the directory,
-/// else a fresh `algorithm` key stored there.
+/// else a fresh `algorithm` key to be stored there.
 pub fn load_key(
     dir: &Path,
     file: &str,
     given: Option<&str>,
     algorithm: Algorithm,
-) -> Result<PrivateKey, DevLogError> {
+) -> Result<LoadedKey, DevLogError> {
     if let Some(pem) = given {
-        return PrivateKey::from_pem(pem).map_err(|e| DevLogError::Key(format!("{file}: {e}")));
+        let key =
+            PrivateKey::from_pem(pem).map_err(|e| DevLogError::Key(format!("{file}: {e}")))?;
+        return Ok(LoadedKey {
+            key,
+            to_store: None,
+        });
     }
     let path = dir.join(file);
     if path.exists() {
         let pem = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-        return PrivateKey::from_pem(&pem)
-            .map_err(|e| DevLogError::Key(format!("{}: {e}", path.display())));
+        let key = PrivateKey::from_pem(&pem)
+            .map_err(|e| DevLogError::Key(format!("{}: {e}", path.display())))?;
+        return Ok(LoadedKey {
+            key,
+            to_store: None,
+        });
     }
     let key = PrivateKey::generate(algorithm, &mut |buf| {
         getrandom::fill(buf).map_err(|e| e.to_string())
     })
     .map_err(|e| DevLogError::Key(e.to_string()))?;
     let pem = key.to_pem().map_err(|e| DevLogError::Key(e.to_string()))?;
-    write_file(&path, pem.as_bytes(), true)?;
-    Ok(key)
+    Ok(LoadedKey {
+        key,
+        to_store: Some((path, pem)),
+    })
 }
+
+/// One stored entry: its integrated time (Unix seconds) and canonical body.
+pub type Record = (i64, Vec<u8>);
 
 /// The append-only entry file.
 pub struct EntryFile {
     path: PathBuf,
     file: File,
+    /// The length of the complete records, where the next one starts.
+    len: u64,
 }
 
 impl EntryFile {
     /// Opens (or creates) the entry file and returns it with every complete record as
     /// `(integrated time, body)`. An incomplete last record is cut off.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<(i64, Vec<u8>)>), DevLogError> {
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Record>), DevLogError> {
         let path = dir.join(ENTRIES_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -169,20 +248,37 @@ impl EntryFile {
             file.set_len(offset as u64).map_err(|e| io_err(&path, e))?;
             file.sync_all().map_err(|e| io_err(&path, e))?;
         }
-        Ok((Self { path, file }, records))
+        Ok((
+            Self {
+                path,
+                file,
+                len: offset as u64,
+            },
+            records,
+        ))
     }
 
-    /// Appends one record and syncs it to disk.
-    pub fn append(&mut self, time: i64, body: &[u8]) -> Result<(), DevLogError> {
-        let len = u32::try_from(body.len())
-            .map_err(|_| DevLogError::Corrupt("entry larger than 4 GiB".into()))?;
-        let mut record = Vec::with_capacity(HEADER + body.len());
-        record.extend_from_slice(&time.to_be_bytes());
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(body);
-        self.file
-            .write_all(&record)
-            .map_err(|e| io_err(&self.path, e))?;
-        self.file.sync_data().map_err(|e| io_err(&self.path, e))
+    /// Appends records that share one integrated time, with one write and one sync.
+    pub fn append_all(&mut self, time: i64, bodies: &[&[u8]]) -> Result<(), DevLogError> {
+        let mut buf = Vec::with_capacity(bodies.iter().map(|b| HEADER + b.len()).sum());
+        for body in bodies {
+            let len = u32::try_from(body.len())
+                .map_err(|_| DevLogError::Corrupt("entry larger than 4 GiB".into()))?;
+            buf.extend_from_slice(&time.to_be_bytes());
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(body);
+        }
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A failed write (disk full) must not leave a partial record for the next one to
+            // follow: cut back to the last complete record.
+            let _ = self.file.set_len(self.len);
+            return Err(io_err(&self.path, e));
+        }
+        self.len += buf.len() as u64;
+        Ok(())
     }
 }
