@@ -361,3 +361,41 @@ pub(crate) fn verified_signature(
         "no envelope signature verifies with the given verifier keys".into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_in_seconds_or_as_an_http_date() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let wait = retry_after(&h).unwrap();
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date: now");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn log_messages_from_rekor_and_grpc_gateway_bodies() {
+        assert_eq!(
+            log_message(br#"{"code":400,"message":"invalid hashedrekord request"}"#),
+            "invalid hashedrekord request"
+        );
+        assert_eq!(
+            log_message(b"upstream timed out\nmore"),
+            "upstream timed out"
+        );
+        assert_eq!(log_message(b""), "");
+    }
+}

@@ -266,3 +266,71 @@ impl RekorClient for Resilient {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::rekor::stub::StubLog;
+
+    fn wrapper() -> Resilient {
+        Resilient::new(
+            Arc::new(StubLog::new("unit", "stub.provd.invalid")),
+            RetryConfig {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(800),
+                max_elapsed: Duration::from_secs(30),
+            },
+            BreakerConfig {
+                threshold: 2,
+                cool_down: Duration::from_secs(60),
+            },
+        )
+    }
+
+    #[test]
+    fn delays_are_full_jitter_under_a_doubling_capped_step_and_respect_retry_after() {
+        let w = wrapper();
+        for retry in 0..8u32 {
+            let cap = Duration::from_millis(100 * (1u64 << retry)).min(Duration::from_millis(800));
+            for _ in 0..50 {
+                assert!(w.delay(retry, None) <= cap, "retry {retry}");
+            }
+            let after = Duration::from_secs(2);
+            assert!(w.delay(retry, Some(after)) >= after);
+        }
+    }
+
+    #[test]
+    fn breaker_opens_at_the_threshold_and_a_success_closes_it() {
+        let w = wrapper();
+        assert!(matches!(w.admit(), Ok(Admit::Call)));
+        w.record(true);
+        assert!(
+            matches!(w.admit(), Ok(Admit::Call)),
+            "one failure keeps it closed"
+        );
+        w.record(false);
+        w.record(true);
+        assert!(
+            matches!(w.admit(), Ok(Admit::Call)),
+            "a success reset the count"
+        );
+        w.record(true);
+        match w.admit() {
+            Err(RekorError::CircuitOpen { backend, retry_in }) => {
+                assert_eq!(backend, "unit");
+                assert!(retry_in > Duration::from_secs(50));
+            }
+            _ => panic!("expected the breaker open"),
+        }
+        // Past the cool-down: exactly one probe, then a success closes it.
+        *w.lock() = State::Open {
+            until: Instant::now(),
+        };
+        assert!(matches!(w.admit(), Ok(Admit::Probe)));
+        assert!(matches!(w.admit(), Err(RekorError::CircuitOpen { .. })));
+        w.record(false);
+        assert!(matches!(w.admit(), Ok(Admit::Call)));
+    }
+}

@@ -183,7 +183,8 @@ impl V2Client {
         let width = tiles::tile_width(0, bundle, size)
             .ok_or_else(|| RekorError::NotFound(format!("index {index} in size {size}")))?;
         let tile = Tile::new(TileKind::Entries, bundle, width).map_err(tile_error)?;
-        for _ in 0..3 {
+        // At most: the partial bundle (missing), the full bundle, then the read.
+        for _ in 0..4 {
             match tiles::read_entry_bundle(&mut *cache, &tile) {
                 Ok(mut entries) => {
                     if offset >= entries.len() {
