@@ -58,6 +58,11 @@ impl MemoryBus {
             .push((subject.to_owned(), payload));
     }
 
+    /// How many messages were published, on any subject.
+    pub fn published(&self) -> usize {
+        lock(&self.inner).messages.len()
+    }
+
     /// Every settlement so far, in order.
     pub fn settlements(&self) -> Vec<Settlement> {
         lock(&self.inner).settlements.clone()

@@ -17,7 +17,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::domain::entry::EntryWrite;
-use crate::ports::{ConsumerSpec, Delivery, EntryStore, EventBus, StartPosition};
+use crate::ports::{
+    ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, StartPosition, UpsertOutcome,
+};
 use crate::pump;
 
 /// The actor's name and durable consumer name.
@@ -30,6 +32,9 @@ pub struct WriteBehindDeps {
     pub bus: Arc<dyn EventBus>,
     /// The durable store.
     pub store: Arc<dyn EntryStore>,
+    /// The hot tiers, purged of writes the store dropped as invalidated: they were put
+    /// there before the invalidation, which only purged what it deleted from the store.
+    pub cache: Arc<dyn HotCachePurge>,
     /// This deployment's subjects.
     pub subjects: Subjects,
 }
@@ -119,13 +124,7 @@ impl WriteBehind {
                     let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
                     metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
                 }
-                // Acks go out together; a lost one only costs an idempotent redelivery.
-                let acks = good.iter().map(|d| d.ack());
-                for r in futures::future::join_all(acks).await {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "ack failed; the write will be redelivered");
-                    }
-                }
+                self.settle(&writes, good, &outcome).await;
             }
             Err(e) => {
                 let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
@@ -134,6 +133,50 @@ impl WriteBehind {
                 let naks = good.iter().map(|d| d.nak(delay));
                 let _ = futures::future::join_all(naks).await;
             }
+        }
+    }
+}
+
+impl WriteBehind {
+    /// Purges the dropped writes' keys from the hot tiers, then acks. A failed purge naks
+    /// just the dropped writes, so their redelivery (dropped again) retries the purge while
+    /// the rest of the batch is done.
+    async fn settle(
+        &self,
+        writes: &[EntryWrite],
+        good: Vec<Box<dyn Delivery>>,
+        outcome: &UpsertOutcome,
+    ) {
+        let mut retry: Vec<Box<dyn Delivery>> = Vec::new();
+        let mut done = good;
+        if !outcome.invalidated_keys.is_empty()
+            && let Err(e) = self.deps.cache.purge(&outcome.invalidated_keys).await
+        {
+            metrics::counter!("provd_hot_cache_purge_errors_total").increment(1);
+            tracing::warn!(error = %e, keys = outcome.invalidated_keys.len(), "cannot purge dropped writes from the hot tiers; will retry");
+            let dropped: std::collections::HashSet<&str> = outcome
+                .invalidated_keys
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let (again, rest): (Vec<_>, Vec<_>) = done
+                .into_iter()
+                .zip(writes)
+                .partition(|(_, w)| dropped.contains(w.entry.veri_key.as_str()));
+            retry = again.into_iter().map(|(d, _)| d).collect();
+            done = rest.into_iter().map(|(d, _)| d).collect();
+        }
+        // Acks go out together; a lost one only costs an idempotent redelivery.
+        let acks = done.iter().map(|d| d.ack());
+        for r in futures::future::join_all(acks).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "ack failed; the write will be redelivered");
+            }
+        }
+        if let Some(first) = retry.first() {
+            let delay = pump::retry_delay(first.delivered().min(8) as u32);
+            let naks = retry.iter().map(|d| d.nak(delay));
+            let _ = futures::future::join_all(naks).await;
         }
     }
 }
@@ -253,12 +296,14 @@ mod tests {
     use super::*;
     use crate::domain::entry::{Entry, verdict_hash};
     use crate::ports::{PortError, UpsertOutcome};
-    use crate::testing::{MemoryBus, Settlement};
+    use crate::testing::{MemoryBus, MemoryCache, Settlement};
 
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<Vec<String>>>,
         failures_left: Mutex<u32>,
+        /// Keys whose writes are dropped as invalidated after acceptance.
+        invalidated: Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -275,14 +320,25 @@ mod tests {
                     message: "down".into(),
                 });
             }
+            let doomed = self.invalidated.lock().expect("lock").clone();
+            let (dropped, kept): (Vec<_>, Vec<_>) =
+                w.iter().partition(|w| doomed.contains(&w.entry.veri_key));
             self.batches
                 .lock()
                 .expect("lock")
-                .push(w.iter().map(|w| w.entry.veri_key.clone()).collect());
+                .push(kept.iter().map(|w| w.entry.veri_key.clone()).collect());
             Ok(UpsertOutcome {
-                written: w.len() as u64,
-                invalidated: 0,
+                written: kept.len() as u64,
+                invalidated: dropped.len() as u64,
+                invalidated_keys: dropped.iter().map(|w| w.entry.veri_key.clone()).collect(),
             })
+        }
+        async fn invalidated_after(&self, w: &EntryWrite) -> Result<bool, PortError> {
+            Ok(self
+                .invalidated
+                .lock()
+                .expect("lock")
+                .contains(&w.entry.veri_key))
         }
     }
 
@@ -332,6 +388,7 @@ mod tests {
         let deps = WriteBehindDeps {
             bus: Arc::new(bus.clone()),
             store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
             subjects,
         };
         let (actor, _h) = Actor::spawn(
@@ -359,6 +416,48 @@ mod tests {
         let settled = bus.settlements();
         assert_eq!(settled[0], Settlement::Term, "{settled:?}");
         assert!(settled.contains(&Settlement::Nak), "the failed flush naks");
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn writes_dropped_as_invalidated_are_purged_from_the_hot_tiers() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        let key = |i: usize| format!("sha256:{i:064x}");
+        store.invalidated.lock().expect("lock").push(key(1));
+        let cache = MemoryCache::new();
+        // Both writes were put in the hot tiers when accepted; an invalidation recorded
+        // since matched the first, which was not flushed yet, so it purged nothing.
+        cache.put(&key(1));
+        cache.put(&key(2));
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        bus.publish_raw(&subject, write(1));
+        bus.publish_raw(&subject, write(2));
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(cache.clone()),
+            subjects,
+        };
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 2, Duration::from_millis(50)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| {
+            bus.settlements()
+                .iter()
+                .filter(|s| **s == Settlement::Ack)
+                .count()
+                == 2
+        })
+        .await;
+        assert_eq!(store.batches.lock().expect("lock").concat(), vec![key(2)]);
+        assert!(!cache.has(&key(1)), "the invalidated write is still hot");
+        assert!(cache.has(&key(2)));
         actor.stop(None);
     }
 }
