@@ -3,10 +3,14 @@
 //!
 //! A pump task pulls messages and gathers them until it holds `flush_batch` writes or the
 //! oldest has waited `flush_interval`, whichever comes first, then hands the batch to the
-//! actor and waits until it is settled. The actor upserts the whole batch in one statement
-//! and acks every message only after the commit; a failed upsert naks them all, so a crash
-//! or an outage loses nothing (the bus redelivers, and the upsert is idempotent).
+//! actor. The actor upserts the whole batch in one statement in a task of its own and acks
+//! every message only after the commit; a failed upsert naks them all, so a crash or an
+//! outage loses nothing (the bus redelivers, and the upsert is idempotent). Up to
+//! `in_flight` flushes run at once (two by default: one commits while the next writes), and
+//! the pump gathers the next batch meanwhile; the newest version still wins, because the
+//! upsert compares accepted times, and concurrent flushes lock rows in VeriKey order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,16 +49,25 @@ pub struct WriteBehind {
     deps: WriteBehindDeps,
     flush_batch: usize,
     flush_interval: Duration,
+    in_flight: usize,
 }
 
 impl WriteBehind {
-    /// A flusher that flushes at `flush_batch` writes or after `flush_interval`.
+    /// A flusher that flushes at `flush_batch` writes or after `flush_interval`, with up to
+    /// two flushes in flight.
     pub fn new(deps: WriteBehindDeps, flush_batch: usize, flush_interval: Duration) -> Self {
         WriteBehind {
             deps,
             flush_batch: flush_batch.max(1),
             flush_interval,
+            in_flight: 2,
         }
+    }
+
+    /// At most `n` flushes at once (at least one).
+    pub fn with_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
     }
 
     /// The durable consumer on the write-behind stream.
@@ -71,8 +84,9 @@ impl WriteBehind {
             ack_wait: self.flush_interval * 2 + Duration::from_secs(10),
             // A write is never given up on: an outage only delays it.
             max_deliver: -1,
-            // The pump holds a whole batch unacknowledged while it gathers it.
-            max_ack_pending: i64::try_from(self.flush_batch * 2).unwrap_or(i64::MAX),
+            // Every batch in flight and the one being gathered are unacknowledged.
+            max_ack_pending: i64::try_from(self.flush_batch * (self.in_flight + 1))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -211,7 +225,10 @@ impl Actor for WriteBehind {
         let bus = self.deps.bus.clone();
         let max = self.flush_batch;
         let interval = self.flush_interval;
+        let in_flight = self.in_flight;
         state.pump = Some(pump::Pump::spawn(async move {
+            // Flushes handed over and not yet settled, oldest first.
+            let mut flushing: VecDeque<oneshot::Receiver<()>> = VecDeque::new();
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
                 let mut failures: u32 = 0;
@@ -254,14 +271,27 @@ impl Actor for WriteBehind {
                     }
                     let batch = std::mem::take(&mut held);
                     held_since = None;
-                    let handed = pump::hand_over(&myself, batch, WriteBehindMsg::Flush, |m| {
-                        let WriteBehindMsg::Flush(b, _) = m;
-                        Some(b)
-                    })
-                    .await;
-                    if !handed {
-                        // The actor is gone; its replacement starts a new pump.
-                        return;
+                    let (done, settled) = oneshot::channel();
+                    match myself.cast(WriteBehindMsg::Flush(batch, done)) {
+                        Ok(()) => flushing.push_back(settled),
+                        Err(ractor::MessagingErr::SendErr(WriteBehindMsg::Flush(batch, _))) => {
+                            // The actor is gone; its replacement starts a new pump. The
+                            // batch goes back to the bus at once.
+                            for d in batch {
+                                let _ = d.nak(Duration::ZERO).await;
+                            }
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                    while flushing.len() >= in_flight {
+                        if let Some(settled) = flushing.pop_front() {
+                            // An error means the flush ended unsettled (its deliveries come
+                            // back after `ack_wait`); only a dead actor stops the pump.
+                            if settled.await.is_err() && !pump::actor_alive(&myself) {
+                                return;
+                            }
+                        }
                     }
                     queue_gauges(&held, held_since);
                 }
@@ -278,8 +308,13 @@ impl Actor for WriteBehind {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WriteBehindMsg::Flush(deliveries, done) => {
-                self.flush(deliveries).await;
-                let _ = done.send(());
+                // In a task of its own, so a second batch can flush while this one commits;
+                // the pump bounds how many run at once.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.flush(deliveries).await;
+                    let _ = done.send(());
+                });
                 Ok(())
             }
         }
@@ -458,6 +493,54 @@ mod tests {
         assert_eq!(store.batches.lock().expect("lock").concat(), vec![key(2)]);
         assert!(!cache.has(&key(1)), "the invalidated write is still hot");
         assert!(cache.has(&key(2)));
+        actor.stop(None);
+    }
+
+    /// Holds every upsert until two are running at once.
+    struct Pair(tokio::sync::Barrier, Mutex<usize>);
+
+    #[async_trait]
+    impl EntryStore for Pair {
+        async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
+            Ok(None)
+        }
+        async fn upsert_entries(&self, w: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+            self.0.wait().await;
+            *self.1.lock().expect("lock") += w.len();
+            Ok(UpsertOutcome {
+                written: w.len() as u64,
+                ..UpsertOutcome::default()
+            })
+        }
+        async fn invalidated_after(&self, _w: &EntryWrite) -> Result<bool, PortError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn two_flushes_run_at_once() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Pair(tokio::sync::Barrier::new(2), Mutex::new(0)));
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        for i in 0..4 {
+            bus.publish_raw(&subject, write(i));
+        }
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
+            subjects,
+        };
+        // Batches of two: the first flush cannot finish until the second has started.
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 2, Duration::from_millis(50)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| *store.1.lock().expect("lock") == 4).await;
         actor.stop(None);
     }
 }
