@@ -303,12 +303,13 @@ async fn postgres(admin_url: &str) {
     truncate(&store).await;
 
     // Ours: what the flusher runs per batch (shared flush lock, invalidation check, one
-    // statement for items and signer-set members, commit), at the default batch size.
-    let ours = upsert_rate(&store, &writes, BATCH, 1).await;
+    // statement for items and signer-set members, commit), at the default batch size with
+    // two flushes in flight, as the flusher runs them.
+    let ours = upsert_rate(&store, &writes, BATCH, 2).await;
+    truncate(&store).await;
+    let one = upsert_rate(&store, &writes, BATCH, 1).await;
     truncate(&store).await;
     let small = upsert_rate(&store, &writes, SMALL, 1).await;
-    truncate(&store).await;
-    let two = upsert_rate(&store, &writes, BATCH, 2).await;
     truncate(&store).await;
 
     // Baseline 1: the same rows, one INSERT … ON CONFLICT per row (the same upsert),
@@ -353,37 +354,54 @@ async fn postgres(admin_url: &str) {
     truncate(&store).await;
 
     // Baseline 2: COPY of the same rows (text CSV) in the same batches, one transaction
-    // each; a plain load into the empty table, no conflict handling, no members.
-    let t = Instant::now();
-    let mut conn = store.pool().acquire().await.expect("conn");
-    for batch in writes.chunks(BATCH) {
-        let mut copy = conn
-            .copy_in_raw(
-                "COPY provcache.provcache_items (veri_key, verdict, verdict_hash, proof_root, \
-                 trust_score, policy_hash, signer_set_hash, feed_id, feed_epoch, created_at, \
-                 updated_at, expires_at) FROM STDIN WITH (FORMAT csv)",
-            )
-            .await
-            .expect("copy");
-        copy.send(csv(batch)).await.expect("send");
-        copy.finish().await.expect("finish");
-    }
-    let copy = rate(N, t.elapsed());
-    drop(conn);
+    // each; a plain load into the empty table, no conflict handling, no members. Once on
+    // one connection, and once on two at a time, as the flusher runs two flushes.
+    let copy_rate = |in_flight: usize| {
+        let store = &store;
+        let writes = &writes;
+        async move {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let chunks: Vec<&[EntryWrite]> = writes.chunks(BATCH).collect();
+            let t = Instant::now();
+            let loaders = (0..in_flight).map(|_| async {
+                let mut conn = store.pool().acquire().await.expect("conn");
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    let mut copy = conn
+                        .copy_in_raw(
+                            "COPY provcache.provcache_items (veri_key, verdict, verdict_hash, \
+                             proof_root, trust_score, policy_hash, signer_set_hash, feed_id, \
+                             feed_epoch, created_at, updated_at, expires_at) \
+                             FROM STDIN WITH (FORMAT csv)",
+                        )
+                        .await
+                        .expect("copy");
+                    copy.send(csv(chunk)).await.expect("send");
+                    copy.finish().await.expect("finish");
+                }
+            });
+            futures::future::join_all(loaders).await;
+            rate(writes.len(), t.elapsed())
+        }
+    };
+    let copy = copy_rate(1).await;
+    truncate(&store).await;
+    let copy2 = copy_rate(2).await;
     truncate(&store).await;
 
     println!(
-        "write-behind upsert into PostgreSQL  {ours:>8.0} entries/s ({N} rows, batches of {BATCH}) \
-         | row-by-row INSERT {row_by_row:>8.0}/s (ratio {:.1}×) | COPY {copy:>8.0}/s (ratio {:.2}×) | goal ≥ 50000/s: {}",
+        "write-behind upsert into PostgreSQL  {ours:>8.0} entries/s ({N} rows, batches of {BATCH}, two flushes in flight as the flusher runs) \
+         | row-by-row INSERT {row_by_row:>8.0}/s (ratio {:.1}×) | COPY {copy:>8.0}/s (ratio {:.2}×) | COPY on two connections {copy2:>8.0}/s (ratio {:.2}×) | goal ≥ 50000/s: {}",
         ours / row_by_row,
         ours / copy,
+        ours / copy2,
         if ours >= 50_000.0 { "met" } else { "NOT met" },
     );
     println!(
-        "  same upsert, batches of {SMALL}: {small:>8.0}/s (ratio to COPY {:.2}×); batches of {BATCH} with two flushes in flight: {two:>8.0}/s (ratio to COPY {:.2}×, goal: {})",
+        "  same upsert, one flush at a time: batches of {BATCH} {one:>8.0}/s (ratio to COPY {:.2}×), batches of {SMALL} {small:>8.0}/s (ratio to COPY {:.2}×)",
+        one / copy,
         small / copy,
-        two / copy,
-        if two >= 50_000.0 { "met" } else { "NOT met" },
     );
     store.pool().close().await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
