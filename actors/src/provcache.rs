@@ -111,8 +111,13 @@ pub struct ProvCache {
     /// Bumped by every purge between tiers, so a read that copied an entry upwards while a
     /// purge ran can tell and take its copies back.
     purges: AtomicU64,
+    /// Unix milliseconds until which queued writes are not re-checked after a failure.
+    recheck_down_until: AtomicI64,
     meters: Meters,
 }
+
+/// Longest wait for the re-check of a queued write.
+const RECHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for ProvCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,6 +166,7 @@ impl ProvCache {
             write_behind,
             retry_after: Duration::from_secs(1),
             purges: AtomicU64::new(0),
+            recheck_down_until: AtomicI64::new(0),
             meters: Meters::new(),
         }
     }
@@ -347,14 +353,29 @@ impl ProvCache {
     /// committed before the question is seen, and one committed after it purges after the
     /// copies. Should the question fail, the flusher drops the write and purges its key.
     async fn recheck(&self, write: &EntryWrite) {
-        match self.store.invalidated_after(write).await {
-            Ok(false) => {}
-            Ok(true) => self.take_back(&self.tiers, &write.entry.veri_key).await,
-            Err(e) => {
-                self.meters.recheck_errors.increment(1);
-                tracing::debug!(error = %e, "cannot re-check a queued write against invalidations; the flusher will");
-            }
+        // With PostgreSQL down a write must still be answered at once: the question is
+        // bounded and skipped for a while after a failure (the flusher is the backstop).
+        if self.recheck_down_until.load(Ordering::Relaxed) > now_ms() {
+            self.meters.recheck_errors.increment(1);
+            return;
         }
+        let asked = tokio::time::timeout(RECHECK_TIMEOUT, self.store.invalidated_after(write));
+        let error = match asked.await {
+            Ok(Ok(false)) => return,
+            Ok(Ok(true)) => {
+                self.take_back(&self.tiers, &write.entry.veri_key).await;
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {RECHECK_TIMEOUT:?}"),
+        };
+        self.meters.recheck_errors.increment(1);
+        let until = now_ms() + i64::try_from(self.retry_after.as_millis()).unwrap_or(1000);
+        self.recheck_down_until.store(until, Ordering::Relaxed);
+        tracing::debug!(
+            error,
+            "cannot re-check a queued write against invalidations; the flusher will"
+        );
     }
 }
 
