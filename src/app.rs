@@ -215,6 +215,8 @@ impl App {
         let wb_deps = WriteBehindDeps {
             bus: Arc::new(bus.clone()),
             store: Arc::new(store.clone()),
+            // Writes the flusher drops as invalidated leave the hot tiers too.
+            cache: provcache.clone(),
             subjects: subjects.clone(),
         };
         let (flush_batch, flush_interval) = (

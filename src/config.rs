@@ -441,7 +441,7 @@ impl RawConfig {
                 "expected more than zero and at most 1h",
             ));
         }
-        let flush_batch = p.flush_batch.unwrap_or(1000);
+        let flush_batch = p.flush_batch.unwrap_or(5000);
         if !(1..=100_000).contains(&flush_batch) {
             return Err(invalid(
                 "provcache.flush_batch",
@@ -711,7 +711,7 @@ mod tests {
         assert_eq!(c.provcache.default_ttl, Duration::from_secs(86_400));
         assert!(c.provcache.write_behind);
         assert_eq!(c.provcache.flush_interval, Duration::from_secs(5));
-        assert_eq!(c.provcache.flush_batch, 1000);
+        assert_eq!(c.provcache.flush_batch, 5000);
         assert_eq!(c.provcache.memory_entries, 100_000);
         assert_eq!(c.node_id, "n1");
         assert!(c.tokens.is_empty());

@@ -117,6 +117,14 @@ fn describe() {
         "provd_provcache_write_behind_fallbacks_total",
         "Writes committed directly because the hot tier or the bus was down."
     );
+    describe_counter!(
+        "provd_provcache_stale_removed_total",
+        "Hot-tier copies taken back because an invalidation raced with putting them there."
+    );
+    describe_counter!(
+        "provd_provcache_recheck_errors_total",
+        "Failed re-checks of hot-tier copies against invalidations."
+    );
     describe_gauge!(
         "provd_write_behind_queue_depth",
         Unit::Count,

@@ -4,6 +4,7 @@
 //! (and, in embedded mode, SQLite, an in-process cache and an in-process bus); the
 //! `testing` feature provides in-memory fakes. No actor knows which one it talks to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -224,26 +225,33 @@ pub trait EvidenceStore: Send + Sync + 'static {
 }
 
 /// One cache tier above the durable store: the in-process tier or Valkey/Redis.
+///
+/// Entries are shared (`Arc`), so a hit in the in-process tier hands out a reference
+/// instead of copying the entry and its verdict JSON.
 #[async_trait]
 pub trait EntryTier: Send + Sync + 'static {
     /// The tier's name, as in the `X-Provcache-Tier` header and metric labels.
     fn name(&self) -> &'static str;
     /// The entry, when the tier holds it and it has not expired.
-    async fn get(&self, veri_key: &str) -> Result<Option<Entry>, PortError>;
+    async fn get(&self, veri_key: &str) -> Result<Option<Arc<Entry>>, PortError>;
     /// Stores the entry until its `expires_at`.
-    async fn put(&self, entry: &Entry) -> Result<(), PortError>;
+    async fn put(&self, entry: &Arc<Entry>) -> Result<(), PortError>;
     /// Removes these VeriKeys.
     async fn remove(&self, veri_keys: &[String]) -> Result<(), PortError>;
 }
 
 /// What one durable upsert did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpsertOutcome {
     /// Writes stored (inserted, or newer than the stored version).
     pub written: u64,
     /// Writes dropped because an invalidation matching them was recorded after they were
     /// accepted.
     pub invalidated: u64,
+    /// The VeriKeys of those dropped writes: the hot tiers may still hold them (they were
+    /// put there before the invalidation, which only purges what it deleted from the
+    /// durable tier), so the caller purges them.
+    pub invalidated_keys: Vec<String>,
 }
 
 /// The durable tier of entries (PostgreSQL; SQLite in embedded mode).
@@ -255,6 +263,10 @@ pub trait EntryStore: Send + Sync + 'static {
     /// version of each entry wins, and a write is skipped when an invalidation matching it
     /// was recorded after it was accepted.
     async fn upsert_entries(&self, writes: &[EntryWrite]) -> Result<UpsertOutcome, PortError>;
+    /// Whether an invalidation recorded after `write` was accepted matches it: the rule
+    /// [`EntryStore::upsert_entries`] drops writes by, asked on its own so a writer can
+    /// take an entry back out of the hot tiers right after putting it there.
+    async fn invalidated_after(&self, write: &EntryWrite) -> Result<bool, PortError>;
 }
 
 /// What provd asks a transparency log to record: a DSSE envelope and the keys that verify

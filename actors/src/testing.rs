@@ -71,6 +71,11 @@ impl MemoryBus {
             .collect()
     }
 
+    /// How many messages were published, on any subject.
+    pub fn published_count(&self) -> usize {
+        lock(&self.inner).messages.len()
+    }
+
     /// Every settlement so far, in order.
     pub fn settlements(&self) -> Vec<Settlement> {
         lock(&self.inner).settlements.clone()

@@ -3,10 +3,14 @@
 //!
 //! A pump task pulls messages and gathers them until it holds `flush_batch` writes or the
 //! oldest has waited `flush_interval`, whichever comes first, then hands the batch to the
-//! actor and waits until it is settled. The actor upserts the whole batch in one statement
-//! and acks every message only after the commit; a failed upsert naks them all, so a crash
-//! or an outage loses nothing (the bus redelivers, and the upsert is idempotent).
+//! actor. The actor upserts the whole batch in one statement in a task of its own and acks
+//! every message only after the commit; a failed upsert naks them all, so a crash or an
+//! outage loses nothing (the bus redelivers, and the upsert is idempotent). Up to
+//! `in_flight` flushes run at once (two by default: one commits while the next writes), and
+//! the pump gathers the next batch meanwhile; the newest version still wins, because the
+//! upsert compares accepted times, and concurrent flushes lock rows in VeriKey order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +21,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::domain::entry::EntryWrite;
-use crate::ports::{ConsumerSpec, Delivery, EntryStore, EventBus, StartPosition};
+use crate::ports::{
+    ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, StartPosition, UpsertOutcome,
+};
 use crate::pump;
 
 /// The actor's name and durable consumer name.
@@ -30,6 +36,9 @@ pub struct WriteBehindDeps {
     pub bus: Arc<dyn EventBus>,
     /// The durable store.
     pub store: Arc<dyn EntryStore>,
+    /// The hot tiers, purged of writes the store dropped as invalidated: they were put
+    /// there before the invalidation, which only purged what it deleted from the store.
+    pub cache: Arc<dyn HotCachePurge>,
     /// This deployment's subjects.
     pub subjects: Subjects,
 }
@@ -40,16 +49,25 @@ pub struct WriteBehind {
     deps: WriteBehindDeps,
     flush_batch: usize,
     flush_interval: Duration,
+    in_flight: usize,
 }
 
 impl WriteBehind {
-    /// A flusher that flushes at `flush_batch` writes or after `flush_interval`.
+    /// A flusher that flushes at `flush_batch` writes or after `flush_interval`, with up to
+    /// two flushes in flight.
     pub fn new(deps: WriteBehindDeps, flush_batch: usize, flush_interval: Duration) -> Self {
         WriteBehind {
             deps,
             flush_batch: flush_batch.max(1),
             flush_interval,
+            in_flight: 2,
         }
+    }
+
+    /// At most `n` flushes at once (at least one).
+    pub fn with_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
     }
 
     /// The durable consumer on the write-behind stream.
@@ -66,8 +84,9 @@ impl WriteBehind {
             ack_wait: self.flush_interval * 2 + Duration::from_secs(10),
             // A write is never given up on: an outage only delays it.
             max_deliver: -1,
-            // The pump holds a whole batch unacknowledged while it gathers it.
-            max_ack_pending: i64::try_from(self.flush_batch * 2).unwrap_or(i64::MAX),
+            // Every batch in flight and the one being gathered are unacknowledged.
+            max_ack_pending: i64::try_from(self.flush_batch * (self.in_flight + 1))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -119,13 +138,7 @@ impl WriteBehind {
                     let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
                     metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
                 }
-                // Acks go out together; a lost one only costs an idempotent redelivery.
-                let acks = good.iter().map(|d| d.ack());
-                for r in futures::future::join_all(acks).await {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "ack failed; the write will be redelivered");
-                    }
-                }
+                self.settle(&writes, good, &outcome).await;
             }
             Err(e) => {
                 let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
@@ -134,6 +147,50 @@ impl WriteBehind {
                 let naks = good.iter().map(|d| d.nak(delay));
                 let _ = futures::future::join_all(naks).await;
             }
+        }
+    }
+}
+
+impl WriteBehind {
+    /// Purges the dropped writes' keys from the hot tiers, then acks. A failed purge naks
+    /// just the dropped writes, so their redelivery (dropped again) retries the purge while
+    /// the rest of the batch is done.
+    async fn settle(
+        &self,
+        writes: &[EntryWrite],
+        good: Vec<Box<dyn Delivery>>,
+        outcome: &UpsertOutcome,
+    ) {
+        let mut retry: Vec<Box<dyn Delivery>> = Vec::new();
+        let mut done = good;
+        if !outcome.invalidated_keys.is_empty()
+            && let Err(e) = self.deps.cache.purge(&outcome.invalidated_keys).await
+        {
+            metrics::counter!("provd_hot_cache_purge_errors_total").increment(1);
+            tracing::warn!(error = %e, keys = outcome.invalidated_keys.len(), "cannot purge dropped writes from the hot tiers; will retry");
+            let dropped: std::collections::HashSet<&str> = outcome
+                .invalidated_keys
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let (again, rest): (Vec<_>, Vec<_>) = done
+                .into_iter()
+                .zip(writes)
+                .partition(|(_, w)| dropped.contains(w.entry.veri_key.as_str()));
+            retry = again.into_iter().map(|(d, _)| d).collect();
+            done = rest.into_iter().map(|(d, _)| d).collect();
+        }
+        // Acks go out together; a lost one only costs an idempotent redelivery.
+        let acks = done.iter().map(|d| d.ack());
+        for r in futures::future::join_all(acks).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "ack failed; the write will be redelivered");
+            }
+        }
+        if let Some(first) = retry.first() {
+            let delay = pump::retry_delay(first.delivered().min(8) as u32);
+            let naks = retry.iter().map(|d| d.nak(delay));
+            let _ = futures::future::join_all(naks).await;
         }
     }
 }
@@ -168,7 +225,10 @@ impl Actor for WriteBehind {
         let bus = self.deps.bus.clone();
         let max = self.flush_batch;
         let interval = self.flush_interval;
+        let in_flight = self.in_flight;
         state.pump = Some(pump::Pump::spawn(async move {
+            // Flushes handed over and not yet settled, oldest first.
+            let mut flushing: VecDeque<oneshot::Receiver<()>> = VecDeque::new();
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
                 let mut failures: u32 = 0;
@@ -211,14 +271,27 @@ impl Actor for WriteBehind {
                     }
                     let batch = std::mem::take(&mut held);
                     held_since = None;
-                    let handed = pump::hand_over(&myself, batch, WriteBehindMsg::Flush, |m| {
-                        let WriteBehindMsg::Flush(b, _) = m;
-                        Some(b)
-                    })
-                    .await;
-                    if !handed {
-                        // The actor is gone; its replacement starts a new pump.
-                        return;
+                    let (done, settled) = oneshot::channel();
+                    match myself.cast(WriteBehindMsg::Flush(batch, done)) {
+                        Ok(()) => flushing.push_back(settled),
+                        Err(ractor::MessagingErr::SendErr(WriteBehindMsg::Flush(batch, _))) => {
+                            // The actor is gone; its replacement starts a new pump. The
+                            // batch goes back to the bus at once.
+                            for d in batch {
+                                let _ = d.nak(Duration::ZERO).await;
+                            }
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                    while flushing.len() >= in_flight {
+                        if let Some(settled) = flushing.pop_front() {
+                            // An error means the flush ended unsettled (its deliveries come
+                            // back after `ack_wait`); only a dead actor stops the pump.
+                            if settled.await.is_err() && !pump::actor_alive(&myself) {
+                                return;
+                            }
+                        }
                     }
                     queue_gauges(&held, held_since);
                 }
@@ -235,8 +308,13 @@ impl Actor for WriteBehind {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WriteBehindMsg::Flush(deliveries, done) => {
-                self.flush(deliveries).await;
-                let _ = done.send(());
+                // In a task of its own, so a second batch can flush while this one commits;
+                // the pump bounds how many run at once.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.flush(deliveries).await;
+                    let _ = done.send(());
+                });
                 Ok(())
             }
         }
@@ -253,12 +331,14 @@ mod tests {
     use super::*;
     use crate::domain::entry::{Entry, verdict_hash};
     use crate::ports::{PortError, UpsertOutcome};
-    use crate::testing::{MemoryBus, Settlement};
+    use crate::testing::{MemoryBus, MemoryCache, Settlement};
 
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<Vec<String>>>,
         failures_left: Mutex<u32>,
+        /// Keys whose writes are dropped as invalidated after acceptance.
+        invalidated: Mutex<Vec<String>>,
     }
 
     #[async_trait]
@@ -275,14 +355,25 @@ mod tests {
                     message: "down".into(),
                 });
             }
+            let doomed = self.invalidated.lock().expect("lock").clone();
+            let (dropped, kept): (Vec<_>, Vec<_>) =
+                w.iter().partition(|w| doomed.contains(&w.entry.veri_key));
             self.batches
                 .lock()
                 .expect("lock")
-                .push(w.iter().map(|w| w.entry.veri_key.clone()).collect());
+                .push(kept.iter().map(|w| w.entry.veri_key.clone()).collect());
             Ok(UpsertOutcome {
-                written: w.len() as u64,
-                invalidated: 0,
+                written: kept.len() as u64,
+                invalidated: dropped.len() as u64,
+                invalidated_keys: dropped.iter().map(|w| w.entry.veri_key.clone()).collect(),
             })
+        }
+        async fn invalidated_after(&self, w: &EntryWrite) -> Result<bool, PortError> {
+            Ok(self
+                .invalidated
+                .lock()
+                .expect("lock")
+                .contains(&w.entry.veri_key))
         }
     }
 
@@ -332,6 +423,7 @@ mod tests {
         let deps = WriteBehindDeps {
             bus: Arc::new(bus.clone()),
             store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
             subjects,
         };
         let (actor, _h) = Actor::spawn(
@@ -359,6 +451,96 @@ mod tests {
         let settled = bus.settlements();
         assert_eq!(settled[0], Settlement::Term, "{settled:?}");
         assert!(settled.contains(&Settlement::Nak), "the failed flush naks");
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn writes_dropped_as_invalidated_are_purged_from_the_hot_tiers() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        let key = |i: usize| format!("sha256:{i:064x}");
+        store.invalidated.lock().expect("lock").push(key(1));
+        let cache = MemoryCache::new();
+        // Both writes were put in the hot tiers when accepted; an invalidation recorded
+        // since matched the first, which was not flushed yet, so it purged nothing.
+        cache.put(&key(1));
+        cache.put(&key(2));
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        bus.publish_raw(&subject, write(1));
+        bus.publish_raw(&subject, write(2));
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(cache.clone()),
+            subjects,
+        };
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 2, Duration::from_millis(50)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| {
+            bus.settlements()
+                .iter()
+                .filter(|s| **s == Settlement::Ack)
+                .count()
+                == 2
+        })
+        .await;
+        assert_eq!(store.batches.lock().expect("lock").concat(), vec![key(2)]);
+        assert!(!cache.has(&key(1)), "the invalidated write is still hot");
+        assert!(cache.has(&key(2)));
+        actor.stop(None);
+    }
+
+    /// Holds every upsert until two are running at once.
+    struct Pair(tokio::sync::Barrier, Mutex<usize>);
+
+    #[async_trait]
+    impl EntryStore for Pair {
+        async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
+            Ok(None)
+        }
+        async fn upsert_entries(&self, w: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
+            self.0.wait().await;
+            *self.1.lock().expect("lock") += w.len();
+            Ok(UpsertOutcome {
+                written: w.len() as u64,
+                ..UpsertOutcome::default()
+            })
+        }
+        async fn invalidated_after(&self, _w: &EntryWrite) -> Result<bool, PortError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn two_flushes_run_at_once() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Pair(tokio::sync::Barrier::new(2), Mutex::new(0)));
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        for i in 0..4 {
+            bus.publish_raw(&subject, write(i));
+        }
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
+            subjects,
+        };
+        // Batches of two: the first flush cannot finish until the second has started.
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 2, Duration::from_millis(50)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| *store.1.lock().expect("lock") == 4).await;
         actor.stop(None);
     }
 }

@@ -75,19 +75,15 @@ impl EntryTier for MemoryTier {
         "memory"
     }
 
-    async fn get(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
-        let now = Utc::now();
-        Ok(self
-            .cache
-            .get(veri_key)
-            .await
-            .filter(|e| e.is_live(now))
-            .map(|e| Entry::clone(&e)))
+    async fn get(&self, veri_key: &str) -> Result<Option<Arc<Entry>>, PortError> {
+        // moka drops each entry at its own `expires_at` (see `EntryExpiry`), so a hit is
+        // live without reading the clock here; the caller checks `is_live` once more.
+        Ok(self.cache.get(veri_key).await)
     }
 
-    async fn put(&self, entry: &Entry) -> Result<(), PortError> {
+    async fn put(&self, entry: &Arc<Entry>) -> Result<(), PortError> {
         self.cache
-            .insert(entry.veri_key.clone(), Arc::new(entry.clone()))
+            .insert(entry.veri_key.clone(), Arc::clone(entry))
             .await;
         Ok(())
     }

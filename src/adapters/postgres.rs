@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept, newest_per_key};
+use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept, newest_per_key_ref};
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, Invalidation, LedgerRow};
 use actors::ports::{
@@ -430,8 +430,35 @@ impl PgStore {
     }
 }
 
+/// Invalidations recorded since `oldest` was accepted (less the clock-skew margin), with
+/// their times moved forward by the margin: the rule that drops writes accepted before
+/// them. Few rows, and indexed by `revoked_at`.
+async fn recent_revocations(
+    conn: &mut sqlx::PgConnection,
+    oldest: DateTime<Utc>,
+) -> Result<Vec<(Criterion, DateTime<Utc>)>, AdapterError> {
+    let recent: Vec<(DateTime<Utc>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT revoked_at, metadata FROM provcache.prov_revocations WHERE revoked_at >= $1",
+    )
+    .bind(oldest - CLOCK_SKEW_MARGIN)
+    .fetch_all(conn)
+    .await?;
+    Ok(recent
+        .into_iter()
+        .filter_map(|(at, meta)| {
+            let c = Criterion::from_metadata(&meta?).ok()?;
+            Some((c, at + CLOCK_SKEW_MARGIN))
+        })
+        .collect())
+}
+
 impl PgStore {
     /// Upserts a batch of writes in one transaction (see [`EntryStore::upsert_entries`]).
+    ///
+    /// One statement writes the items and their signer-set members. Rows go in VeriKey
+    /// order, so concurrent flushes lock rows in the same order and cannot deadlock; the
+    /// batch is prepared before the transaction, so the shared flush lock is held for the
+    /// SQL only.
     pub async fn upsert_writes(
         &self,
         writes: &[EntryWrite],
@@ -439,86 +466,80 @@ impl PgStore {
         let Some(oldest) = writes.iter().map(|w| w.accepted_at).min() else {
             return Ok(UpsertOutcome::default());
         };
+        let mut newest = newest_per_key_ref(writes);
+        newest.sort_unstable_by(|a, b| a.entry.veri_key.cmp(&b.entry.veri_key));
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(FLUSH_LOCK)
             .execute(&mut *tx)
             .await?;
-        // Invalidations recorded since the oldest write was accepted: few, and indexed.
-        let recent: Vec<(DateTime<Utc>, Option<serde_json::Value>)> = sqlx::query_as(
-            "SELECT revoked_at, metadata FROM provcache.prov_revocations WHERE revoked_at >= $1",
-        )
-        .bind(oldest - CLOCK_SKEW_MARGIN)
-        .fetch_all(&mut *tx)
-        .await?;
-        let revocations: Vec<_> = recent
-            .into_iter()
-            .filter_map(|(at, meta)| {
-                let c = Criterion::from_metadata(&meta?).ok()?;
-                Some((c, at + CLOCK_SKEW_MARGIN))
-            })
-            .collect();
-        let newest = newest_per_key(writes.to_vec());
-        let total = newest.len();
-        let kept: Vec<EntryWrite> = newest
-            .into_iter()
-            .filter(|w| !invalidated_after_accept(w, &revocations))
-            .collect();
-        let invalidated = (total - kept.len()) as u64;
+        let revocations = recent_revocations(&mut tx, oldest).await?;
+        let (kept, dropped): (Vec<&EntryWrite>, Vec<&EntryWrite>) = if revocations.is_empty() {
+            (newest, Vec::new())
+        } else {
+            newest
+                .into_iter()
+                .partition(|w| !invalidated_after_accept(w, &revocations))
+        };
         let n = kept.len();
-        let mut keys = Vec::with_capacity(n);
-        let mut verdicts = Vec::with_capacity(n);
-        let mut verdict_hashes = Vec::with_capacity(n);
-        let mut proof_roots: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut scores = Vec::with_capacity(n);
-        let mut policies = Vec::with_capacity(n);
-        let mut signer_sets = Vec::with_capacity(n);
-        let mut feed_ids: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut feed_epochs: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut keys: Vec<&str> = Vec::with_capacity(n);
+        let mut verdicts: Vec<&serde_json::Value> = Vec::with_capacity(n);
+        let mut verdict_hashes: Vec<&str> = Vec::with_capacity(n);
+        let mut proof_roots: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut scores: Vec<i16> = Vec::with_capacity(n);
+        let mut policies: Vec<&str> = Vec::with_capacity(n);
+        let mut signer_sets: Vec<&str> = Vec::with_capacity(n);
+        let mut feed_ids: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut feed_epochs: Vec<Option<&str>> = Vec::with_capacity(n);
         let mut created = Vec::with_capacity(n);
         let mut accepted = Vec::with_capacity(n);
         let mut expires = Vec::with_capacity(n);
-        let mut member_sets: Vec<String> = Vec::new();
-        let mut member_keys: Vec<String> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut members: Vec<(&str, &str)> = Vec::new();
         for w in &kept {
             let e = &w.entry;
-            keys.push(e.veri_key.clone());
-            verdicts.push(serde_json::to_string(&e.verdict).unwrap_or_else(|_| "null".into()));
-            verdict_hashes.push(e.verdict_hash.clone());
-            proof_roots.push(e.proof_root.clone());
+            keys.push(&e.veri_key);
+            verdicts.push(&e.verdict);
+            verdict_hashes.push(&e.verdict_hash);
+            proof_roots.push(e.proof_root.as_deref());
             scores.push(e.trust_score);
-            policies.push(e.policy_hash.clone());
-            signer_sets.push(e.signer_set_hash.clone());
-            feed_ids.push(e.feed_id.clone());
-            feed_epochs.push(e.feed_epoch.clone());
+            policies.push(&e.policy_hash);
+            signer_sets.push(&e.signer_set_hash);
+            feed_ids.push(e.feed_id.as_deref());
+            feed_epochs.push(e.feed_epoch.as_deref());
             created.push(e.created_at);
             accepted.push(w.accepted_at);
             expires.push(e.expires_at);
             for k in &e.signer_key_ids {
-                if seen.insert((e.signer_set_hash.as_str(), k.as_str())) {
-                    member_sets.push(e.signer_set_hash.clone());
-                    member_keys.push(k.clone());
-                }
+                members.push((&e.signer_set_hash, k));
             }
         }
-        // One statement for the whole batch; `updated_at` holds the accepted time of the
-        // stored version, so an older write arriving late never replaces a newer one.
-        let written = sqlx::query(
-            "INSERT INTO provcache.provcache_items \
-             (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
-              signer_set_hash, feed_id, feed_epoch, created_at, updated_at, expires_at) \
-             SELECT k, v::jsonb, vh, pr, ts, ph, ss, fi, fe, ca, ua, ea FROM UNNEST(\
-              $1::text[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], \
-              $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-              $12::timestamptz[]) AS t(k, v, vh, pr, ts, ph, ss, fi, fe, ca, ua, ea) \
-             ON CONFLICT (veri_key) DO UPDATE SET verdict = EXCLUDED.verdict, \
-              verdict_hash = EXCLUDED.verdict_hash, proof_root = EXCLUDED.proof_root, \
-              trust_score = EXCLUDED.trust_score, policy_hash = EXCLUDED.policy_hash, \
-              signer_set_hash = EXCLUDED.signer_set_hash, feed_id = EXCLUDED.feed_id, \
-              feed_epoch = EXCLUDED.feed_epoch, created_at = EXCLUDED.created_at, \
-              updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at \
-             WHERE provcache.provcache_items.updated_at <= EXCLUDED.updated_at",
+        // Sorted and unique: one row each, locked in the same order by every flush.
+        members.sort_unstable();
+        members.dedup();
+        let (member_sets, member_keys): (Vec<&str>, Vec<&str>) = members.into_iter().unzip();
+        // `updated_at` holds the accepted time of the stored version, so an older write
+        // arriving late never replaces a newer one.
+        let written: i64 = sqlx::query_scalar(
+            "WITH items AS (\
+              INSERT INTO provcache.provcache_items \
+              (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
+               signer_set_hash, feed_id, feed_epoch, created_at, updated_at, expires_at) \
+              SELECT * FROM UNNEST(\
+               $1::text[], $2::jsonb[], $3::text[], $4::text[], $5::int2[], $6::text[], \
+               $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+               $12::timestamptz[]) \
+              ON CONFLICT (veri_key) DO UPDATE SET verdict = EXCLUDED.verdict, \
+               verdict_hash = EXCLUDED.verdict_hash, proof_root = EXCLUDED.proof_root, \
+               trust_score = EXCLUDED.trust_score, policy_hash = EXCLUDED.policy_hash, \
+               signer_set_hash = EXCLUDED.signer_set_hash, feed_id = EXCLUDED.feed_id, \
+               feed_epoch = EXCLUDED.feed_epoch, created_at = EXCLUDED.created_at, \
+               updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at \
+              WHERE provcache.provcache_items.updated_at <= EXCLUDED.updated_at \
+              RETURNING 1), \
+             members AS (\
+              INSERT INTO provcache.prov_signer_set_members (signer_set_hash, key_id) \
+              SELECT * FROM UNNEST($13::text[], $14::text[]) ON CONFLICT DO NOTHING) \
+             SELECT count(*) FROM items",
         )
         .bind(&keys)
         .bind(&verdicts)
@@ -532,23 +553,15 @@ impl PgStore {
         .bind(&created)
         .bind(&accepted)
         .bind(&expires)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if !member_sets.is_empty() {
-            sqlx::query(
-                "INSERT INTO provcache.prov_signer_set_members (signer_set_hash, key_id) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&member_sets)
-            .bind(&member_keys)
-            .execute(&mut *tx)
-            .await?;
-        }
+        .bind(&member_sets)
+        .bind(&member_keys)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(UpsertOutcome {
-            written,
-            invalidated,
+            written: u64::try_from(written).unwrap_or(0),
+            invalidated: dropped.len() as u64,
+            invalidated_keys: dropped.iter().map(|w| w.entry.veri_key.clone()).collect(),
         })
     }
 
@@ -587,6 +600,12 @@ impl EntryStore for PgStore {
 
     async fn upsert_entries(&self, writes: &[EntryWrite]) -> Result<UpsertOutcome, PortError> {
         Ok(self.upsert_writes(writes).await?)
+    }
+
+    async fn invalidated_after(&self, write: &EntryWrite) -> Result<bool, PortError> {
+        let mut conn = self.pool.acquire().await.map_err(AdapterError::from)?;
+        let revocations = recent_revocations(&mut conn, write.accepted_at).await?;
+        Ok(invalidated_after_accept(write, &revocations))
     }
 }
 

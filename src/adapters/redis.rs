@@ -3,6 +3,8 @@
 //! The connection is opened lazily and re-opened by the connection manager, so provd
 //! starts, and keeps serving from PostgreSQL, while Redis is down.
 
+use std::sync::Arc;
+
 use actors::domain::entry::Entry;
 use actors::ports::{EntryTier, HotCachePurge, PortError};
 use async_trait::async_trait;
@@ -40,6 +42,12 @@ impl RedisCache {
             conn: std::sync::Arc::new(OnceCell::new()),
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// The connection the tier uses (opened on first use), for benchmarks that compare
+    /// a raw command with the tier on the very same connection.
+    pub async fn connection(&self) -> Result<ConnectionManager, AdapterError> {
+        self.conn().await
     }
 
     async fn conn(&self) -> Result<ConnectionManager, AdapterError> {
@@ -107,12 +115,12 @@ impl EntryTier for RedisCache {
         "valkey"
     }
 
-    async fn get(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
+    async fn get(&self, veri_key: &str) -> Result<Option<Arc<Entry>>, PortError> {
         let Some(bytes) = self.get_entry(veri_key).await? else {
             return Ok(None);
         };
         match serde_json::from_slice::<Entry>(&bytes) {
-            Ok(entry) => Ok(Some(entry).filter(|e| e.is_live(Utc::now()))),
+            Ok(entry) => Ok(Some(Arc::new(entry)).filter(|e| e.is_live(Utc::now()))),
             // A value this version cannot read (another writer, an older format) is a miss,
             // not a tier failure: the durable tier answers and the fill overwrites it.
             Err(e) => {
@@ -124,12 +132,12 @@ impl EntryTier for RedisCache {
         }
     }
 
-    async fn put(&self, entry: &Entry) -> Result<(), PortError> {
+    async fn put(&self, entry: &Arc<Entry>) -> Result<(), PortError> {
         let left = (entry.expires_at - Utc::now()).num_milliseconds();
         if left <= 0 {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(entry)
+        let bytes = serde_json::to_vec(&**entry)
             .map_err(|e| AdapterError::Corrupt(format!("entry {}: {e}", entry.veri_key)))?;
         let mut c = self.conn().await?;
         // PX keeps Redis's expiry within a millisecond of the entry's own.

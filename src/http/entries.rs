@@ -197,7 +197,7 @@ async fn get_entry(
     parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     match s.cache.get(&veri_key).await.map_err(unavailable)? {
         Some((entry, served)) => {
-            let mut resp = Json(entry).into_response();
+            let mut resp = Json(entry.as_ref()).into_response();
             resp.headers_mut()
                 .insert(TIER_HEADER, HeaderValue::from_static(served.as_str()));
             Ok(resp)

@@ -180,6 +180,27 @@ pub fn newest_per_key(writes: Vec<EntryWrite>) -> Vec<EntryWrite> {
     out
 }
 
+/// [`newest_per_key`] without copying: references to the newest write per VeriKey.
+pub fn newest_per_key_ref(writes: &[EntryWrite]) -> Vec<&EntryWrite> {
+    let mut index: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(writes.len());
+    let mut out: Vec<&EntryWrite> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match index.get(w.entry.veri_key.as_str()) {
+            Some(&i) => {
+                if w.accepted_at >= out[i].accepted_at {
+                    out[i] = w;
+                }
+            }
+            None => {
+                index.insert(&w.entry.veri_key, out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
 /// Whether a write must be dropped because an invalidation matching it was recorded after
 /// the write was accepted. `revocations` are (criterion, recorded-at) pairs.
 pub fn invalidated_after_accept(
@@ -227,9 +248,11 @@ mod tests {
         let mut late = write('a', t + chrono::Duration::seconds(1));
         late.entry.trust_score = 10;
         let batch = vec![late.clone(), write('b', t), write('a', t)];
+        let by_ref: Vec<EntryWrite> = newest_per_key_ref(&batch).into_iter().cloned().collect();
         let out = newest_per_key(batch);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].entry.trust_score, 10);
+        assert_eq!(by_ref, out);
     }
 
     #[test]
