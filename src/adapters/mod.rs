@@ -2,14 +2,18 @@
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
+//! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
+//! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
 
+pub mod hot_sweep;
 pub mod jetstream;
 pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
+pub mod postgres_ledger;
 pub mod redis;
 
 use actors::ports::PortError;

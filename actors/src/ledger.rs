@@ -1,0 +1,444 @@
+//! The revocation ledger's two actors: the outbox publisher and the per-node consumer.
+//!
+//! * [`LedgerOutbox`] publishes every committed ledger row, in `seq_no` order, to
+//!   `prov.ledger.revocations` with `Nats-Msg-Id` = revocation id, and then records how far
+//!   it got in the database. A crash between the commit of a row and its publication only
+//!   delays the event: the next run publishes from the recorded position again.
+//!   Several nodes run it at once without coordination: each publishes in `seq_no` order
+//!   from the stored position, JetStream drops the copies by their `Nats-Msg-Id`, and the
+//!   position only moves forward. That costs a few duplicate publishes, but needs no lock
+//!   held across a network call, and a node that dies mid-batch leaves nothing to recover.
+//!   Rows commit in `seq_no` order because every invalidation takes the same exclusive
+//!   advisory lock before it appends, so the position never skips a row still in flight.
+//! * [`LedgerConsumer`] runs on every node under a durable consumer named after the node.
+//!   Before the node reports ready, and again after every NATS reconnect, it catches up
+//!   from the ledger in PostgreSQL ([`crate::ledger_replay`]); then it applies each published
+//!   row to its own hot tiers and saves its checkpoint. A purge failure naks the batch with
+//!   a delay: the revocation is retried, never lost. A row beyond the checkpoint's next one
+//!   means rows were missed (the stream aged out, or the node was cut off), and it replays
+//!   from PostgreSQL instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use events::data::RevocationRecorded;
+use events::{CloudEvent, EventKind, Subjects, decode_as, streams};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{oneshot, watch};
+
+use crate::domain::invalidation::LedgerRow;
+use crate::health::{ChildStatus, Health};
+use crate::ledger_replay::{ReplayError, ReplayOptions, Replayer};
+use crate::ports::{
+    ConsumerSpec, Delivery, EventBus, LedgerOutboxStore, PortError, ReplayStore, StartPosition,
+};
+use crate::pump;
+
+/// The outbox actor's name.
+pub const OUTBOX_NAME: &str = "ledger-outbox";
+/// The consumer actor's name.
+pub const CONSUMER_NAME: &str = "ledger-consumer";
+/// The readiness gate the consumer holds closed while it catches up.
+pub const CATCH_UP_GATE: &str = "ledger-catch-up";
+
+/// The CloudEvent of one ledger row, with the revocation id as its id.
+pub fn revocation_event(row: &LedgerRow, source: &str) -> CloudEvent<RevocationRecorded> {
+    let mut ev = CloudEvent::new(source, row.clone())
+        .with_correlation_id(row.correlation_id.clone());
+    ev.id = row.revocation_id.to_string();
+    ev.time = Some(row.revoked_at);
+    ev
+}
+
+/// What the outbox needs.
+#[derive(Clone)]
+pub struct LedgerOutboxDeps {
+    /// The bus to publish on.
+    pub bus: Arc<dyn EventBus>,
+    /// The ledger and the published position.
+    pub store: Arc<dyn LedgerOutboxStore>,
+    /// This deployment's subjects.
+    pub subjects: Subjects,
+    /// The events' `source` (`urn:provd:<node>`).
+    pub source: String,
+}
+
+/// The outbox publisher. Config lives here; the polling task lives in its state.
+#[derive(Clone)]
+pub struct LedgerOutbox {
+    deps: LedgerOutboxDeps,
+    interval: Duration,
+    batch: i64,
+}
+
+impl LedgerOutbox {
+    /// An outbox that looks for new rows every `interval`.
+    pub fn new(deps: LedgerOutboxDeps, interval: Duration) -> Self {
+        LedgerOutbox {
+            deps,
+            interval,
+            batch: 500,
+        }
+    }
+
+    /// Publishes the rows after the stored position (one batch); returns how many.
+    pub async fn publish_pending(&self) -> Result<usize, PortError> {
+        let d = &self.deps;
+        let from = d.store.published_seq_no().await?;
+        let rows = d.store.ledger_rows(from, self.batch).await?;
+        let Some(last) = rows.last().map(|r| r.seq_no) else {
+            return Ok(0);
+        };
+        let subject = d.subjects.subject(EventKind::RevocationRecorded);
+        for row in &rows {
+            let ev = revocation_event(row, &d.source);
+            d.bus.publish(&subject, &ev.id, ev.to_json()).await?;
+            metrics::counter!("provd_ledger_revocations_published_total").increment(1);
+        }
+        d.store.set_published_seq_no(last).await?;
+        metrics::gauge!("provd_ledger_published_seq_no").set(last as f64);
+        Ok(rows.len())
+    }
+}
+
+/// The outbox's state: its polling task.
+pub struct LedgerOutboxState {
+    pump: Option<pump::Pump>,
+}
+
+impl Actor for LedgerOutbox {
+    type Msg = ();
+    type State = LedgerOutboxState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(LedgerOutboxState { pump: None })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let me = self.clone();
+        // The polling runs beside the mailbox: a slow database or broker never blocks it.
+        state.pump = Some(pump::Pump::spawn(async move {
+            let mut failures = 0u32;
+            while pump::actor_alive(&myself) {
+                match me.publish_pending().await {
+                    Ok(n) => {
+                        failures = 0;
+                        if n < usize::try_from(me.batch).unwrap_or(usize::MAX) {
+                            tokio::time::sleep(me.interval).await;
+                        }
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let delay = pump::retry_delay(failures);
+                        tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "ledger outbox cannot publish; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _msg: (),
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// What the per-node consumer needs.
+#[derive(Clone)]
+pub struct LedgerConsumerDeps {
+    /// The bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The ledger and this node's checkpoint.
+    pub store: Arc<dyn ReplayStore>,
+    /// The replay over this node's tiers.
+    pub replayer: Replayer,
+    /// This deployment's subjects.
+    pub subjects: Subjects,
+    /// When this process started: a new durable consumer starts there (earlier rows are
+    /// caught up from PostgreSQL).
+    pub started_at: DateTime<Utc>,
+    /// Where the catch-up gate is reported for `/readyz`.
+    pub health: Health,
+    /// Counts NATS reconnects; a change starts a catch-up.
+    pub reconnects: Option<watch::Receiver<u64>>,
+}
+
+/// The per-node ledger consumer.
+#[derive(Clone)]
+pub struct LedgerConsumer {
+    deps: LedgerConsumerDeps,
+    batch_size: usize,
+}
+
+/// Messages the consumer handles.
+pub enum LedgerConsumerMsg {
+    /// A batch from the bus; reply when every delivery is settled.
+    Batch(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
+}
+
+/// The consumer's state: its pump.
+pub struct LedgerConsumerState {
+    pump: Option<pump::Pump>,
+}
+
+/// A durable consumer name for `node_id` (JetStream allows letters, digits, `-` and `_`).
+pub fn durable_name(node_id: &str) -> String {
+    let clean: String = node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("ledger-{clean}")
+}
+
+fn nak_delay(delivered: u64) -> Duration {
+    let shift = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(6)
+        .min(6);
+    Duration::from_millis(500 * (1 << shift)).min(Duration::from_secs(30))
+}
+
+impl LedgerConsumer {
+    /// A consumer for this node.
+    pub fn new(deps: LedgerConsumerDeps) -> Self {
+        LedgerConsumer {
+            deps,
+            batch_size: 256,
+        }
+    }
+
+    /// This node's durable consumer on the ledger stream.
+    pub fn consumer(&self) -> ConsumerSpec {
+        let s = &self.deps.subjects;
+        ConsumerSpec {
+            stream: s.stream_name(streams::stream_of(EventKind::RevocationRecorded)),
+            durable: durable_name(self.deps.replayer.node_id()),
+            filter_subject: s.subject(EventKind::RevocationRecorded),
+            start: StartPosition::Since(self.deps.started_at),
+            ack_wait: Duration::from_secs(60),
+            // A revocation is never given up on: an outage only delays it.
+            max_deliver: -1,
+            max_ack_pending: 0,
+        }
+    }
+
+    /// Catches up from the ledger until it succeeds, holding the readiness gate closed.
+    async fn catch_up(deps: &LedgerConsumerDeps) {
+        deps.health.set(CATCH_UP_GATE, true, ChildStatus::Starting);
+        let mut failures = 0u32;
+        loop {
+            match deps.replayer.replay(ReplayOptions::default(), |_| {}).await {
+                Ok(r) => {
+                    tracing::info!(
+                        revocations = r.revocations,
+                        entries = r.entries_invalidated,
+                        checkpoint = r.checkpoint,
+                        "ledger caught up"
+                    );
+                    deps.health.set(CATCH_UP_GATE, true, ChildStatus::Running);
+                    return;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = pump::retry_delay(failures);
+                    deps.health.set(
+                        CATCH_UP_GATE,
+                        true,
+                        ChildStatus::Restarting(format!("catch-up failed: {e}")),
+                    );
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "ledger catch-up failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Applies one batch to this node's hot tiers and moves the checkpoint.
+    async fn process(&self, deliveries: &[Box<dyn Delivery>]) {
+        let mut rows: Vec<LedgerRow> = Vec::new();
+        let mut keep: Vec<&dyn Delivery> = Vec::new();
+        for d in deliveries {
+            match decode_as::<RevocationRecorded>(d.payload()) {
+                Ok(ev) => {
+                    rows.push(ev.data);
+                    keep.push(d.as_ref());
+                }
+                Err(e) => {
+                    // Only provd publishes here; a row it cannot read must not stall the rest.
+                    metrics::counter!(
+                        "provd_events_rejected_total",
+                        "subject" => EventKind::RevocationRecorded.base_subject(),
+                        "reason" => e.reason.as_str()
+                    )
+                    .increment(1);
+                    tracing::warn!(detail = %e.detail, "malformed ledger event; terminated");
+                    if let Err(e) = d.term().await {
+                        tracing::warn!(error = %e, "cannot terminate a malformed ledger event");
+                    }
+                }
+            }
+        }
+        if let Some(p) = deliveries.last().and_then(|d| d.pending()) {
+            metrics::gauge!("provd_ledger_consumer_pending").set(p as f64);
+        }
+        let ok = self.apply(rows).await;
+        for d in keep {
+            let r = if ok {
+                d.ack().await
+            } else {
+                d.nak(nak_delay(d.delivered())).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot settle a ledger event; the bus redelivers it");
+            }
+        }
+    }
+
+    async fn apply(&self, mut rows: Vec<LedgerRow>) -> bool {
+        let d = &self.deps;
+        let node = d.replayer.node_id();
+        let result: Result<(), ReplayError> = async {
+            let checkpoint = d.store.checkpoint(node).await.map_err(ReplayError::Store)?;
+            rows.sort_by_key(|r| r.seq_no);
+            rows.retain(|r| r.seq_no > checkpoint);
+            let Some(first) = rows.first().map(|r| r.seq_no) else {
+                return Ok(());
+            };
+            if first > checkpoint + 1 {
+                // Rows between the checkpoint and this one never arrived here (or were
+                // rolled back): PostgreSQL has the truth, in order.
+                d.replayer.replay(ReplayOptions::default(), |_| {}).await?;
+                return Ok(());
+            }
+            let last = rows.last().map_or(first, |r| r.seq_no);
+            let removed = d.replayer.apply(&rows, false).await?;
+            let checkpoint = d
+                .store
+                .save_checkpoint(node, last)
+                .await
+                .map_err(ReplayError::Store)?;
+            metrics::counter!("provd_ledger_applied_revocations_total").increment(rows.len() as u64);
+            metrics::counter!("provd_ledger_hot_entries_purged_total").increment(removed);
+            let head = d.store.ledger_head().await.map_err(ReplayError::Store)?;
+            metrics::gauge!("provd_ledger_head_seq_no").set(head as f64);
+            metrics::gauge!("provd_ledger_replay_lag").set((head - checkpoint).max(0) as f64);
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("provd_ledger_apply_errors_total").increment(1);
+                tracing::warn!(error = %e, "cannot apply ledger events; they come back after a delay");
+                false
+            }
+        }
+    }
+}
+
+impl Actor for LedgerConsumer {
+    type Msg = LedgerConsumerMsg;
+    type State = LedgerConsumerState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(LedgerConsumerState { pump: None })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let deps = self.deps.clone();
+        let spec = self.consumer();
+        let batch = self.batch_size;
+        state.pump = Some(pump::Pump::spawn(async move {
+            let mut reconnects = deps.reconnects.clone();
+            if let Some(r) = reconnects.as_mut() {
+                r.mark_unchanged();
+            }
+            loop {
+                // Catch up before consuming (and before the node reports ready).
+                Self::catch_up(&deps).await;
+                let mut sub = pump::subscribe(deps.bus.as_ref(), &spec, CONSUMER_NAME).await;
+                let mut failures: u32 = 0;
+                loop {
+                    if !pump::actor_alive(&myself) {
+                        return;
+                    }
+                    if let Some(r) = reconnects.as_mut()
+                        && r.has_changed().unwrap_or(false)
+                    {
+                        r.mark_unchanged();
+                        tracing::info!("NATS connection is back; catching up from the ledger");
+                        break;
+                    }
+                    match sub.next_batch(batch, Duration::from_secs(1)).await {
+                        Ok(b) if b.is_empty() => failures = 0,
+                        Ok(b) => {
+                            failures = 0;
+                            let handed =
+                                pump::hand_over(&myself, b, LedgerConsumerMsg::Batch, |m| {
+                                    let LedgerConsumerMsg::Batch(b, _) = m;
+                                    Some(b)
+                                })
+                                .await;
+                            if !handed {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let delay = pump::retry_delay(failures);
+                            tracing::warn!(actor = CONSUMER_NAME, error = %e, delay_ms = delay.as_millis() as u64, "ledger subscription failed; resubscribing");
+                            tokio::time::sleep(delay).await;
+                            sub = pump::subscribe(deps.bus.as_ref(), &spec, CONSUMER_NAME).await;
+                        }
+                    }
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            LedgerConsumerMsg::Batch(deliveries, done) => {
+                self.process(&deliveries).await;
+                let _ = done.send(());
+                Ok(())
+            }
+        }
+    }
+}
