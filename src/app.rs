@@ -10,9 +10,7 @@ use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::LedgerRow;
 use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
-use actors::ledger::{
-    self, LedgerConsumer, LedgerConsumerDeps, LedgerOutbox, LedgerOutboxDeps,
-};
+use actors::ledger::{self, LedgerConsumer, LedgerConsumerDeps, LedgerOutbox, LedgerOutboxDeps};
 use actors::ledger_replay::Replayer;
 use actors::ports::EntryTier;
 use actors::provcache::ProvCache;

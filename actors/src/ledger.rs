@@ -44,8 +44,8 @@ pub const CATCH_UP_GATE: &str = "ledger-catch-up";
 
 /// The CloudEvent of one ledger row, with the revocation id as its id.
 pub fn revocation_event(row: &LedgerRow, source: &str) -> CloudEvent<RevocationRecorded> {
-    let mut ev = CloudEvent::new(source, row.clone())
-        .with_correlation_id(row.correlation_id.clone());
+    let mut ev =
+        CloudEvent::new(source, row.clone()).with_correlation_id(row.correlation_id.clone());
     ev.id = row.revocation_id.to_string();
     ev.time = Some(row.revoked_at);
     ev
@@ -338,7 +338,8 @@ impl LedgerConsumer {
                 .save_checkpoint(node, last)
                 .await
                 .map_err(ReplayError::Store)?;
-            metrics::counter!("provd_ledger_applied_revocations_total").increment(rows.len() as u64);
+            metrics::counter!("provd_ledger_applied_revocations_total")
+                .increment(rows.len() as u64);
             metrics::counter!("provd_ledger_hot_entries_purged_total").increment(removed);
             let head = d.store.ledger_head().await.map_err(ReplayError::Store)?;
             metrics::gauge!("provd_ledger_head_seq_no").set(head as f64);

@@ -154,11 +154,7 @@ impl Replayer {
             .await
             .map_err(ReplayError::Store)?;
         let from = options.since.unwrap_or(checkpoint).max(0);
-        let head = self
-            .store
-            .ledger_head()
-            .await
-            .map_err(ReplayError::Store)?;
+        let head = self.store.ledger_head().await.map_err(ReplayError::Store)?;
         let batch = i64::try_from(options.batch_size.max(1)).unwrap_or(i64::MAX);
         let mut report = ReplayReport {
             checkpoint,
@@ -197,7 +193,8 @@ impl Replayer {
             }
             report.revocations += rows.len() as u64;
             at = last;
-            metrics::counter!("provd_ledger_replayed_revocations_total").increment(rows.len() as u64);
+            metrics::counter!("provd_ledger_replayed_revocations_total")
+                .increment(rows.len() as u64);
             progress(ReplayProgress {
                 from,
                 at,
@@ -215,7 +212,8 @@ impl Replayer {
         }
         metrics::gauge!("provd_ledger_head_seq_no").set(head as f64);
         if !options.dry_run {
-            metrics::gauge!("provd_ledger_replay_lag").set((head - report.checkpoint).max(0) as f64);
+            metrics::gauge!("provd_ledger_replay_lag")
+                .set((head - report.checkpoint).max(0) as f64);
         }
         Ok(report)
     }
@@ -271,7 +269,10 @@ impl CriteriaSet {
         self.veri_keys.contains(&entry.veri_key)
             || self.signer_sets.contains(&entry.signer_set_hash)
             || self.policies.contains(&entry.policy_hash)
-            || entry.signer_key_ids.iter().any(|k| self.key_ids.contains(k))
+            || entry
+                .signer_key_ids
+                .iter()
+                .any(|k| self.key_ids.contains(k))
             || self.feeds.iter().any(|c| entry.matches(c))
     }
 }

@@ -60,7 +60,10 @@ fn group(rows: &[LedgerRow]) -> Grouped {
     let mut g = Grouped::default();
     for row in rows {
         let Ok(c) = Criterion::from_metadata(&row.metadata) else {
-            tracing::warn!(seq_no = row.seq_no, "ledger row without a readable criterion; skipped");
+            tracing::warn!(
+                seq_no = row.seq_no,
+                "ledger row without a readable criterion; skipped"
+            );
             continue;
         };
         let at = row.revoked_at + REPLAY_MARGIN;
@@ -121,16 +124,15 @@ impl PgStore {
             // text: candidates are read, compared here, and deleted by key.
             let any_feed = g.feeds.iter().any(|(f, _, _)| f.is_none());
             let feed_ids: Vec<String> = g.feeds.iter().filter_map(|(f, _, _)| f.clone()).collect();
-            let candidates: Vec<(String, Option<String>, String, DateTime<Utc>)> =
-                sqlx::query_as(
-                    "SELECT veri_key, feed_id, feed_epoch, updated_at \
+            let candidates: Vec<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT veri_key, feed_id, feed_epoch, updated_at \
                      FROM provcache.provcache_items \
                      WHERE feed_epoch IS NOT NULL AND ($1 OR feed_id = ANY($2)) FOR UPDATE",
-                )
-                .bind(any_feed)
-                .bind(&feed_ids)
-                .fetch_all(&mut *tx)
-                .await?;
+            )
+            .bind(any_feed)
+            .bind(&feed_ids)
+            .fetch_all(&mut *tx)
+            .await?;
             let doomed: Vec<String> = candidates
                 .into_iter()
                 .filter(|(_, feed, epoch, updated)| {
