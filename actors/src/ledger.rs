@@ -27,9 +27,9 @@ use events::{CloudEvent, EventKind, Subjects, decode_as, streams};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{oneshot, watch};
 
-use crate::domain::invalidation::LedgerRow;
+use crate::domain::invalidation::{Criterion, LedgerRow};
 use crate::health::{ChildStatus, Health};
-use crate::ledger_replay::{ReplayError, ReplayOptions, Replayer};
+use crate::ledger_replay::{ReplayError, ReplayOptions, Replayer, criteria_of};
 use crate::ports::{
     ConsumerSpec, Delivery, EventBus, LedgerOutboxStore, PortError, ReplayStore, StartPosition,
 };
@@ -190,7 +190,15 @@ pub struct LedgerConsumer {
 pub enum LedgerConsumerMsg {
     /// A batch from the bus; reply when every delivery is settled.
     Batch(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
+    /// Sweep the hot tiers again by these criteria (see [`RESWEEP_AFTER`]).
+    Resweep(Vec<Criterion>),
 }
+
+/// How long after applying a revocation the consumer sweeps its hot tiers once more. A read
+/// that found the entry in PostgreSQL just before the revocation committed, or a write
+/// accepted just before it, may fill a hot tier after the first sweep; the second one
+/// removes it. The same margin the flusher and the replay allow for clock skew.
+pub const RESWEEP_AFTER: Duration = Duration::from_secs(2);
 
 /// The consumer's state: its pump.
 pub struct LedgerConsumerState {
@@ -275,7 +283,7 @@ impl LedgerConsumer {
     }
 
     /// Applies one batch to this node's hot tiers and moves the checkpoint.
-    async fn process(&self, deliveries: &[Box<dyn Delivery>]) {
+    async fn process(&self, deliveries: &[Box<dyn Delivery>]) -> Vec<Criterion> {
         let mut rows: Vec<LedgerRow> = Vec::new();
         let mut keep: Vec<&dyn Delivery> = Vec::new();
         for d in deliveries {
@@ -302,6 +310,7 @@ impl LedgerConsumer {
         if let Some(p) = deliveries.last().and_then(|d| d.pending()) {
             metrics::gauge!("provd_ledger_consumer_pending").set(p as f64);
         }
+        let criteria = criteria_of(&rows);
         let ok = self.apply(rows).await;
         for d in keep {
             let r = if ok {
@@ -313,6 +322,7 @@ impl LedgerConsumer {
                 tracing::warn!(error = %e, "cannot settle a ledger event; the bus redelivers it");
             }
         }
+        if ok { criteria } else { Vec::new() }
     }
 
     async fn apply(&self, mut rows: Vec<LedgerRow>) -> bool {
@@ -404,12 +414,16 @@ impl Actor for LedgerConsumer {
                         Ok(b) if b.is_empty() => failures = 0,
                         Ok(b) => {
                             failures = 0;
-                            let handed =
-                                pump::hand_over(&myself, b, LedgerConsumerMsg::Batch, |m| {
-                                    let LedgerConsumerMsg::Batch(b, _) = m;
-                                    Some(b)
-                                })
-                                .await;
+                            let handed = pump::hand_over(
+                                &myself,
+                                b,
+                                LedgerConsumerMsg::Batch,
+                                |m| match m {
+                                    LedgerConsumerMsg::Batch(b, _) => Some(b),
+                                    LedgerConsumerMsg::Resweep(_) => None,
+                                },
+                            )
+                            .await;
                             if !handed {
                                 return;
                             }
@@ -430,16 +444,299 @@ impl Actor for LedgerConsumer {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             LedgerConsumerMsg::Batch(deliveries, done) => {
-                self.process(&deliveries).await;
+                let criteria = self.process(&deliveries).await;
                 let _ = done.send(());
+                if !criteria.is_empty() {
+                    myself.send_after(RESWEEP_AFTER, move || LedgerConsumerMsg::Resweep(criteria));
+                }
+                Ok(())
+            }
+            LedgerConsumerMsg::Resweep(criteria) => {
+                match self.deps.replayer.sweep(&criteria).await {
+                    Ok(n) => {
+                        metrics::counter!("provd_ledger_hot_entries_purged_total").increment(n);
+                    }
+                    Err(e) => {
+                        // The first sweep succeeded; this one only narrows a race window.
+                        metrics::counter!("provd_ledger_apply_errors_total").increment(1);
+                        tracing::warn!(error = %e, "second hot-tier sweep failed");
+                    }
+                }
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::entry::Entry;
+    use crate::ledger_replay::CriteriaSet;
+    use crate::ports::HotTierSweep;
+    use crate::testing::{MemoryBus, Settlement};
+
+    #[derive(Default)]
+    struct FakeLedger {
+        rows: Mutex<Vec<LedgerRow>>,
+        published: Mutex<i64>,
+        checkpoints: Mutex<HashMap<String, i64>>,
+    }
+
+    impl FakeLedger {
+        fn append(&self, criterion: serde_json::Value) -> LedgerRow {
+            let mut rows = self.rows.lock().expect("lock");
+            let row = LedgerRow {
+                seq_no: rows.len() as i64 + 1,
+                revocation_id: uuid::Uuid::now_v7(),
+                revocation_type: "signer".into(),
+                revoked_key: "k".into(),
+                reason: None,
+                entries_invalidated: 1,
+                source: "urn:test".into(),
+                correlation_id: None,
+                revoked_at: Utc::now(),
+                metadata: criterion,
+            };
+            rows.push(row.clone());
+            row
+        }
+        fn after(&self, after: i64, limit: i64) -> Vec<LedgerRow> {
+            let rows = self.rows.lock().expect("lock");
+            rows.iter()
+                .filter(|r| r.seq_no > after)
+                .take(limit as usize)
+                .cloned()
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl LedgerOutboxStore for FakeLedger {
+        async fn published_seq_no(&self) -> Result<i64, PortError> {
+            Ok(*self.published.lock().expect("lock"))
+        }
+        async fn set_published_seq_no(&self, seq_no: i64) -> Result<(), PortError> {
+            let mut p = self.published.lock().expect("lock");
+            *p = (*p).max(seq_no);
+            Ok(())
+        }
+        async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError> {
+            Ok(self.after(after, limit))
+        }
+    }
+
+    #[async_trait]
+    impl ReplayStore for FakeLedger {
+        async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError> {
+            Ok(self.after(after, limit))
+        }
+        async fn ledger_head(&self) -> Result<i64, PortError> {
+            Ok(self.rows.lock().expect("lock").len() as i64)
+        }
+        async fn checkpoint(&self, node_id: &str) -> Result<i64, PortError> {
+            Ok(*self
+                .checkpoints
+                .lock()
+                .expect("lock")
+                .get(node_id)
+                .unwrap_or(&0))
+        }
+        async fn save_checkpoint(&self, node_id: &str, seq_no: i64) -> Result<i64, PortError> {
+            let mut m = self.checkpoints.lock().expect("lock");
+            let cp = m.entry(node_id.to_owned()).or_insert(0);
+            *cp = (*cp).max(seq_no);
+            Ok(*cp)
+        }
+        async fn reapply(&self, _rows: &[LedgerRow]) -> Result<Vec<String>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeHot {
+        entries: Mutex<Vec<Entry>>,
+        down: AtomicBool,
+    }
+
+    impl FakeHot {
+        fn put(&self, key: &str, signer_key: &str) {
+            let now = Utc::now();
+            self.entries.lock().expect("lock").push(Entry {
+                veri_key: key.into(),
+                verdict: json!({}),
+                verdict_hash: "sha256:v".into(),
+                proof_root: None,
+                trust_score: 1,
+                policy_hash: "sha256:p".into(),
+                signer_set_hash: "sha256:s".into(),
+                signer_key_ids: vec![signer_key.into()],
+                feed_id: None,
+                feed_epoch: None,
+                created_at: now,
+                expires_at: now + chrono::Duration::hours(1),
+            });
+        }
+        fn has(&self, key: &str) -> bool {
+            self.entries
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|e| e.veri_key == key)
+        }
+    }
+
+    #[async_trait]
+    impl HotTierSweep for FakeHot {
+        async fn sweep(
+            &self,
+            criteria: &[Criterion],
+            veri_keys: &[String],
+        ) -> Result<Vec<String>, PortError> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(PortError::Unavailable {
+                    service: "redis",
+                    message: "down".into(),
+                });
+            }
+            let set = CriteriaSet::new(criteria, veri_keys);
+            let mut entries = self.entries.lock().expect("lock");
+            let gone: Vec<String> = entries
+                .iter()
+                .filter(|e| set.matches(e))
+                .map(|e| e.veri_key.clone())
+                .collect();
+            entries.retain(|e| !set.matches(e));
+            Ok(gone)
+        }
+    }
+
+    async fn eventually(f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "condition not met");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn key_criterion(k: &str) -> serde_json::Value {
+        json!({"criterion": "signer_key_id", "value": k})
+    }
+
+    #[tokio::test]
+    async fn the_outbox_publishes_each_row_once_in_order_and_moves_its_position() {
+        let bus = MemoryBus::new();
+        let ledger = Arc::new(FakeLedger::default());
+        let r1 = ledger.append(key_criterion("a"));
+        let r2 = ledger.append(key_criterion("b"));
+        let outbox = LedgerOutbox::new(
+            LedgerOutboxDeps {
+                bus: Arc::new(bus.clone()),
+                store: ledger.clone(),
+                subjects: Subjects::new("t"),
+                source: "urn:provd:n1".into(),
+            },
+            Duration::from_millis(10),
+        );
+        assert_eq!(outbox.publish_pending().await, Ok(2));
+        assert_eq!(outbox.publish_pending().await, Ok(0));
+        assert_eq!(*ledger.published.lock().expect("lock"), 2);
+        // What a consumer reads back: the rows in order, the revocation id as event id.
+        let mut sub = bus
+            .subscribe(&ConsumerSpec {
+                stream: "t_PROV_LEDGER".into(),
+                durable: "reader".into(),
+                filter_subject: "t.prov.ledger.revocations".into(),
+                start: StartPosition::All,
+                ack_wait: Duration::from_secs(1),
+                max_deliver: -1,
+                max_ack_pending: 0,
+            })
+            .await
+            .expect("subscribe");
+        let got = sub
+            .next_batch(10, Duration::from_millis(10))
+            .await
+            .expect("batch");
+        let events: Vec<CloudEvent<RevocationRecorded>> = got
+            .iter()
+            .map(|d| decode_as::<RevocationRecorded>(d.payload()).expect("decodes"))
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id, r1.revocation_id.to_string());
+        assert_eq!(events[0].data, r1);
+        assert_eq!(events[1].data, r2);
+    }
+
+    #[tokio::test]
+    async fn the_consumer_catches_up_before_ready_and_a_failed_purge_is_retried() {
+        let bus = MemoryBus::new();
+        let ledger = Arc::new(FakeLedger::default());
+        let hot = Arc::new(FakeHot::default());
+        let health = Health::new();
+        hot.put("sha256:old", "key-old");
+        hot.put("sha256:new", "key-new");
+        hot.put("sha256:kept", "key-kept");
+        // Recorded while the node was away.
+        ledger.append(key_criterion("key-old"));
+        let deps = LedgerConsumerDeps {
+            bus: Arc::new(bus.clone()),
+            store: ledger.clone(),
+            replayer: Replayer::new(ledger.clone(), hot.clone(), "n1"),
+            subjects: Subjects::new("t"),
+            started_at: Utc::now(),
+            health: health.clone(),
+            reconnects: None,
+        };
+        let (actor, _h) = Actor::spawn(None, LedgerConsumer::new(deps), ())
+            .await
+            .expect("starts");
+        eventually(|| health.get(CATCH_UP_GATE).map(|c| c.status) == Some(ChildStatus::Running))
+            .await;
+        assert!(!hot.has("sha256:old"));
+        assert_eq!(
+            *ledger
+                .checkpoints
+                .lock()
+                .expect("lock")
+                .get("n1")
+                .expect("cp"),
+            1
+        );
+
+        // A new row arrives while the hot tier is down: naked, then applied once it is back.
+        hot.down.store(true, Ordering::Relaxed);
+        let row = ledger.append(key_criterion("key-new"));
+        let ev = revocation_event(&row, "urn:provd:n2");
+        bus.publish_raw("t.prov.ledger.revocations", ev.to_json());
+        eventually(|| bus.settlements().first() == Some(&Settlement::Nak)).await;
+        assert!(hot.has("sha256:new"));
+        hot.down.store(false, Ordering::Relaxed);
+        eventually(|| bus.settlements().contains(&Settlement::Ack)).await;
+        assert!(!hot.has("sha256:new"));
+        assert!(hot.has("sha256:kept"));
+        assert_eq!(
+            *ledger
+                .checkpoints
+                .lock()
+                .expect("lock")
+                .get("n1")
+                .expect("cp"),
+            2
+        );
+        actor.stop(None);
     }
 }

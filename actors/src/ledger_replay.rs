@@ -141,6 +141,19 @@ impl Replayer {
         Ok(removed.len() as u64)
     }
 
+    /// Sweeps this node's hot tiers by `criteria` only; returns how many entries went.
+    pub async fn sweep(&self, criteria: &[Criterion]) -> Result<u64, ReplayError> {
+        if criteria.is_empty() {
+            return Ok(0);
+        }
+        let swept = self
+            .hot
+            .sweep(criteria, &[])
+            .await
+            .map_err(ReplayError::HotTier)?;
+        Ok(swept.len() as u64)
+    }
+
     /// Replays the ledger after `options.since` (or this node's checkpoint) up to the head
     /// as of the start, calling `progress` after each batch.
     pub async fn replay(
