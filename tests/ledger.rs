@@ -800,3 +800,83 @@ async fn writes_racing_invalidations_never_resurrect_on_either_node() {
     stop_b(b).await;
     a.finish().await;
 }
+
+#[tokio::test]
+async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
+    use actors::domain::epoch::FeedEpoch;
+    use actors::domain::invalidation::{Criterion, Invalidation, RevocationType};
+    use actors::ports::InvalidationStore;
+
+    let Some(t) = TestApp::start().await else {
+        return;
+    };
+    let base = entry(
+        &fresh_veri_key(),
+        "sha256:set-inflight",
+        &["key-inflight"],
+        "sha256:pol-inflight",
+        ("osv", "1.9.0"),
+    );
+    let criteria = [
+        Criterion::VeriKey(base.veri_key.clone()),
+        Criterion::SignerKeyId("key-inflight".into()),
+        Criterion::SignerSetHash("sha256:set-inflight".into()),
+        Criterion::PolicyHash("sha256:pol-inflight".into()),
+        Criterion::FeedEpochBefore {
+            feed_id: Some("osv".into()),
+            before: FeedEpoch::parse("1.10.0").expect("epoch"),
+        },
+        Criterion::FeedEpochBefore {
+            feed_id: None,
+            before: FeedEpoch::parse("1.10.0").expect("epoch"),
+        },
+    ];
+    for c in criteria {
+        // Accepted (hot tiers, queue) before the revocation, flushed after it.
+        let mut e = base.clone();
+        if !matches!(c, Criterion::VeriKey(_)) {
+            e.veri_key = fresh_veri_key();
+        }
+        let w = write(&e);
+        let unrelated = write(&entry(
+            &fresh_veri_key(),
+            "sha256:set-other",
+            &["key-other"],
+            "sha256:pol-other",
+            ("ghsa", "2.0.0"),
+        ));
+        let inv = Invalidation {
+            revocation_id: uuid::Uuid::now_v7(),
+            revocation_type: RevocationType::Explicit,
+            criterion: c.clone(),
+            reason: None,
+            source: "urn:test".into(),
+            correlation_id: None,
+        };
+        t.app.store().invalidate(&inv).await.expect("invalidate");
+        let out = t
+            .app
+            .store()
+            .upsert_writes(&[w, unrelated.clone()])
+            .await
+            .expect("flush");
+        assert_eq!((out.written, out.invalidated), (1, 1), "{c:?}");
+        assert!(
+            t.app
+                .store()
+                .entry(&e.veri_key)
+                .await
+                .expect("pg")
+                .is_none()
+        );
+        assert!(
+            t.app
+                .store()
+                .entry(&unrelated.entry.veri_key)
+                .await
+                .expect("pg")
+                .is_some()
+        );
+    }
+    t.finish().await;
+}
