@@ -880,3 +880,26 @@ async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
     }
     t.finish().await;
 }
+
+#[test]
+fn replay_has_help_with_an_example_and_refuses_a_bad_batch_size() {
+    let provd = || std::process::Command::new(env!("CARGO_BIN_EXE_provd"));
+    let out = provd().args(["replay", "--help"]).output().expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["Example", "--since", "--batch-size", "--dry-run"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let out = provd()
+        .args(["replay", "--batch-size", "0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size"));
+    let out = provd()
+        .args(["replay", "--since=-3"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
+}
