@@ -297,6 +297,7 @@ impl App {
             default_ttl: config.provcache.default_ttl,
         };
         http::proofs::describe_metrics();
+        ledger::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Listen {

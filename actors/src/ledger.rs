@@ -42,6 +42,58 @@ pub const CONSUMER_NAME: &str = "ledger-consumer";
 /// The readiness gate the consumer holds closed while it catches up.
 pub const CATCH_UP_GATE: &str = "ledger-catch-up";
 
+/// Describes the ledger's metrics and creates every series at zero, so dashboards and
+/// `rate()` see them from the start.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    for (name, help) in [
+        (
+            "provd_ledger_head_seq_no",
+            "The highest revocation-ledger seq_no this node has seen.",
+        ),
+        (
+            "provd_ledger_replay_lag",
+            "Ledger rows this node has not applied to its hot tiers yet (head minus checkpoint).",
+        ),
+        (
+            "provd_ledger_consumer_pending",
+            "Ledger events waiting on this node's durable consumer.",
+        ),
+        (
+            "provd_ledger_published_seq_no",
+            "The highest ledger seq_no the outbox has published.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+        metrics::gauge!(name).increment(0.0);
+    }
+    for (name, help) in [
+        (
+            "provd_ledger_revocations_published_total",
+            "Ledger rows published to prov.ledger.revocations by this node's outbox.",
+        ),
+        (
+            "provd_ledger_applied_revocations_total",
+            "Published ledger rows applied to this node's hot tiers.",
+        ),
+        (
+            "provd_ledger_replayed_revocations_total",
+            "Ledger rows re-applied by a catch-up or provd replay.",
+        ),
+        (
+            "provd_ledger_hot_entries_purged_total",
+            "Hot-tier entries removed by the ledger consumer.",
+        ),
+        (
+            "provd_ledger_apply_errors_total",
+            "Ledger batches that failed and were retried.",
+        ),
+    ] {
+        describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// The CloudEvent of one ledger row, with the revocation id as its id.
 pub fn revocation_event(row: &LedgerRow, source: &str) -> CloudEvent<RevocationRecorded> {
     let mut ev =
