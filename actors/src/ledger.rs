@@ -689,6 +689,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replay_goes_in_batches_a_dry_run_changes_nothing_and_checkpoints_never_go_back() {
+        let ledger = Arc::new(FakeLedger::default());
+        let hot = Arc::new(FakeHot::default());
+        for i in 0..5 {
+            hot.put(&format!("sha256:{i}"), &format!("key-{i}"));
+            ledger.append(key_criterion(&format!("key-{i}")));
+        }
+        let replayer = Replayer::new(ledger.clone(), hot.clone(), "n1");
+        let mut seen = Vec::new();
+        let dry = replayer
+            .replay(
+                ReplayOptions {
+                    since: None,
+                    batch_size: 2,
+                    dry_run: true,
+                },
+                |p| seen.push(p.at),
+            )
+            .await
+            .expect("dry run");
+        assert_eq!(
+            (dry.revocations, dry.entries_invalidated, dry.checkpoint),
+            (5, 5, 0)
+        );
+        assert_eq!(seen, vec![0, 2, 4, 5]);
+        assert!(hot.has("sha256:0"));
+
+        let from_3 = replayer
+            .replay(
+                ReplayOptions {
+                    since: Some(3),
+                    batch_size: 2,
+                    dry_run: false,
+                },
+                |_| {},
+            )
+            .await
+            .expect("replay");
+        assert_eq!((from_3.revocations, from_3.entries_invalidated), (2, 2));
+        assert_eq!(from_3.checkpoint, 5);
+        assert!(hot.has("sha256:2") && !hot.has("sha256:4"));
+
+        // From 0: everything again (idempotent), and the checkpoint stays at the head.
+        let all = replayer
+            .replay(
+                ReplayOptions {
+                    since: Some(0),
+                    batch_size: 1000,
+                    dry_run: false,
+                },
+                |_| {},
+            )
+            .await
+            .expect("replay");
+        assert_eq!(
+            (all.revocations, all.entries_invalidated, all.checkpoint),
+            (5, 3, 5)
+        );
+        assert!(hot.entries.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
     async fn the_outbox_publishes_each_row_once_in_order_and_moves_its_position() {
         let bus = MemoryBus::new();
         let ledger = Arc::new(FakeLedger::default());
