@@ -12,8 +12,9 @@ use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
 use actors::ledger::{self, LedgerConsumer, LedgerConsumerDeps, LedgerOutbox, LedgerOutboxDeps};
 use actors::ledger_replay::Replayer;
-use actors::ports::EntryTier;
+use actors::ports::{EntryTier, RekorBackends};
 use actors::provcache::ProvCache;
+use actors::submitter::{self, Submitter, SubmitterDeps};
 use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
 use actors::write_behind::{self, WriteBehind, WriteBehindDeps};
 use async_trait::async_trait;
@@ -55,6 +56,9 @@ pub enum AppError {
     /// The supervisor could not start.
     #[error("cannot start the actor system: {0}")]
     Actors(String),
+    /// A transparency-log backend could not be built.
+    #[error(transparent)]
+    Rekor(#[from] crate::adapters::rekor::BuildError),
     /// The configured evidence chunk size and limit cannot be used together.
     #[error("invalid evidence limits: {0}")]
     EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
@@ -168,7 +172,8 @@ impl App {
             .map_err(|source| AppError::Startup {
                 what: format!("cannot connect to NATS at {}", mask_url(&config.nats_url)),
                 source,
-            })?;
+            })?
+            .with_stream_max_bytes(config.nats_stream_max_bytes);
 
         let health = Health::new();
         // Not ready until the ledger consumer has caught up from its checkpoint.
@@ -266,6 +271,26 @@ impl App {
         children.push(ChildSpec::new(ledger::CONSUMER_NAME, true, move || {
             (LedgerConsumer::new(consumer_deps.clone()), ())
         }));
+        // No backend configured: the submission API answers 503 and no submitter runs.
+        let rekor: Option<RekorBackends> = if config.rekor.backends.is_empty() {
+            None
+        } else {
+            Some(crate::adapters::rekor::build_backends(&config.rekor)?)
+        };
+        if let Some(backends) = &rekor {
+            let sub_deps = SubmitterDeps {
+                bus: Arc::new(bus.clone()),
+                store: Arc::new(store.clone()),
+                rejects: Arc::new(store.clone()),
+                backends: backends.clone(),
+                subjects: subjects.clone(),
+                source: format!("urn:provd:node:{}", config.node_id),
+            };
+            let sub_config = config.rekor.queue.clone();
+            children.push(ChildSpec::new(submitter::NAME, true, move || {
+                (Submitter::new(sub_deps.clone(), sub_config.clone()), ())
+            }));
+        }
         let (supervisor, supervisor_join) = Actor::spawn(
             None,
             Supervisor::new(RestartPolicy::default(), health.clone()),
@@ -295,6 +320,8 @@ impl App {
             )?,
             cache: provcache.clone(),
             default_ttl: config.provcache.default_ttl,
+            submissions: Arc::new(store.clone()),
+            rekor,
         };
         http::proofs::describe_metrics();
         ledger::describe_metrics();

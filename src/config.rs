@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod rekor;
+
+pub use rekor::{RawRekor, RekorConfig};
+
 /// Errors of the configuration layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -164,6 +168,9 @@ pub struct Config {
     pub nats_url: String,
     /// Prefix for NATS subjects and stream names (empty: the documented names).
     pub nats_prefix: String,
+    /// Largest size of each JetStream stream in bytes; JetStream reserves it up front, so
+    /// small deployments and tests lower it. `None`: each stream's default (1 GiB).
+    pub nats_stream_max_bytes: Option<i64>,
     /// Prefix for Redis keys.
     pub redis_prefix: String,
     /// This node's name, in events and replay checkpoints.
@@ -176,6 +183,8 @@ pub struct Config {
     pub provcache: ProvcacheConfig,
     /// API tokens.
     pub tokens: Vec<Token>,
+    /// Transparency-log backends (`[rekor]`); empty when the section is absent.
+    pub rekor: RekorConfig,
 }
 
 /// The provcache table as written in TOML.
@@ -221,6 +230,8 @@ pub struct RawConfig {
     pub nats_url: Option<String>,
     /// See [`Config::nats_prefix`].
     pub nats_prefix: Option<String>,
+    /// See [`Config::nats_stream_max_bytes`].
+    pub nats_stream_max_bytes: Option<i64>,
     /// See [`Config::redis_prefix`].
     pub redis_prefix: Option<String>,
     /// See [`Config::node_id`].
@@ -235,6 +246,9 @@ pub struct RawConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: RawAuth,
+    /// `[rekor]`.
+    #[serde(default)]
+    pub rekor: RawRekor,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -283,11 +297,16 @@ impl RawConfig {
                 "REDIS_URL" => self.redis_url = v,
                 "NATS_URL" => self.nats_url = v,
                 "NATS_PREFIX" => self.nats_prefix = v,
+                "NATS_STREAM_MAX_BYTES" => {
+                    let n = parse_env_u64(&name, &value)?;
+                    self.nats_stream_max_bytes = Some(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 "REDIS_PREFIX" => self.redis_prefix = v,
                 "NODE_ID" => self.node_id = v,
                 "LOG_FORMAT" => self.log_format = v,
                 "SHUTDOWN_TIMEOUT" => self.shutdown_timeout = v,
                 "ADMIN_TOKEN" => self.admin_token = v,
+                "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
                 "PROVCACHE_FLUSH_BATCH" => {
@@ -503,12 +522,25 @@ impl RawConfig {
             }
         }
 
+        let rekor = self.rekor.validate()?;
+        let nats_stream_max_bytes = match self.nats_stream_max_bytes {
+            Some(n) if n < 1024 * 1024 => {
+                return Err(invalid(
+                    "nats_stream_max_bytes",
+                    n,
+                    "expected at least 1048576 (1 MiB)",
+                ));
+            }
+            other => other,
+        };
+
         Ok(Config {
             listen,
             database_url,
             redis_url,
             nats_url,
             nats_prefix,
+            nats_stream_max_bytes,
             redis_prefix,
             node_id,
             log_format,
@@ -523,6 +555,7 @@ impl RawConfig {
                 memory_entries,
             },
             tokens,
+            rekor,
         })
     }
 }
@@ -607,6 +640,7 @@ impl Config {
             redis_url: Some(mask_url(&self.redis_url)),
             nats_url: Some(mask_url(&self.nats_url)),
             nats_prefix: Some(self.nats_prefix.clone()),
+            nats_stream_max_bytes: self.nats_stream_max_bytes,
             redis_prefix: Some(self.redis_prefix.clone()),
             node_id: Some(self.node_id.clone()),
             log_format: Some(
@@ -641,6 +675,7 @@ impl Config {
                     })
                     .collect(),
             },
+            rekor: self.rekor.to_raw(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()

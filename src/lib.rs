@@ -10,5 +10,6 @@ pub mod adapters;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod devlog;
 pub mod http;
 pub mod telemetry;

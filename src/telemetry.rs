@@ -51,6 +51,15 @@ fn histogram_buckets(b: PrometheusBuilder) -> PrometheusBuilder {
                 SECONDS,
             )
         })
+        .and_then(|b| {
+            // Rekor v2 writes wait for the next checkpoint, so the range reaches a minute.
+            b.set_buckets_for_metric(
+                Matcher::Full("provd_rekor_request_duration_seconds".into()),
+                &[
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+                ],
+            )
+        })
         // Only an empty bucket list is refused, and these are constants; without buckets the
         // two would render as summaries.
         .unwrap_or_else(|_| PrometheusBuilder::new())
@@ -148,6 +157,23 @@ fn describe() {
     describe_counter!(
         "provd_write_behind_rejected_total",
         "Malformed messages on the write-behind stream, terminated."
+    );
+    describe_counter!(
+        "provd_rekor_requests_total",
+        "Requests to a transparency-log backend, every attempt, by backend and outcome."
+    );
+    metrics::describe_histogram!(
+        "provd_rekor_request_duration_seconds",
+        Unit::Seconds,
+        "Time of one request attempt to a transparency-log backend."
+    );
+    describe_counter!(
+        "provd_rekor_retries_total",
+        "Retries of transparency-log requests inside the resilient wrapper, by backend."
+    );
+    describe_gauge!(
+        "provd_rekor_circuit_open",
+        "Whether a backend's circuit breaker is open (1) or closed (0)."
     );
     describe_counter!(
         "provd_http_requests_total",

@@ -44,6 +44,7 @@ fn spawn(db_url: &str, prefix: &str, port: u16, services: &common::Services, log
         .env("PROVD_REDIS_URL", &services.redis_url)
         .env("PROVD_NATS_URL", &services.nats_url)
         .env("PROVD_NATS_PREFIX", prefix)
+        .env("PROVD_NATS_STREAM_MAX_BYTES", "67108864")
         .env("PROVD_REDIS_PREFIX", format!("{prefix}:"))
         .env("PROVD_LISTEN", format!("127.0.0.1:{port}"))
         .env("PROVD_ADMIN_TOKEN", TOKEN)

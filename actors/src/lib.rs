@@ -19,6 +19,8 @@ pub mod ledger_replay;
 pub mod ports;
 pub mod provcache;
 pub mod pump;
+pub mod rejected;
+pub mod submitter;
 pub mod supervisor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

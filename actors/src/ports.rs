@@ -437,3 +437,89 @@ pub trait HotTierSweep: Send + Sync + 'static {
         veri_keys: &[String],
     ) -> Result<Vec<String>, PortError>;
 }
+
+/// A submission to record when it is first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubmission {
+    /// The id derived from envelope and backend.
+    pub id: String,
+    /// The backend it is for.
+    pub backend: String,
+    /// The DSSE envelope as JSON.
+    pub envelope: serde_json::Value,
+    /// The verifier keys, PEM.
+    pub verifier_keys: Vec<String>,
+}
+
+/// A stored submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionRecord {
+    /// The id derived from envelope and backend.
+    pub id: String,
+    /// The backend it is for.
+    pub backend: String,
+    /// Where it is in its life.
+    pub status: crate::domain::submission::SubmissionStatus,
+    /// The DSSE envelope as JSON.
+    pub envelope: serde_json::Value,
+    /// The verifier keys, PEM.
+    pub verifier_keys: Vec<String>,
+    /// Attempts made since it was (re)queued.
+    pub attempts: u32,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// The logged entry's UUID, once logged.
+    pub entry_uuid: Option<String>,
+    /// When it was first accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// The entry UUID (Rekor v1) or entry ID.
+    pub uuid: String,
+    /// The backend that logged it.
+    pub backend: String,
+    /// The submission that produced it, when it came through the queue.
+    pub submission_id: Option<String>,
+    /// The receipt.
+    pub receipt: crate::domain::receipt::Receipt,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When a log sync last re-verified its inclusion.
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// Where submissions and receipts are kept (PostgreSQL; SQLite in embedded mode).
+#[async_trait]
+pub trait SubmissionStore: Send + Sync + 'static {
+    /// Records the submission unless it exists, and returns the stored row either way.
+    async fn ensure_submission(&self, new: &NewSubmission) -> Result<SubmissionRecord, PortError>;
+    /// Marks an attempt as started: status `submitting`, one more attempt.
+    async fn begin_attempt(&self, id: &str) -> Result<SubmissionRecord, PortError>;
+    /// Stores the receipt and marks the submission `logged`, in one transaction.
+    async fn record_logged(
+        &self,
+        id: &str,
+        uuid: &str,
+        receipt: &crate::domain::receipt::Receipt,
+    ) -> Result<(), PortError>;
+    /// Records a failed attempt with the status it leads to (`retrying` or
+    /// `dead_lettered`) and returns the updated row.
+    async fn record_failure(
+        &self,
+        id: &str,
+        status: crate::domain::submission::SubmissionStatus,
+        error: &str,
+    ) -> Result<SubmissionRecord, PortError>;
+    /// The submission with this id.
+    async fn submission(&self, id: &str) -> Result<Option<SubmissionRecord>, PortError>;
+    /// The stored receipt with this UUID.
+    async fn stored_receipt(&self, uuid: &str) -> Result<Option<StoredReceipt>, PortError>;
+    /// Puts a retryable submission back to `queued` with no attempts; returns the row as it
+    /// now is (unchanged when it was not retryable), or `None` when there is none.
+    async fn requeue(&self, id: &str) -> Result<Option<SubmissionRecord>, PortError>;
+}

@@ -11,9 +11,12 @@ use chrono::Utc;
 
 use crate::domain::epoch::FeedEpoch;
 use crate::domain::invalidation::{Criterion, Invalidation, LedgerRow};
+use crate::domain::receipt::Receipt;
+use crate::domain::submission::SubmissionStatus;
 use crate::ports::{
     ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationOutcome, InvalidationStore,
-    PortError, RejectedEvent, RejectedEventStore, Subscription,
+    NewSubmission, PortError, RejectedEvent, RejectedEventStore, StoredReceipt, SubmissionRecord,
+    SubmissionStore, Subscription,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,6 +59,16 @@ impl MemoryBus {
         lock(&self.inner)
             .messages
             .push((subject.to_owned(), payload));
+    }
+
+    /// The payloads published on `subject` so far, in order.
+    pub fn published(&self, subject: &str) -> Vec<Vec<u8>> {
+        lock(&self.inner)
+            .messages
+            .iter()
+            .filter(|(s, _)| s == subject)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Every settlement so far, in order.
@@ -351,5 +364,127 @@ impl HotCachePurge for MemoryCache {
             keys.remove(k);
         }
         Ok(())
+    }
+}
+
+/// A fake submission store with the same status rules as the real ones.
+#[derive(Clone, Default)]
+pub struct MemorySubmissions {
+    inner: Arc<Mutex<SubmissionsInner>>,
+}
+
+#[derive(Default)]
+struct SubmissionsInner {
+    rows: BTreeMap<String, SubmissionRecord>,
+    receipts: BTreeMap<String, StoredReceipt>,
+}
+
+impl MemorySubmissions {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored receipt.
+    pub fn receipts(&self) -> Vec<StoredReceipt> {
+        lock(&self.inner).receipts.values().cloned().collect()
+    }
+}
+
+fn missing(id: &str) -> PortError {
+    PortError::Rejected(format!("no submission {id}"))
+}
+
+#[async_trait]
+impl SubmissionStore for MemorySubmissions {
+    async fn ensure_submission(&self, new: &NewSubmission) -> Result<SubmissionRecord, PortError> {
+        let now = Utc::now();
+        Ok(lock(&self.inner)
+            .rows
+            .entry(new.id.clone())
+            .or_insert_with(|| SubmissionRecord {
+                id: new.id.clone(),
+                backend: new.backend.clone(),
+                status: SubmissionStatus::Queued,
+                envelope: new.envelope.clone(),
+                verifier_keys: new.verifier_keys.clone(),
+                attempts: 0,
+                last_error: None,
+                entry_uuid: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .clone())
+    }
+
+    async fn begin_attempt(&self, id: &str) -> Result<SubmissionRecord, PortError> {
+        let mut inner = lock(&self.inner);
+        let row = inner.rows.get_mut(id).ok_or_else(|| missing(id))?;
+        row.status = SubmissionStatus::Submitting;
+        row.attempts += 1;
+        row.updated_at = Utc::now();
+        Ok(row.clone())
+    }
+
+    async fn record_logged(
+        &self,
+        id: &str,
+        uuid: &str,
+        receipt: &Receipt,
+    ) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        let row = inner.rows.get_mut(id).ok_or_else(|| missing(id))?;
+        row.status = SubmissionStatus::Logged;
+        row.entry_uuid = Some(uuid.to_owned());
+        row.last_error = None;
+        row.updated_at = Utc::now();
+        let backend = row.backend.clone();
+        inner
+            .receipts
+            .entry(uuid.to_owned())
+            .or_insert_with(|| StoredReceipt {
+                uuid: uuid.to_owned(),
+                backend,
+                submission_id: Some(id.to_owned()),
+                receipt: receipt.clone(),
+                created_at: Utc::now(),
+                verified_at: None,
+            });
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        id: &str,
+        status: SubmissionStatus,
+        error: &str,
+    ) -> Result<SubmissionRecord, PortError> {
+        let mut inner = lock(&self.inner);
+        let row = inner.rows.get_mut(id).ok_or_else(|| missing(id))?;
+        row.status = status;
+        row.last_error = Some(error.to_owned());
+        row.updated_at = Utc::now();
+        Ok(row.clone())
+    }
+
+    async fn submission(&self, id: &str) -> Result<Option<SubmissionRecord>, PortError> {
+        Ok(lock(&self.inner).rows.get(id).cloned())
+    }
+
+    async fn stored_receipt(&self, uuid: &str) -> Result<Option<StoredReceipt>, PortError> {
+        Ok(lock(&self.inner).receipts.get(uuid).cloned())
+    }
+
+    async fn requeue(&self, id: &str) -> Result<Option<SubmissionRecord>, PortError> {
+        let mut inner = lock(&self.inner);
+        let Some(row) = inner.rows.get_mut(id) else {
+            return Ok(None);
+        };
+        if row.status.retryable() {
+            row.status = SubmissionStatus::Queued;
+            row.attempts = 0;
+            row.updated_at = Utc::now();
+        }
+        Ok(Some(row.clone()))
     }
 }

@@ -28,6 +28,7 @@ pub struct JetStreamBus {
     subjects: Subjects,
     streams_ready: std::sync::Arc<OnceCell<()>>,
     reconnects: tokio::sync::watch::Receiver<u64>,
+    max_bytes: Option<i64>,
 }
 
 impl std::fmt::Debug for JetStreamBus {
@@ -67,7 +68,16 @@ impl JetStreamBus {
             subjects,
             streams_ready: std::sync::Arc::new(OnceCell::new()),
             reconnects,
+            max_bytes: None,
         })
+    }
+
+    /// Caps every stream it creates at `max_bytes` instead of the stream's default.
+    /// JetStream reserves a stream's limit up front, so this bounds what a deployment
+    /// claims from the server.
+    pub fn with_stream_max_bytes(mut self, max_bytes: Option<i64>) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Whether the connection to NATS is up.
@@ -98,7 +108,7 @@ impl JetStreamBus {
                             Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
                         },
                         max_age: def.max_age,
-                        max_bytes: def.max_bytes,
+                        max_bytes: self.max_bytes.unwrap_or(def.max_bytes),
                         duplicate_window: def.duplicate_window,
                         storage: stream::StorageType::File,
                         ..Default::default()

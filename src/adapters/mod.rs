@@ -4,9 +4,12 @@
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
 //! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
 //! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
+//! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
+//! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
+//!   wrapper, and `build_backends` for the configured ones.
 
 pub mod hot_sweep;
 pub mod jetstream;
@@ -14,7 +17,9 @@ pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
 pub mod postgres_ledger;
+pub mod postgres_rekor;
 pub mod redis;
+pub mod rekor;
 
 use actors::ports::PortError;
 

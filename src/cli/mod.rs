@@ -4,8 +4,11 @@
 //! dispatches. Commands that talk to services load the configuration exactly as `serve`
 //! does (file, then `PROVD_*` variables, then flags).
 
+pub mod devlog;
+pub mod rekor_log;
 pub mod replay;
 mod service;
+mod submit;
 pub mod tiles;
 
 use std::path::PathBuf;
@@ -55,7 +58,8 @@ pub enum Command {
     /// Publish events to provd's subjects.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Rekor transparency-log tools: verify bundles and checkpoints offline.
+    /// Rekor transparency-log tools: submit through provd, read a live log, verify bundles
+    /// and checkpoints offline.
     Rekor {
         /// The rekor subcommand.
         #[command(subcommand)]
@@ -79,6 +83,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: tiles::TilesCommand,
     },
+    /// The local Rekor-compatible log: a lab and test tool, not a production log.
+    DevLog {
+        /// The dev-log subcommand.
+        #[command(subcommand)]
+        command: devlog::DevLogCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -90,9 +100,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Replay(args) => replay::run(config_path.as_deref(), args),
         Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
         Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
-        Command::Rekor { command } => tlog::run_rekor(command),
+        Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(cmd),
+        Command::DevLog { command } => devlog::run(command),
     }
 }

@@ -93,7 +93,7 @@ fn load(path: Option<&Path>, f: impl FnOnce(&mut RawConfig)) -> Result<Config, E
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +113,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -222,7 +222,8 @@ async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
     let subject = subjects.subject(kind);
     let bus = JetStreamBus::connect(&config.nats_url, subjects)
         .await
-        .context("connecting to NATS")?;
+        .context("connecting to NATS")?
+        .with_stream_max_bytes(config.nats_stream_max_bytes);
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         bus.publish(&subject, &event.id, bytes),

@@ -16,6 +16,8 @@ use clap::{Subcommand, ValueEnum};
 /// `provd rekor` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RekorCommand {
+    /// Queue a DSSE envelope for the transparency log through a running provd.
+    Submit(super::submit::SubmitArgs),
     /// Verify the transparency-log part of a Sigstore bundle (v0.1-v0.3) offline: inclusion
     /// proof, checkpoint signature and origin, checkpoint root, and the SET for Rekor v1.
     /// Certificate-chain checks (Fulcio, CT, TSA) are out of scope.
@@ -58,6 +60,29 @@ pub enum RekorCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Commands that read a live transparency log.
+    #[command(flatten)]
+    Log(RekorLogCommand),
+}
+
+/// `provd rekor` subcommands that read a live log: see [`super::rekor_log`].
+#[derive(Debug, Subcommand)]
+pub enum RekorLogCommand {
+    /// Read one entry straight from a configured log (`[rekor.backends.<name>]`) and verify
+    /// it: inclusion proof, signed checkpoint from a trusted key, origin, and the SET for
+    /// Rekor v1. Prints the receipt.
+    #[command(
+        after_help = "Examples:\n  provd --config provd.toml rekor get --backend sigstore \
+                            --index 79571823\n  provd rekor get --backend sigstore --uuid \
+                            <64-hex UUID or 80-hex entry ID> --json\n  provd rekor get \
+                            --backend rekor2 --index 735   # Rekor v2: by index only"
+    )]
+    Get(super::rekor_log::GetArgs),
+    /// Fetch a configured log's latest checkpoint, verify its signature and origin, and
+    /// print its origin, size and root.
+    #[command(after_help = "Example:\n  provd --config provd.toml rekor checkpoint \
+                            --backend sigstore")]
+    Checkpoint(super::rekor_log::CheckpointArgs),
 }
 
 /// `provd dsse` subcommands.
@@ -173,9 +198,15 @@ fn read_text(path: &Path) -> Result<String, Failure> {
         .map_err(|_| Failure::Usage(format!("{} is not UTF-8 text", path.display())))
 }
 
-/// Runs a `provd rekor` subcommand.
-pub fn run_rekor(command: RekorCommand) -> ExitCode {
+/// Runs a `provd rekor` subcommand; commands that reach a log load the configuration
+/// from `config` as `serve` does.
+pub fn run_rekor(config: Option<&Path>, command: RekorCommand) -> ExitCode {
     match command {
+        RekorCommand::Submit(args) => super::submit::run(args),
+        RekorCommand::Log(RekorLogCommand::Get(args)) => super::rekor_log::get(config, args),
+        RekorCommand::Log(RekorLogCommand::Checkpoint(args)) => {
+            super::rekor_log::checkpoint(config, args)
+        }
         RekorCommand::VerifyBundle {
             bundle,
             trusted_root,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod entries;
 pub mod error;
 pub mod proofs;
+pub mod rekor;
 pub mod stats;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::{Invalidation, LedgerRow};
 use actors::health::Health;
-use actors::ports::{EventBus, EvidenceStore};
+use actors::ports::{EventBus, EvidenceStore, RekorBackends, SubmissionStore};
 use actors::provcache::ProvCache;
 use async_trait::async_trait;
 use axum::extract::State;
@@ -87,6 +88,10 @@ pub struct AppState {
     pub cache: Arc<ProvCache>,
     /// Entry lifetime when a writer gives none.
     pub default_ttl: Duration,
+    /// Rekor submissions and stored receipts.
+    pub submissions: Arc<dyn SubmissionStore>,
+    /// The configured transparency logs; `None` when none is configured.
+    pub rekor: Option<RekorBackends>,
 }
 
 /// The router.
@@ -112,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(proofs::router(&state))
         .merge(entries::routes(&state))
         .merge(stats::routes(&state))
+        .merge(rekor::routes(&state))
         .fallback(not_found)
         .with_state(state)
 }

@@ -196,6 +196,8 @@ listen = "127.0.0.1:0"
 node_id = "test-{short}"
 nats_prefix = "t{short}"
 redis_prefix = "t{short}:"
+# JetStream reserves each stream's limit up front; tests running side by side stay small.
+nats_stream_max_bytes = 67108864
 shutdown_timeout = "10s"
 [[auth.tokens]]
 name = "admin"

@@ -2,7 +2,8 @@
 //!
 //! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
-//!   entries and their verification), [`sigstore`] (bundles and trusted roots).
+//!   entries and their verification), [`sigstore`] (bundles and trusted roots), [`log`] and
+//!   [`rekor_entry`] (the append-only log and entry validation behind `provd dev-log`).
 //! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
 //!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
 //!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes).
@@ -15,10 +16,13 @@ pub mod epoch;
 pub mod evidence;
 pub mod invalidation;
 pub mod keys;
+pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod receipt;
+pub mod rekor_entry;
 pub mod sigstore;
+pub mod submission;
 pub mod tiles;
 pub mod verikey;
 

@@ -406,6 +406,21 @@ impl Verifier {
         &self.key
     }
 
+    /// The full 32-byte key ID whose first 4 bytes are the hint: SHA-256 of the DER SPKI for
+    /// ECDSA keys, SHA-256(name || "\n" || type || key) for Ed25519 keys. Rekor v2 reports it
+    /// as `logId.keyId`, and a Sigstore trusted root lists it as the log ID.
+    pub fn key_id(&self) -> [u8; 32] {
+        match (&self.kind, &self.key) {
+            (VerifierKind::Ed25519, PublicKey::Ed25519(k)) => {
+                named_key_id(&self.name, TYPE_ED25519, k.as_bytes())
+            }
+            (VerifierKind::Cosignature, PublicKey::Ed25519(k)) => {
+                named_key_id(&self.name, TYPE_COSIGNATURE_V1, k.as_bytes())
+            }
+            (_, key) => key.spki_sha256(),
+        }
+    }
+
     /// The C2SP verifier key string `<name>+<hint>+<base64(type || key)>`.
     pub fn to_vkey(&self) -> String {
         let mut raw = Vec::new();

@@ -1,0 +1,185 @@
+//! `provd rekor submit`: queue a DSSE envelope for the transparency log through a running
+//! provd, and optionally wait for its receipt.
+//!
+//! Exit codes: 0 queued (or, with `--wait`, logged), 1 dead-lettered or not logged in time,
+//! 2 unreadable inputs or a request provd refused.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+
+/// Arguments of `provd rekor submit`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  provd rekor submit attestation.dsse.json --verifier signer.pub.pem \
+                        --server http://127.0.0.1:8080 --token $PROVD_TOKEN --wait\n  \
+                        provd rekor submit env.json --verifier a.pem --verifier b.pem --backend private"
+)]
+pub struct SubmitArgs {
+    /// The DSSE envelope JSON file (`payloadType`, `payload`, `signatures`).
+    pub envelope: PathBuf,
+    /// A PEM public key file that verifies the envelope's signature; repeat for several.
+    #[arg(long = "verifier", value_name = "PEM_FILE", required = true)]
+    pub verifiers: Vec<PathBuf>,
+    /// The configured backend to log to; provd's default backend when absent.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// The running provd's base URL.
+    #[arg(long, env = "PROVD_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A bearer token with the `submit` scope (and `read` for `--wait`).
+    #[arg(long, env = "PROVD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Wait until the submission is logged or dead-lettered, and print the receipt.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits, e.g. `2m`.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `provd rekor submit`.
+pub fn run(args: SubmitArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("provd: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(submit(&args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("provd rekor submit: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let r = client.request(method, url);
+    match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    }
+}
+
+/// The body of a provd answer, or an error carrying provd's own message.
+async fn answer(resp: reqwest::Response) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        bail!("provd answered {status}: {message}");
+    }
+    Ok((status, body))
+}
+
+async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+    let envelope: Value = serde_json::from_slice(
+        &std::fs::read(&args.envelope)
+            .with_context(|| format!("cannot read {}", args.envelope.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", args.envelope.display()))?;
+    let verifiers = args
+        .verifiers
+        .iter()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = args.server.trim_end_matches('/');
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut body = json!({"envelope": envelope, "verifiers": verifiers});
+    if let Some(b) = &args.backend {
+        body["backend"] = json!(b);
+    }
+    let resp = request(
+        &client,
+        reqwest::Method::POST,
+        &format!("{base}/api/v1/rekor/submissions"),
+        args.token.as_deref(),
+    )
+    .json(&body)
+    .send()
+    .await
+    .with_context(|| format!("cannot reach provd at {base}"))?;
+    let (_, queued) = answer(resp).await?;
+    let id = queued["id"].as_str().unwrap_or_default().to_owned();
+    if !args.wait {
+        if args.json {
+            println!("{queued}");
+        } else {
+            println!("{id} {}", queued["status"].as_str().unwrap_or("?"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = Instant::now() + args.timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let resp = request(
+            &client,
+            reqwest::Method::GET,
+            &format!("{base}/api/v1/rekor/submissions/{id}"),
+            args.token.as_deref(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("cannot reach provd at {base}"))?;
+        let (_, sub) = answer(resp).await?;
+        let status = sub["status"].as_str().unwrap_or_default();
+        let done = matches!(status, "logged" | "dead_lettered");
+        if done || Instant::now() >= deadline {
+            if args.json {
+                println!("{sub}");
+            } else if status == "logged" {
+                let r = &sub["receipt"];
+                println!(
+                    "{id} logged: uuid {} log index {}{}",
+                    r["uuid"].as_str().unwrap_or("?"),
+                    r["log_index"],
+                    r["integrated_time"]
+                        .as_i64()
+                        .map(|t| format!(" integrated at {t}"))
+                        .unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{id} {status} after {} attempts: {}",
+                    sub["attempts"],
+                    sub["last_error"].as_str().unwrap_or("-")
+                );
+            }
+            return Ok(if status == "logged" {
+                ExitCode::SUCCESS
+            } else {
+                if !done {
+                    eprintln!(
+                        "provd rekor submit: not logged within {}",
+                        humantime::format_duration(args.timeout)
+                    );
+                }
+                ExitCode::from(1)
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}

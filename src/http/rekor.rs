@@ -1,0 +1,245 @@
+//! Rekor submissions and receipts: enqueue, status, operator retry, stored receipts.
+//!
+//! A submission is accepted once it is in the queue (the JetStream work-queue stream); the
+//! submission actor does the rest. The id is derived from envelope and backend, so the same
+//! request again answers with the existing submission instead of queueing a second one.
+
+use actors::domain::dsse::Envelope;
+use actors::domain::keys::PublicKey;
+use actors::domain::submission::{SubmissionStatus, submission_id};
+use actors::ports::{NewSubmission, StoredReceipt, SubmissionRecord};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use events::data::SubmissionRequested;
+use events::{CloudEvent, EventKind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::scoped;
+use super::error::{ApiError, ApiJson};
+use crate::config::Scope;
+
+/// The routes of this module, each behind its scope.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let submit = scoped(
+        Router::new().route("/api/v1/rekor/submissions", post(submit)),
+        &state.tokens,
+        Scope::Submit,
+    );
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/rekor/submissions/{id}", get(get_submission))
+            .route("/api/v1/rekor/entries/{uuid}", get(get_entry)),
+        &state.tokens,
+        Scope::Read,
+    );
+    let admin = scoped(
+        Router::new().route("/api/v1/rekor/submissions/{id}/retry", post(retry)),
+        &state.tokens,
+        Scope::Admin,
+    );
+    submit.merge(read).merge(admin)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    envelope: Value,
+    verifiers: Vec<String>,
+    #[serde(default)]
+    backend: Option<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "submission store unavailable");
+    ApiError::Unavailable("the submission store is unavailable; try again".into())
+}
+
+/// The JSON form of a stored receipt: the Sigstore bundle's `TransparencyLogEntry`.
+fn receipt_json(r: &StoredReceipt) -> Value {
+    json!({
+        "uuid": r.uuid,
+        "backend": r.backend,
+        "submission_id": r.submission_id,
+        "log_index": r.receipt.log_index,
+        "integrated_time": r.receipt.integrated_time,
+        "created_at": r.created_at,
+        "verified_at": r.verified_at,
+        "transparency_log_entry": r.receipt.to_tle(),
+    })
+}
+
+fn submission_json(s: &SubmissionRecord, receipt: Option<&StoredReceipt>) -> Value {
+    json!({
+        "id": s.id,
+        "backend": s.backend,
+        "status": s.status.as_str(),
+        "attempts": s.attempts,
+        "last_error": s.last_error,
+        "entry_uuid": s.entry_uuid,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "receipt": receipt.map(receipt_json),
+    })
+}
+
+/// Puts a submission in the queue. The message id makes a repeated publish one message.
+async fn enqueue(s: &AppState, msg_id: &str, record: &SubmissionRecord) -> Result<(), ApiError> {
+    let event = CloudEvent::new(
+        format!("urn:provd:node:{}", s.node_id),
+        SubmissionRequested {
+            backend: Some(record.backend.clone()),
+            envelope: record.envelope.clone(),
+            verifier_keys: record.verifier_keys.clone(),
+        },
+    );
+    let subject = s.subjects.subject(EventKind::SubmissionRequested);
+    s.bus
+        .publish(&subject, msg_id, event.to_json())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot queue submission");
+            ApiError::Unavailable("the event bus is unavailable; try again".into())
+        })
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<SubmitBody>,
+) -> Result<Response, ApiError> {
+    let Some(backends) = s.rekor.as_ref() else {
+        return Err(ApiError::Unavailable(
+            "no transparency-log backend is configured ([rekor.backends.<name>])".into(),
+        ));
+    };
+    let backend = body.backend.unwrap_or_else(|| backends.default.clone());
+    if !backends.clients.contains_key(&backend) {
+        let known: Vec<&str> = backends.clients.keys().map(String::as_str).collect();
+        return Err(ApiError::BadRequest(format!(
+            "unknown backend {backend:?}; configured: {}",
+            known.join(", ")
+        )));
+    }
+    let envelope_bytes = serde_json::to_vec(&body.envelope).unwrap_or_default();
+    let envelope = Envelope::from_json(&envelope_bytes)
+        .map_err(|e| ApiError::BadRequest(format!("field `envelope`: {e}")))?;
+    if envelope.signatures.is_empty() {
+        return Err(ApiError::BadRequest(
+            "field `envelope`: the envelope has no signatures".into(),
+        ));
+    }
+    envelope
+        .payload_bytes()
+        .map_err(|e| ApiError::BadRequest(format!("field `envelope`: {e}")))?;
+    if body.verifiers.is_empty() {
+        return Err(ApiError::BadRequest(
+            "field `verifiers`: give at least one PEM public key".into(),
+        ));
+    }
+    for (i, pem) in body.verifiers.iter().enumerate() {
+        PublicKey::from_pem(pem)
+            .map_err(|e| ApiError::BadRequest(format!("field `verifiers[{i}]`: {e}")))?;
+    }
+    let id = submission_id(&backend, &envelope);
+    if let Some(existing) = s.submissions.submission(&id).await.map_err(unavailable)? {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"id": existing.id, "status": existing.status.as_str()})),
+        )
+            .into_response());
+    }
+    let new = NewSubmission {
+        id: id.clone(),
+        backend,
+        envelope: body.envelope,
+        verifier_keys: body.verifiers,
+    };
+    // Queue first, then record: a recorded submission is always in the queue (the actor
+    // records one it finds missing).
+    let pending = SubmissionRecord {
+        id: id.clone(),
+        backend: new.backend.clone(),
+        status: SubmissionStatus::Queued,
+        envelope: new.envelope.clone(),
+        verifier_keys: new.verifier_keys.clone(),
+        attempts: 0,
+        last_error: None,
+        entry_uuid: None,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    enqueue(&s, &id, &pending).await?;
+    let stored = s
+        .submissions
+        .ensure_submission(&new)
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": stored.id, "status": stored.status.as_str()})),
+    )
+        .into_response())
+}
+
+async fn get_submission(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(sub) = s.submissions.submission(&id).await.map_err(unavailable)? else {
+        return Err(ApiError::NotFound(format!("no submission {id}")));
+    };
+    let receipt = match &sub.entry_uuid {
+        Some(uuid) => s
+            .submissions
+            .stored_receipt(uuid)
+            .await
+            .map_err(unavailable)?,
+        None => None,
+    };
+    Ok(Json(submission_json(&sub, receipt.as_ref())))
+}
+
+async fn get_entry(
+    State(s): State<AppState>,
+    Path(uuid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let valid = matches!(uuid.len(), 64 | 80) && uuid.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(ApiError::BadRequest(format!(
+            "{uuid:?} is not an entry UUID (64 hex digits) or Rekor v1 entry ID (80)"
+        )));
+    }
+    match s
+        .submissions
+        .stored_receipt(&uuid)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(r) => Ok(Json(receipt_json(&r))),
+        None => Err(ApiError::NotFound(format!("no stored receipt {uuid}"))),
+    }
+}
+
+async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let Some(sub) = s.submissions.requeue(&id).await.map_err(unavailable)? else {
+        return Err(ApiError::NotFound(format!("no submission {id}")));
+    };
+    if sub.status != SubmissionStatus::Queued {
+        return Err(ApiError::Conflict(format!(
+            "submission {id} is {}; only a dead-lettered one can be retried",
+            sub.status
+        )));
+    }
+    // A fresh message id: the original one may still be inside the deduplication window.
+    let msg_id = format!("{id}:retry:{}", uuid::Uuid::now_v7());
+    enqueue(&s, &msg_id, &sub).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": sub.id, "status": sub.status.as_str()})),
+    )
+        .into_response())
+}
