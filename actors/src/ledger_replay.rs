@@ -270,7 +270,8 @@ pub struct CriteriaSet {
     signer_sets: std::collections::HashSet<String>,
     policies: std::collections::HashSet<String>,
     key_ids: std::collections::HashSet<String>,
-    feeds: Vec<Criterion>,
+    /// Feed-epoch rules by feed (`None`: every feed), each epoch once.
+    feeds: std::collections::HashMap<Option<String>, Vec<crate::domain::epoch::FeedEpoch>>,
 }
 
 impl CriteriaSet {
@@ -292,7 +293,12 @@ impl CriteriaSet {
                 Criterion::SignerKeyId(k) => {
                     s.key_ids.insert(k.clone());
                 }
-                Criterion::FeedEpochBefore { .. } => s.feeds.push(c.clone()),
+                Criterion::FeedEpochBefore { feed_id, before } => {
+                    let rules = s.feeds.entry(feed_id.clone()).or_default();
+                    if !rules.contains(before) {
+                        rules.push(before.clone());
+                    }
+                }
             }
         }
         s
@@ -316,6 +322,28 @@ impl CriteriaSet {
                 .signer_key_ids
                 .iter()
                 .any(|k| self.key_ids.contains(k))
-            || self.feeds.iter().any(|c| entry.matches(c))
+            || self.feed_matches(entry)
+    }
+
+    fn feed_matches(&self, entry: &crate::domain::entry::Entry) -> bool {
+        if self.feeds.is_empty() {
+            return false;
+        }
+        // The entry's epoch is parsed once, however many rules there are.
+        let Some(epoch) = entry
+            .feed_epoch
+            .as_deref()
+            .and_then(|e| crate::domain::epoch::FeedEpoch::parse(e).ok())
+        else {
+            return false;
+        };
+        let any = self.feeds.get(&None).into_iter().flatten();
+        let own = entry
+            .feed_id
+            .as_ref()
+            .and_then(|f| self.feeds.get(&Some(f.clone())))
+            .into_iter()
+            .flatten();
+        any.chain(own).any(|before| epoch.is_before(before))
     }
 }

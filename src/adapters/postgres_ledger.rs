@@ -1,7 +1,7 @@
 //! The revocation ledger's outbox position, the per-node replay checkpoints, and the
 //! batched re-application of ledger rows, on the same PostgreSQL pool as [`PgStore`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, LedgerRow};
@@ -121,38 +121,50 @@ impl PgStore {
         }
         if !g.feeds.is_empty() {
             // Epochs compare as versions or instants, which SQL cannot do on the stored
-            // text: candidates are read, compared here, and deleted by key.
-            let any_feed = g.feeds.iter().any(|(f, _, _)| f.is_none());
-            let feed_ids: Vec<String> = g.feeds.iter().filter_map(|(f, _, _)| f.clone()).collect();
+            // text: candidates are read, compared here (each parsed once, against the rules
+            // of its own feed and of every feed), and deleted by key and accepted time.
+            let mut rules: HashMap<Option<&str>, Vec<(&FeedEpoch, DateTime<Utc>)>> = HashMap::new();
+            for (f, before, at) in &g.feeds {
+                rules.entry(f.as_deref()).or_default().push((before, *at));
+            }
+            let any_feed = rules.contains_key(&None);
+            let feed_ids: Vec<&str> = rules.keys().filter_map(|f| *f).collect();
             let candidates: Vec<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
                 "SELECT veri_key, feed_id, feed_epoch, updated_at \
                      FROM provcache.provcache_items \
-                     WHERE feed_epoch IS NOT NULL AND ($1 OR feed_id = ANY($2)) FOR UPDATE",
+                     WHERE feed_epoch IS NOT NULL AND ($1 OR feed_id = ANY($2))",
             )
             .bind(any_feed)
             .bind(&feed_ids)
             .fetch_all(&mut *tx)
             .await?;
-            let doomed: Vec<String> = candidates
-                .into_iter()
-                .filter(|(_, feed, epoch, updated)| {
-                    let Ok(epoch) = FeedEpoch::parse(epoch) else {
-                        return false;
-                    };
-                    g.feeds.iter().any(|(f, before, at)| {
-                        (f.is_none() || f == feed) && updated <= at && epoch.is_before(before)
-                    })
-                })
-                .map(|(k, _, _, _)| k)
-                .collect();
+            let mut doomed: Vec<String> = Vec::new();
+            let mut cutoffs: Vec<DateTime<Utc>> = Vec::new();
+            for (key, feed, epoch, updated) in candidates {
+                let Ok(epoch) = FeedEpoch::parse(&epoch) else {
+                    continue;
+                };
+                let applicable = rules
+                    .get(&None)
+                    .into_iter()
+                    .chain(feed.as_deref().and_then(|f| rules.get(&Some(f))))
+                    .flatten();
+                // The latest revocation that removes this entry decides its cutoff.
+                let cutoff = applicable
+                    .filter(|(before, _)| epoch.is_before(before))
+                    .map(|(_, at)| *at)
+                    .max();
+                if let Some(at) = cutoff.filter(|at| updated <= *at) {
+                    doomed.push(key);
+                    cutoffs.push(at);
+                }
+            }
             if !doomed.is_empty() {
-                let keys: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM provcache.provcache_items WHERE veri_key = ANY($1) \
-                     RETURNING veri_key",
-                )
-                .bind(&doomed)
-                .fetch_all(&mut *tx)
-                .await?;
+                let keys: Vec<String> = sqlx::query_scalar(Column::VeriKey.sql())
+                    .bind(&doomed)
+                    .bind(&cutoffs)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 deleted.extend(keys);
             }
         }
