@@ -26,22 +26,29 @@ enum Column {
 }
 
 impl Column {
+    // `= ANY($1)` lets PostgreSQL find the rows through the column's index (an UNNEST
+    // join is planned as a hash join over the whole table, slow once it holds dead rows
+    // after a large invalidation); the cutoff of each row is looked up only for the rows
+    // found.
     fn sql(self) -> &'static str {
         match self {
             Column::VeriKey => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.veri_key = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.veri_key = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.veri_key) \
+                 RETURNING i.veri_key"
             }
             Column::SignerSetHash => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.signer_set_hash = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.signer_set_hash = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.signer_set_hash) \
+                 RETURNING i.veri_key"
             }
             Column::PolicyHash => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.policy_hash = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.policy_hash = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.policy_hash) \
+                 RETURNING i.veri_key"
             }
         }
     }
@@ -106,12 +113,14 @@ impl PgStore {
         }
         if !g.key_ids.0.is_empty() {
             let keys: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM provcache.provcache_items i USING \
-                 (SELECT m.signer_set_hash AS h, max(r.at) AS at \
+                "DELETE FROM provcache.provcache_items i WHERE i.signer_set_hash IN \
+                 (SELECT m.signer_set_hash FROM provcache.prov_signer_set_members m \
+                  WHERE m.key_id = ANY($1)) \
+                 AND i.updated_at <= (SELECT max(r.at) \
                   FROM UNNEST($1::text[], $2::timestamptz[]) AS r(k, at) \
                   JOIN provcache.prov_signer_set_members m ON m.key_id = r.k \
-                  GROUP BY m.signer_set_hash) s \
-                 WHERE i.signer_set_hash = s.h AND i.updated_at <= s.at RETURNING i.veri_key",
+                  WHERE m.signer_set_hash = i.signer_set_hash) \
+                 RETURNING i.veri_key",
             )
             .bind(&g.key_ids.0)
             .bind(&g.key_ids.1)
