@@ -387,9 +387,10 @@ impl LedgerConsumer {
             let Some(first) = rows.first().map(|r| r.seq_no) else {
                 return Ok(());
             };
-            if first > checkpoint + 1 {
-                // Rows between the checkpoint and this one never arrived here (or were
-                // rolled back): PostgreSQL has the truth, in order.
+            let contiguous = rows.windows(2).all(|w| w[1].seq_no == w[0].seq_no + 1);
+            if first > checkpoint + 1 || !contiguous {
+                // Rows between the checkpoint and these never arrived here (or their
+                // numbers were rolled back): PostgreSQL has the truth, in order.
                 d.replayer.replay(ReplayOptions::default(), |_| {}).await?;
                 return Ok(());
             }

@@ -126,18 +126,41 @@ impl Replayer {
         if rows.is_empty() {
             return Ok(0);
         }
-        let deleted = if durable {
-            self.store.reapply(rows).await.map_err(ReplayError::Store)?
-        } else {
-            Vec::new()
-        };
         let criteria = criteria_of(rows);
-        let swept = self
-            .hot
-            .sweep(&criteria, &deleted)
-            .await
-            .map_err(ReplayError::HotTier)?;
-        let removed: BTreeSet<&String> = deleted.iter().chain(swept.iter()).collect();
+        // The two tiers are independent: both run at once.
+        let (deleted, swept) = if durable {
+            let (deleted, swept) =
+                tokio::join!(self.store.reapply(rows), self.hot.sweep(&criteria, &[]));
+            (
+                deleted.map_err(ReplayError::Store)?,
+                swept.map_err(ReplayError::HotTier)?,
+            )
+        } else {
+            let swept = self
+                .hot
+                .sweep(&criteria, &[])
+                .await
+                .map_err(ReplayError::HotTier)?;
+            (Vec::new(), swept)
+        };
+        let mut removed: BTreeSet<&String> = swept.iter().collect();
+        // Entries the durable tier matched through facts this node's hot tier never saw
+        // (signer-set members another node recorded) go from the hot tiers by key.
+        let rest: Vec<String> = deleted
+            .iter()
+            .filter(|k| !removed.contains(k))
+            .cloned()
+            .collect();
+        let extra = if rest.is_empty() {
+            Vec::new()
+        } else {
+            self.hot
+                .sweep(&[], &rest)
+                .await
+                .map_err(ReplayError::HotTier)?
+        };
+        removed.extend(deleted.iter());
+        removed.extend(extra.iter());
         Ok(removed.len() as u64)
     }
 
@@ -181,29 +204,35 @@ impl Replayer {
             head,
             revocations: 0,
         });
-        while at < head {
-            let rows = self
-                .store
-                .ledger_rows(at, batch.min(head - at))
+        let fetch = |after: i64| async move {
+            if after >= head {
+                return Ok(Vec::new());
+            }
+            self.store
+                .ledger_rows(after, batch.min(head - after))
                 .await
-                .map_err(ReplayError::Store)?;
-            let Some(last) = rows.last().map(|r| r.seq_no) else {
-                break;
-            };
-            let rows: Vec<LedgerRow> = rows.into_iter().filter(|r| r.seq_no <= head).collect();
-            if options.dry_run {
+                .map_err(ReplayError::Store)
+        };
+        let mut rows = fetch(at).await?;
+        while let Some(last) = rows.last().map(|r| r.seq_no) {
+            rows.retain(|r| r.seq_no <= head);
+            // The next page is read while this one is applied.
+            let next = if options.dry_run {
                 report.entries_invalidated += rows
                     .iter()
                     .map(|r| u64::try_from(r.entries_invalidated).unwrap_or(0))
                     .sum::<u64>();
+                fetch(last).await
             } else {
-                report.entries_invalidated += self.apply(&rows, true).await?;
+                let (applied, next) = tokio::join!(self.apply(&rows, true), fetch(last));
+                report.entries_invalidated += applied?;
                 report.checkpoint = self
                     .store
                     .save_checkpoint(&self.node_id, last.min(head))
                     .await
                     .map_err(ReplayError::Store)?;
-            }
+                next
+            };
             report.revocations += rows.len() as u64;
             at = last;
             metrics::counter!("provd_ledger_replayed_revocations_total")
@@ -214,6 +243,7 @@ impl Replayer {
                 head,
                 revocations: report.revocations,
             });
+            rows = next?;
         }
         if !options.dry_run && report.checkpoint < head && options.since.is_none() {
             // Rows rolled back before commit leave gaps in `seq_no`; the head is applied.
@@ -240,7 +270,8 @@ pub struct CriteriaSet {
     signer_sets: std::collections::HashSet<String>,
     policies: std::collections::HashSet<String>,
     key_ids: std::collections::HashSet<String>,
-    feeds: Vec<Criterion>,
+    /// Feed-epoch rules by feed (`None`: every feed), each epoch once.
+    feeds: std::collections::HashMap<Option<String>, Vec<crate::domain::epoch::FeedEpoch>>,
 }
 
 impl CriteriaSet {
@@ -262,7 +293,12 @@ impl CriteriaSet {
                 Criterion::SignerKeyId(k) => {
                     s.key_ids.insert(k.clone());
                 }
-                Criterion::FeedEpochBefore { .. } => s.feeds.push(c.clone()),
+                Criterion::FeedEpochBefore { feed_id, before } => {
+                    let rules = s.feeds.entry(feed_id.clone()).or_default();
+                    if !rules.contains(before) {
+                        rules.push(before.clone());
+                    }
+                }
             }
         }
         s
@@ -286,6 +322,28 @@ impl CriteriaSet {
                 .signer_key_ids
                 .iter()
                 .any(|k| self.key_ids.contains(k))
-            || self.feeds.iter().any(|c| entry.matches(c))
+            || self.feed_matches(entry)
+    }
+
+    fn feed_matches(&self, entry: &crate::domain::entry::Entry) -> bool {
+        if self.feeds.is_empty() {
+            return false;
+        }
+        // The entry's epoch is parsed once, however many rules there are.
+        let Some(epoch) = entry
+            .feed_epoch
+            .as_deref()
+            .and_then(|e| crate::domain::epoch::FeedEpoch::parse(e).ok())
+        else {
+            return false;
+        };
+        let any = self.feeds.get(&None).into_iter().flatten();
+        let own = entry
+            .feed_id
+            .as_ref()
+            .and_then(|f| self.feeds.get(&Some(f.clone())))
+            .into_iter()
+            .flatten();
+        any.chain(own).any(|before| epoch.is_before(before))
     }
 }

@@ -161,10 +161,15 @@ impl RedisCache {
                 p.hgetall(h);
             }
             let contents: Vec<HashMap<String, String>> = p.query_async(&mut c).await?;
+            // Each rule's hash name once, not once per hash.
+            let named: Vec<(Option<String>, &FeedEpoch)> = feed_rules
+                .iter()
+                .map(|(f, b)| (f.map(|f| self.feed_hash(Some(f))), *b))
+                .collect();
             for (h, m) in hashes.into_iter().zip(contents) {
-                let rules: Vec<&FeedEpoch> = feed_rules
+                let rules: Vec<&FeedEpoch> = named
                     .iter()
-                    .filter(|(f, _)| f.is_none_or(|f| self.feed_hash(Some(f)) == h))
+                    .filter(|(name, _)| name.as_ref().is_none_or(|n| *n == h))
                     .map(|(_, b)| *b)
                     .collect();
                 let gone: Vec<String> = m

@@ -1,7 +1,7 @@
 //! The revocation ledger's outbox position, the per-node replay checkpoints, and the
 //! batched re-application of ledger rows, on the same PostgreSQL pool as [`PgStore`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, LedgerRow};
@@ -26,22 +26,29 @@ enum Column {
 }
 
 impl Column {
+    // `= ANY($1)` lets PostgreSQL find the rows through the column's index (an UNNEST
+    // join is planned as a hash join over the whole table, slow once it holds dead rows
+    // after a large invalidation); the cutoff of each row is looked up only for the rows
+    // found.
     fn sql(self) -> &'static str {
         match self {
             Column::VeriKey => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.veri_key = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.veri_key = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.veri_key) \
+                 RETURNING i.veri_key"
             }
             Column::SignerSetHash => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.signer_set_hash = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.signer_set_hash = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.signer_set_hash) \
+                 RETURNING i.veri_key"
             }
             Column::PolicyHash => {
-                "DELETE FROM provcache.provcache_items i \
-                 USING UNNEST($1::text[], $2::timestamptz[]) AS r(v, at) \
-                 WHERE i.policy_hash = r.v AND i.updated_at <= r.at RETURNING i.veri_key"
+                "DELETE FROM provcache.provcache_items i WHERE i.policy_hash = ANY($1) \
+                 AND i.updated_at <= (SELECT max(r.at) FROM UNNEST($1::text[], \
+                   $2::timestamptz[]) AS r(v, at) WHERE r.v = i.policy_hash) \
+                 RETURNING i.veri_key"
             }
         }
     }
@@ -106,12 +113,14 @@ impl PgStore {
         }
         if !g.key_ids.0.is_empty() {
             let keys: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM provcache.provcache_items i USING \
-                 (SELECT m.signer_set_hash AS h, max(r.at) AS at \
+                "DELETE FROM provcache.provcache_items i WHERE i.signer_set_hash IN \
+                 (SELECT m.signer_set_hash FROM provcache.prov_signer_set_members m \
+                  WHERE m.key_id = ANY($1)) \
+                 AND i.updated_at <= (SELECT max(r.at) \
                   FROM UNNEST($1::text[], $2::timestamptz[]) AS r(k, at) \
                   JOIN provcache.prov_signer_set_members m ON m.key_id = r.k \
-                  GROUP BY m.signer_set_hash) s \
-                 WHERE i.signer_set_hash = s.h AND i.updated_at <= s.at RETURNING i.veri_key",
+                  WHERE m.signer_set_hash = i.signer_set_hash) \
+                 RETURNING i.veri_key",
             )
             .bind(&g.key_ids.0)
             .bind(&g.key_ids.1)
@@ -121,38 +130,50 @@ impl PgStore {
         }
         if !g.feeds.is_empty() {
             // Epochs compare as versions or instants, which SQL cannot do on the stored
-            // text: candidates are read, compared here, and deleted by key.
-            let any_feed = g.feeds.iter().any(|(f, _, _)| f.is_none());
-            let feed_ids: Vec<String> = g.feeds.iter().filter_map(|(f, _, _)| f.clone()).collect();
+            // text: candidates are read, compared here (each parsed once, against the rules
+            // of its own feed and of every feed), and deleted by key and accepted time.
+            let mut rules: HashMap<Option<&str>, Vec<(&FeedEpoch, DateTime<Utc>)>> = HashMap::new();
+            for (f, before, at) in &g.feeds {
+                rules.entry(f.as_deref()).or_default().push((before, *at));
+            }
+            let any_feed = rules.contains_key(&None);
+            let feed_ids: Vec<&str> = rules.keys().filter_map(|f| *f).collect();
             let candidates: Vec<(String, Option<String>, String, DateTime<Utc>)> = sqlx::query_as(
                 "SELECT veri_key, feed_id, feed_epoch, updated_at \
                      FROM provcache.provcache_items \
-                     WHERE feed_epoch IS NOT NULL AND ($1 OR feed_id = ANY($2)) FOR UPDATE",
+                     WHERE feed_epoch IS NOT NULL AND ($1 OR feed_id = ANY($2))",
             )
             .bind(any_feed)
             .bind(&feed_ids)
             .fetch_all(&mut *tx)
             .await?;
-            let doomed: Vec<String> = candidates
-                .into_iter()
-                .filter(|(_, feed, epoch, updated)| {
-                    let Ok(epoch) = FeedEpoch::parse(epoch) else {
-                        return false;
-                    };
-                    g.feeds.iter().any(|(f, before, at)| {
-                        (f.is_none() || f == feed) && updated <= at && epoch.is_before(before)
-                    })
-                })
-                .map(|(k, _, _, _)| k)
-                .collect();
+            let mut doomed: Vec<String> = Vec::new();
+            let mut cutoffs: Vec<DateTime<Utc>> = Vec::new();
+            for (key, feed, epoch, updated) in candidates {
+                let Ok(epoch) = FeedEpoch::parse(&epoch) else {
+                    continue;
+                };
+                let applicable = rules
+                    .get(&None)
+                    .into_iter()
+                    .chain(feed.as_deref().and_then(|f| rules.get(&Some(f))))
+                    .flatten();
+                // The latest revocation that removes this entry decides its cutoff.
+                let cutoff = applicable
+                    .filter(|(before, _)| epoch.is_before(before))
+                    .map(|(_, at)| *at)
+                    .max();
+                if let Some(at) = cutoff.filter(|at| updated <= *at) {
+                    doomed.push(key);
+                    cutoffs.push(at);
+                }
+            }
             if !doomed.is_empty() {
-                let keys: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM provcache.provcache_items WHERE veri_key = ANY($1) \
-                     RETURNING veri_key",
-                )
-                .bind(&doomed)
-                .fetch_all(&mut *tx)
-                .await?;
+                let keys: Vec<String> = sqlx::query_scalar(Column::VeriKey.sql())
+                    .bind(&doomed)
+                    .bind(&cutoffs)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 deleted.extend(keys);
             }
         }
