@@ -21,7 +21,8 @@ lint:
 ci:
     bash .ci/run
 
-# Benchmarks: each prints our figure beside a baseline measured in the same run.
+# Benchmarks: each prints our figure beside a baseline measured in the same run
+# (chunking, merkle, provcache, ledger).
 bench:
     cargo bench --workspace
 

@@ -10,6 +10,8 @@ use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::LedgerRow;
 use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
+use actors::ledger::{self, LedgerConsumer, LedgerConsumerDeps, LedgerOutbox, LedgerOutboxDeps};
+use actors::ledger_replay::Replayer;
 use actors::ports::{EntryTier, RekorBackends};
 use actors::provcache::ProvCache;
 use actors::submitter::{self, Submitter, SubmitterDeps};
@@ -23,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::AdapterError;
+use crate::adapters::hot_sweep::HotTiers;
 use crate::adapters::jetstream::JetStreamBus;
 use crate::adapters::memory::MemoryTier;
 use crate::adapters::postgres::PgStore;
@@ -75,6 +78,7 @@ pub struct App {
     bus: JetStreamBus,
     cache: RedisCache,
     provcache: Arc<ProvCache>,
+    replayer: Replayer,
 }
 
 struct PgProbe(PgStore);
@@ -172,6 +176,12 @@ impl App {
             .with_stream_max_bytes(config.nats_stream_max_bytes);
 
         let health = Health::new();
+        // Not ready until the ledger consumer has caught up from its checkpoint.
+        health.set(
+            ledger::CATCH_UP_GATE,
+            true,
+            actors::health::ChildStatus::Starting,
+        );
         for t in Trigger::ALL {
             // Every series exists from the start, so dashboards and rate() see zeros.
             let ty = t.revocation_type().as_str();
@@ -179,10 +189,17 @@ impl App {
             metrics::counter!("provd_entries_invalidated_total", "type" => ty).absolute(0);
         }
         let mut tiers: Vec<Arc<dyn EntryTier>> = Vec::new();
-        if config.provcache.memory_entries > 0 {
-            tiers.push(Arc::new(MemoryTier::new(config.provcache.memory_entries)));
+        let memory = (config.provcache.memory_entries > 0)
+            .then(|| MemoryTier::new(config.provcache.memory_entries));
+        if let Some(m) = &memory {
+            tiers.push(Arc::new(m.clone()));
         }
         tiers.push(Arc::new(cache.clone()));
+        let replayer = Replayer::new(
+            Arc::new(store.clone()),
+            Arc::new(HotTiers::new(memory.clone(), cache.clone())),
+            config.node_id.clone(),
+        );
         let provcache = Arc::new(ProvCache::new(
             tiers,
             Arc::new(store.clone()),
@@ -228,6 +245,33 @@ impl App {
                 WriteBehind::new(wb_deps.clone(), flush_batch, flush_interval),
                 (),
             )
+        }));
+        // The ledger: the outbox publishes new rows; this node's consumer catches up from its
+        // checkpoint (before `/readyz` turns green, and after each NATS reconnect) and then
+        // purges its own hot tiers for every published row.
+        let outbox_deps = LedgerOutboxDeps {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store.clone()),
+            subjects: subjects.clone(),
+            source: format!("urn:provd:{}", config.node_id),
+        };
+        children.push(ChildSpec::new(ledger::OUTBOX_NAME, true, move || {
+            (
+                LedgerOutbox::new(outbox_deps.clone(), Duration::from_millis(200)),
+                (),
+            )
+        }));
+        let consumer_deps = LedgerConsumerDeps {
+            bus: Arc::new(bus.clone()),
+            store: Arc::new(store.clone()),
+            replayer: replayer.clone(),
+            subjects: subjects.clone(),
+            started_at: deps.started_at,
+            health: health.clone(),
+            reconnects: Some(bus.reconnects()),
+        };
+        children.push(ChildSpec::new(ledger::CONSUMER_NAME, true, move || {
+            (LedgerConsumer::new(consumer_deps.clone()), ())
         }));
         // No backend configured: the submission API answers 503 and no submitter runs.
         let rekor: Option<RekorBackends> = if config.rekor.backends.is_empty() {
@@ -282,6 +326,7 @@ impl App {
             rekor,
         };
         http::proofs::describe_metrics();
+        ledger::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Listen {
@@ -327,6 +372,7 @@ impl App {
             bus,
             cache,
             provcache,
+            replayer,
         })
     }
 
@@ -358,6 +404,11 @@ impl App {
     /// The provenance cache over its tiers.
     pub fn provcache(&self) -> &Arc<ProvCache> {
         &self.provcache
+    }
+
+    /// The replay of this node's ledger checkpoint over its tiers (what `provd replay` runs).
+    pub fn replayer(&self) -> &Replayer {
+        &self.replayer
     }
 
     /// The root supervisor (tests add children to it).

@@ -263,8 +263,11 @@ impl Invalidator {
                 if !outcome.deleted_keys.is_empty()
                     && let Err(e) = self.deps.cache.purge(&outcome.deleted_keys).await
                 {
+                    // Not lost: every node's ledger consumer (this one's too) purges its hot
+                    // tiers again by the row's criterion when the outbox publishes it, and
+                    // naks and retries until that purge succeeds.
                     metrics::counter!("provd_hot_cache_purge_errors_total").increment(1);
-                    tracing::warn!(error = %e, "hot-tier purge failed; entries expire by TTL");
+                    tracing::warn!(error = %e, "hot-tier purge failed; the ledger consumer retries it");
                 }
                 if let Err(e) = delivery.ack().await {
                     // The effect is committed; a redelivery is recognised as a duplicate.

@@ -2,9 +2,10 @@
 //!
 //! * [`domain`]: synchronous logic with no I/O (Merkle, notes, VeriKey, invalidation rules).
 //! * [`ports`]: the narrow async traits actors use to reach stores, caches and the bus.
-//! * [`supervisor`], [`invalidator`], [`write_behind`]: the actors; [`health`] is what
+//! * [`supervisor`], [`invalidator`], [`write_behind`], [`ledger`]: the actors; [`health`] is what
 //!   `/readyz` reads.
 //! * [`provcache`]: the cache's read and write paths over the tiers.
+//! * [`ledger_replay`]: catch-up from the revocation ledger (start-up, reconnect, CLI).
 //! * `testing` (feature): in-memory fakes of the ports for unit tests.
 //!
 //! This crate never names a database, cache, broker or HTTP library: adapters live in the
@@ -13,6 +14,8 @@
 pub mod domain;
 pub mod health;
 pub mod invalidator;
+pub mod ledger;
+pub mod ledger_replay;
 pub mod ports;
 pub mod provcache;
 pub mod pump;

@@ -408,6 +408,48 @@ impl RekorBackends {
     }
 }
 
+/// The revocation ledger as the outbox publisher sees it.
+#[async_trait]
+pub trait LedgerOutboxStore: Send + Sync + 'static {
+    /// The highest `seq_no` already published (0 when none).
+    async fn published_seq_no(&self) -> Result<i64, PortError>;
+    /// Records that every row up to `seq_no` is published; never moves backwards.
+    async fn set_published_seq_no(&self, seq_no: i64) -> Result<(), PortError>;
+    /// Ledger rows with `seq_no > after`, oldest first, at most `limit`.
+    async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError>;
+}
+
+/// The ledger and this node's replay checkpoint, as a replay sees them.
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
+    /// Ledger rows with `seq_no > after`, oldest first, at most `limit`.
+    async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError>;
+    /// The highest `seq_no` in the ledger (0 when empty).
+    async fn ledger_head(&self) -> Result<i64, PortError>;
+    /// The last `seq_no` this node applied (0 when it never did).
+    async fn checkpoint(&self, node_id: &str) -> Result<i64, PortError>;
+    /// Records that this node applied every row up to `seq_no`; never moves backwards.
+    /// Returns the stored checkpoint.
+    async fn save_checkpoint(&self, node_id: &str, seq_no: i64) -> Result<i64, PortError>;
+    /// Re-applies these revocations to the durable tier: deletes every entry matching a
+    /// row's criterion that was accepted no later than the row was recorded (so a later,
+    /// legitimate write survives). Idempotent. Returns the VeriKeys deleted.
+    async fn reapply(&self, rows: &[LedgerRow]) -> Result<Vec<String>, PortError>;
+}
+
+/// The hot tiers (in-process, Valkey/Redis) purged by criterion: a node removes what its
+/// own tiers hold for revocations made anywhere.
+#[async_trait]
+pub trait HotTierSweep: Send + Sync + 'static {
+    /// Removes every hot entry matching one of `criteria`, and these VeriKeys. Returns the
+    /// VeriKeys that were present and are now gone (each once).
+    async fn sweep(
+        &self,
+        criteria: &[crate::domain::invalidation::Criterion],
+        veri_keys: &[String],
+    ) -> Result<Vec<String>, PortError>;
+}
+
 /// A submission to record when it is first seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSubmission {

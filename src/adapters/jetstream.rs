@@ -27,6 +27,7 @@ pub struct JetStreamBus {
     js: jetstream::Context,
     subjects: Subjects,
     streams_ready: std::sync::Arc<OnceCell<()>>,
+    reconnects: tokio::sync::watch::Receiver<u64>,
     max_bytes: Option<i64>,
 }
 
@@ -42,8 +43,19 @@ impl JetStreamBus {
     /// Connects to `url`. The connection is retried in the background when NATS is down,
     /// so provd starts and reports not-ready instead of exiting.
     pub async fn connect(url: &str, subjects: Subjects) -> Result<Self, AdapterError> {
+        // Counts (re)connections, so the ledger consumer catches up after a partition.
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+        let reconnected = std::sync::Arc::new(reconnected);
         let client = async_nats::ConnectOptions::new()
             .name("provd")
+            .event_callback(move |event| {
+                let reconnected = reconnected.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        reconnected.send_modify(|n| *n += 1);
+                    }
+                }
+            })
             .connection_timeout(Duration::from_secs(3))
             .retry_on_initial_connect()
             .connect(url)
@@ -55,6 +67,7 @@ impl JetStreamBus {
             js,
             subjects,
             streams_ready: std::sync::Arc::new(OnceCell::new()),
+            reconnects,
             max_bytes: None,
         })
     }
@@ -70,6 +83,11 @@ impl JetStreamBus {
     /// Whether the connection to NATS is up.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// A counter that grows on every (re)connection to NATS.
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnects.clone()
     }
 
     /// The deployment's subjects.

@@ -69,6 +69,23 @@ impl MemoryTier {
     }
 }
 
+impl MemoryTier {
+    /// Removes every entry `doomed` picks; returns their VeriKeys. One pass over the tier,
+    /// so a ledger sweep matches a whole batch of revocations at once.
+    pub async fn remove_matching(&self, doomed: impl Fn(&Entry) -> bool) -> Vec<String> {
+        let keys: Vec<String> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| doomed(e))
+            .map(|(k, _)| String::clone(&k))
+            .collect();
+        for k in &keys {
+            self.cache.invalidate(k).await;
+        }
+        keys
+    }
+}
+
 #[async_trait]
 impl EntryTier for MemoryTier {
     fn name(&self) -> &'static str {

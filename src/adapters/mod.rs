@@ -2,6 +2,8 @@
 //!
 //! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
+//! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
+//! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
 //! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
@@ -9,10 +11,12 @@
 //! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
 //!   wrapper, and `build_backends` for the configured ones.
 
+pub mod hot_sweep;
 pub mod jetstream;
 pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
+pub mod postgres_ledger;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;

@@ -23,7 +23,7 @@ const PURGE_BATCH: usize = 1000;
 pub struct RedisCache {
     client: redis::Client,
     conn: std::sync::Arc<OnceCell<ConnectionManager>>,
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -50,7 +50,7 @@ impl RedisCache {
         self.conn().await
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, AdapterError> {
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager, AdapterError> {
         let cm = self
             .conn
             .get_or_try_init(|| async {
@@ -139,13 +139,9 @@ impl EntryTier for RedisCache {
         }
         let bytes = serde_json::to_vec(&**entry)
             .map_err(|e| AdapterError::Corrupt(format!("entry {}: {e}", entry.veri_key)))?;
-        let mut c = self.conn().await?;
-        // PX keeps Redis's expiry within a millisecond of the entry's own.
-        let _: () = c
-            .pset_ex(self.entry_key(&entry.veri_key), bytes, left as u64)
-            .await
-            .map_err(AdapterError::from)?;
-        Ok(())
+        // The entry and its criterion indexes go in together, so a ledger sweep on this
+        // node finds it (see `hot_sweep.rs`).
+        Ok(self.put_indexed(entry, bytes, left as u64).await?)
     }
 
     async fn remove(&self, veri_keys: &[String]) -> Result<(), PortError> {

@@ -6,6 +6,7 @@
 
 pub mod devlog;
 pub mod rekor_log;
+pub mod replay;
 mod service;
 mod submit;
 pub mod tiles;
@@ -45,6 +46,12 @@ pub enum Command {
         after_help = "Example:\n  provd migrate --database-url postgres://postgres@127.0.0.1:5432/provd"
     )]
     Migrate(service::MigrateArgs),
+    /// Replay the revocation ledger from this node's checkpoint (or `--since`) into
+    /// PostgreSQL and this node's Valkey/Redis tier.
+    #[command(
+        after_help = "Re-applies every revocation after the checkpoint (idempotent: entries accepted after a\nrevocation stay), saves the checkpoint after each batch, and ends with\n`replayed <N> revocations, <M> entries invalidated, checkpoint <seq>`.\n\nExample:\n  provd replay --since 0 --batch-size 5000\n  provd replay --dry-run"
+    )]
+    Replay(replay::ReplayArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -90,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => service::serve(config_path.as_deref(), args),
         Command::Migrate(args) => service::migrate(config_path.as_deref(), args),
+        Command::Replay(args) => replay::run(config_path.as_deref(), args),
         Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
         Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
         Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),

@@ -29,7 +29,7 @@ pub struct ConnectionFlags {
 }
 
 impl ConnectionFlags {
-    fn apply(&self, raw: &mut RawConfig) {
+    pub(crate) fn apply(&self, raw: &mut RawConfig) {
         if let Some(v) = &self.database_url {
             raw.database_url = Some(v.clone());
         }
