@@ -21,13 +21,10 @@ use tokio::sync::oneshot;
 use crate::domain::DomainError;
 use crate::domain::invalidation::{Invalidation, RevocationType};
 use crate::ports::{
-    ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEvent,
-    RejectedEventStore, StartPosition,
+    ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEventStore,
+    StartPosition,
 };
-use crate::pump;
-
-/// Largest payload kept when an event is rejected.
-const MAX_KEPT_PAYLOAD: usize = 64 * 1024;
+use crate::{pump, rejected};
 
 /// The event that drives an invalidator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,35 +207,15 @@ impl Invalidator {
         let inv = match self.trigger.decode(delivery.payload()) {
             Ok(inv) => inv,
             Err(rej) => {
-                tracing::warn!(
-                    subject = delivery.subject(),
-                    reason = rej.reason,
-                    detail = %rej.detail,
-                    event_id = rej.event_id.as_deref().unwrap_or("-"),
-                    "rejected event"
-                );
-                metrics::counter!(
-                    "provd_events_rejected_total",
-                    "subject" => base_subject,
-                    "reason" => rej.reason
+                rejected::reject(
+                    self.deps.rejects.as_ref(),
+                    delivery,
+                    base_subject,
+                    rej.reason,
+                    rej.detail,
+                    rej.event_id,
                 )
-                .increment(1);
-                let payload = delivery.payload();
-                let record = RejectedEvent {
-                    subject: delivery.subject().to_owned(),
-                    event_id: rej.event_id,
-                    reason: rej.reason.to_owned(),
-                    detail: rej.detail,
-                    payload: payload[..payload.len().min(MAX_KEPT_PAYLOAD)].to_vec(),
-                    rejected_at: Utc::now(),
-                };
-                if let Err(e) = self.deps.rejects.record_rejected(&record).await {
-                    // The counter and the log line above still record it.
-                    tracing::warn!(error = %e, "could not store rejected event");
-                }
-                if let Err(e) = delivery.term().await {
-                    tracing::warn!(error = %e, "could not terminate rejected event");
-                }
+                .await;
                 return;
             }
         };
@@ -308,42 +285,18 @@ impl Actor for Invalidator {
         let spec = self
             .trigger
             .consumer(&self.deps.subjects, self.deps.started_at);
-        let bus = self.deps.bus.clone();
-        let batch = self.batch_size;
-        let name = self.trigger.name();
-        state.pump = Some(pump::Pump::spawn(async move {
-            loop {
-                let mut sub = pump::subscribe(bus.as_ref(), &spec, name).await;
-                let mut failures: u32 = 0;
-                while pump::actor_alive(&myself) {
-                    match sub.next_batch(batch, Duration::from_secs(1)).await {
-                        Ok(b) if b.is_empty() => failures = 0,
-                        Ok(b) => {
-                            failures = 0;
-                            let handed = pump::hand_over(&myself, b, InvalidatorMsg::Batch, |m| {
-                                let InvalidatorMsg::Batch(b, _) = m;
-                                Some(b)
-                            })
-                            .await;
-                            if !handed {
-                                // The actor is gone; its replacement starts a new pump.
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let delay = pump::retry_delay(failures);
-                            tracing::warn!(actor = name, error = %e, delay_ms = delay.as_millis() as u64, "event subscription failed; resubscribing");
-                            tokio::time::sleep(delay).await;
-                            break;
-                        }
-                    }
-                }
-                if !pump::actor_alive(&myself) {
-                    return;
-                }
-            }
-        }));
+        state.pump = Some(pump::Pump::spawn(pump::run_batches(
+            self.deps.bus.clone(),
+            spec,
+            self.trigger.name(),
+            self.batch_size,
+            myself,
+            InvalidatorMsg::Batch,
+            |m| {
+                let InvalidatorMsg::Batch(b, _) = m;
+                Some(b)
+            },
+        )));
         Ok(())
     }
 

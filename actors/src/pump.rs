@@ -87,6 +87,46 @@ pub async fn hand_over<M: ractor::Message>(
     }
 }
 
+/// The whole pump of an actor that settles each batch it is handed: subscribe, pull up to
+/// `batch` messages at a time, hand each non-empty batch over and wait until it is settled,
+/// and resubscribe with backoff when the subscription fails. Returns when the actor is gone.
+pub async fn run_batches<M: ractor::Message>(
+    bus: std::sync::Arc<dyn EventBus>,
+    spec: ConsumerSpec,
+    actor_name: &'static str,
+    batch: usize,
+    actor: ActorRef<M>,
+    wrap: impl Fn(Vec<Box<dyn Delivery>>, oneshot::Sender<()>) -> M,
+    unwrap: impl Fn(M) -> Option<Vec<Box<dyn Delivery>>>,
+) {
+    loop {
+        let mut sub = subscribe(bus.as_ref(), &spec, actor_name).await;
+        let mut failures: u32 = 0;
+        while actor_alive(&actor) {
+            match sub.next_batch(batch, Duration::from_secs(1)).await {
+                Ok(b) if b.is_empty() => failures = 0,
+                Ok(b) => {
+                    failures = 0;
+                    if !hand_over(&actor, b, &wrap, &unwrap).await {
+                        // The actor is gone; its replacement starts a new pump.
+                        return;
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = retry_delay(failures);
+                    tracing::warn!(actor = actor_name, error = %e, delay_ms = delay.as_millis() as u64, "subscription failed; resubscribing");
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+            }
+        }
+        if !actor_alive(&actor) {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::retry_delay;

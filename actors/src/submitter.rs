@@ -467,44 +467,18 @@ impl Actor for Submitter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let spec = self.consumer();
-        let bus = self.deps.bus.clone();
-        let batch = self.config.batch_size.max(1);
-        state.pump = Some(pump::Pump::spawn(async move {
-            loop {
-                let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
-                let mut failures: u32 = 0;
-                while pump::actor_alive(&myself) {
-                    match sub.next_batch(batch, Duration::from_secs(1)).await {
-                        Ok(b) if b.is_empty() => {
-                            failures = 0;
-                            metrics::gauge!("provd_rekor_submission_queue_depth").set(0.0);
-                        }
-                        Ok(b) => {
-                            failures = 0;
-                            let handed = pump::hand_over(&myself, b, SubmitterMsg::Batch, |m| {
-                                let SubmitterMsg::Batch(b, _) = m;
-                                Some(b)
-                            })
-                            .await;
-                            if !handed {
-                                // The actor is gone; its replacement starts a new pump.
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let delay = pump::retry_delay(failures);
-                            tracing::warn!(actor = NAME, error = %e, delay_ms = delay.as_millis() as u64, "submission queue subscription failed; resubscribing");
-                            tokio::time::sleep(delay).await;
-                            break;
-                        }
-                    }
-                }
-                if !pump::actor_alive(&myself) {
-                    return;
-                }
-            }
-        }));
+        state.pump = Some(pump::Pump::spawn(pump::run_batches(
+            self.deps.bus.clone(),
+            spec,
+            NAME,
+            self.config.batch_size.max(1),
+            myself,
+            SubmitterMsg::Batch,
+            |m| {
+                let SubmitterMsg::Batch(b, _) = m;
+                Some(b)
+            },
+        )));
         Ok(())
     }
 
