@@ -88,15 +88,8 @@ fn submission_json(s: &SubmissionRecord, receipt: Option<&StoredReceipt>) -> Val
 }
 
 /// Puts a submission in the queue. The message id makes a repeated publish one message.
-async fn enqueue(s: &AppState, msg_id: &str, record: &SubmissionRecord) -> Result<(), ApiError> {
-    let event = CloudEvent::new(
-        format!("urn:provd:node:{}", s.node_id),
-        SubmissionRequested {
-            backend: Some(record.backend.clone()),
-            envelope: record.envelope.clone(),
-            verifier_keys: record.verifier_keys.clone(),
-        },
-    );
+async fn enqueue(s: &AppState, msg_id: &str, request: SubmissionRequested) -> Result<(), ApiError> {
+    let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request);
     let subject = s.subjects.subject(EventKind::SubmissionRequested);
     s.bus
         .publish(&subject, msg_id, event.to_json())
@@ -105,6 +98,15 @@ async fn enqueue(s: &AppState, msg_id: &str, record: &SubmissionRecord) -> Resul
             tracing::warn!(error = %e, "cannot queue submission");
             ApiError::Unavailable("the event bus is unavailable; try again".into())
         })
+}
+
+/// The queue message for a submission.
+fn request(backend: &str, envelope: &Value, verifier_keys: &[String]) -> SubmissionRequested {
+    SubmissionRequested {
+        backend: Some(backend.to_owned()),
+        envelope: envelope.clone(),
+        verifier_keys: verifier_keys.to_vec(),
+    }
 }
 
 async fn submit(
@@ -160,19 +162,12 @@ async fn submit(
     };
     // Queue first, then record: a recorded submission is always in the queue (the actor
     // records one it finds missing).
-    let pending = SubmissionRecord {
-        id: id.clone(),
-        backend: new.backend.clone(),
-        status: SubmissionStatus::Queued,
-        envelope: new.envelope.clone(),
-        verifier_keys: new.verifier_keys.clone(),
-        attempts: 0,
-        last_error: None,
-        entry_uuid: None,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    };
-    enqueue(&s, &id, &pending).await?;
+    enqueue(
+        &s,
+        &id,
+        request(&new.backend, &new.envelope, &new.verifier_keys),
+    )
+    .await?;
     let stored = s
         .submissions
         .ensure_submission(&new)
@@ -236,7 +231,12 @@ async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Resp
     }
     // A fresh message id: the original one may still be inside the deduplication window.
     let msg_id = format!("{id}:retry:{}", uuid::Uuid::now_v7());
-    enqueue(&s, &msg_id, &sub).await?;
+    enqueue(
+        &s,
+        &msg_id,
+        request(&sub.backend, &sub.envelope, &sub.verifier_keys),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": sub.id, "status": sub.status.as_str()})),
