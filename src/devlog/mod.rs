@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 pub(crate) use writer::CommitError;
 
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
-use actors::domain::log::{LogError, LogTree, checkpoint_key_id, forged_note, signed_checkpoint};
+use actors::domain::log::{LogError, LogTree, forged_note, signed_checkpoint};
 use actors::domain::note::Signer;
 use actors::domain::receipt::TrustedLog;
 use base64::Engine as _;
@@ -357,7 +357,7 @@ impl DevLog {
             v1_log_id: v1_public.spki_sha256(),
             v1_vkey: v1_signer.verifier().to_vkey(),
             v2_public_key_pem: pem(&v2_public)?,
-            v2_log_id: checkpoint_key_id(&meta.origin, &v2_public),
+            v2_log_id: v2_signer.verifier().key_id(),
             v2_vkey: v2_signer.verifier().to_vkey(),
             v1_key: v1_public,
             v2_key: v2_public,

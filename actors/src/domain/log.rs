@@ -15,10 +15,9 @@
 
 use std::collections::HashMap;
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::keys::{PrivateKey, PublicKey};
+use super::keys::PrivateKey;
 use super::merkle::{
     Hash, MerkleError, consistency_proof_with, empty_root, inclusion_proof_with, leaf_hash,
     node_hash, range_hash_with,
@@ -262,21 +261,6 @@ pub fn forged_note(text: &str, genuine: &Verifier, wrong: &PrivateKey) -> Result
     Ok(Note::new(text, vec![signature])?.to_text())
 }
 
-/// The full 32-byte checkpoint key ID that Rekor v2 returns as `logId.keyId`:
-/// SHA-256(name || "\n" || 0x01 || key) for Ed25519, SHA-256(DER SPKI) for ECDSA (whose first
-/// 4 bytes are the note key hint in both cases).
-pub fn checkpoint_key_id(name: &str, key: &PublicKey) -> [u8; 32] {
-    match key {
-        PublicKey::Ed25519(k) => Sha256::new()
-            .chain_update(name.as_bytes())
-            .chain_update([b'\n', 0x01])
-            .chain_update(k.as_bytes())
-            .finalize()
-            .into(),
-        PublicKey::P256(_) => key.spki_sha256(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,7 +382,7 @@ mod tests {
             verify_checkpoint(forged.as_bytes(), &verifiers, None),
             Err(NoteError::InvalidSignature { .. })
         ));
-        let id = checkpoint_key_id("dev.log", signer.verifier().public_key());
+        let id = signer.verifier().key_id();
         assert_eq!(
             u32::from_be_bytes(id[..4].try_into().unwrap()),
             signer.verifier().key_hint()
