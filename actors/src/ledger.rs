@@ -304,7 +304,9 @@ impl LedgerConsumer {
     }
 
     /// Catches up from the ledger until it succeeds, holding the readiness gate closed.
-    async fn catch_up(deps: &LedgerConsumerDeps) {
+    /// `trigger` (`start` or `reconnect`) labels the metric.
+    async fn catch_up(deps: &LedgerConsumerDeps, trigger: &'static str) {
+        metrics::counter!("provd_ledger_catch_ups_total", "trigger" => trigger).increment(1);
         deps.health.set(CATCH_UP_GATE, true, ChildStatus::Starting);
         let mut failures = 0u32;
         loop {
@@ -447,9 +449,11 @@ impl Actor for LedgerConsumer {
             if let Some(r) = reconnects.as_mut() {
                 r.mark_unchanged();
             }
+            let mut trigger = "start";
             loop {
                 // Catch up before consuming (and before the node reports ready).
-                Self::catch_up(&deps).await;
+                Self::catch_up(&deps, trigger).await;
+                trigger = "reconnect";
                 let mut sub = pump::subscribe(deps.bus.as_ref(), &spec, CONSUMER_NAME).await;
                 let mut failures: u32 = 0;
                 loop {

@@ -20,6 +20,7 @@ pub mod postgres_ledger;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
+pub mod tcp_nodelay;
 
 use actors::ports::PortError;
 

@@ -173,9 +173,17 @@ impl PgStore {
             Postgres::create_database(url).await?;
         }
         let opts = PgConnectOptions::from_str(url)?;
+        let port = opts.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx 0.9.0 leaves Nagle on; see `tcp_nodelay`.
+            .after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    super::tcp_nodelay::set_on_sockets_to(port);
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
         Ok(PgStore { pool })

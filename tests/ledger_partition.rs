@@ -1,0 +1,276 @@
+//! A node cut off from NATS catches up from the ledger the moment its connection comes back.
+//!
+//! Node A runs on the shared NATS server. Node B shares A's PostgreSQL but talks to a NATS
+//! server of its own, started by the test from the machine's `nats-server` binary, so the
+//! test can take B's NATS away and bring it back without disturbing anything else. While B
+//! is cut off, A revokes a signer; A's outbox publishes the ledger row where B cannot see it,
+//! so only B's reconnect catch-up can purge B's hot tier.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
+use chrono::Utc;
+use common::{READ_TOKEN, TestApp, eventually, fresh_veri_key};
+use provd::adapters::redis::RedisCache;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A NATS server with JetStream owned by this test: its own port and store directory.
+struct PrivateNats {
+    binary: PathBuf,
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    /// Finds `nats-server` (`PROVD_TEST_NATS_SERVER`, `PATH`, `/usr/sbin`), or `None` after
+    /// saying why; under `CI=true` a missing binary is a failure.
+    fn binary() -> Option<PathBuf> {
+        let candidates = std::env::var_os("PROVD_TEST_NATS_SERVER")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(
+                std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| d.join("nats-server")),
+            )
+            .chain([PathBuf::from("/usr/sbin/nats-server")]);
+        for c in candidates {
+            if c.is_file() {
+                return Some(c);
+            }
+        }
+        let msg = "nats-server not found (set PROVD_TEST_NATS_SERVER, or install it as \
+                   `just services` expects)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg} (CI=true: a missing service is a failure)");
+        }
+        eprintln!("SKIPPED: {msg}");
+        None
+    }
+
+    fn start() -> Option<PrivateNats> {
+        let mut nats = PrivateNats {
+            binary: Self::binary()?,
+            port: common::dead_port(),
+            store: tempfile::tempdir().expect("store dir"),
+            child: None,
+        };
+        nats.spawn();
+        Some(nats)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on this port and store, and waits until it accepts connections.
+    fn spawn(&mut self) {
+        let child = Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the private nats-server never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server at once, as a crash or a cut link would.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn entry(signer_set: &str, key: &str) -> Entry {
+    let now = Utc::now();
+    let verdict = json!({"decision": "allow"});
+    Entry {
+        veri_key: fresh_veri_key(),
+        verdict_hash: verdict_hash(&verdict),
+        verdict,
+        proof_root: None,
+        trust_score: 80,
+        policy_hash: "sha256:pol".into(),
+        signer_set_hash: signer_set.to_owned(),
+        signer_key_ids: vec![key.to_owned()],
+        feed_id: Some("osv".into()),
+        feed_epoch: Some("1.0.0".into()),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    }
+}
+
+async fn status(t: &TestApp, key: &str) -> u16 {
+    t.http
+        .get(t.url(&format!("/api/v1/provcache/entries/{key}")))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("get entry")
+        .status()
+        .as_u16()
+}
+
+async fn publish(t: &TestApp, subject: &str, event: &Value) {
+    let client = async_nats::connect(&t.services.nats_url)
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        event["id"].as_str().expect("event id").to_owned(),
+    );
+    js.publish_with_headers(
+        format!("{}.{subject}", t.config.nats_prefix),
+        headers,
+        serde_json::to_vec(event).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+}
+
+#[tokio::test]
+async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
+    let Some(mut nats) = PrivateNats::start() else {
+        return;
+    };
+    let Some(a) =
+        TestApp::start_with(|c| c.provcache.flush_interval = Duration::from_millis(200)).await
+    else {
+        return;
+    };
+    let db = a.config.database_url.clone();
+    let b_nats = nats.url();
+    let Some(b) = TestApp::start_with(|c| {
+        c.database_url = db;
+        c.nats_url = b_nats;
+    })
+    .await
+    else {
+        return;
+    };
+
+    let revoked = entry("sha256:set-partition", "key-partition");
+    let kept = entry("sha256:set-kept", "key-kept");
+    let writes: Vec<EntryWrite> = [&revoked, &kept]
+        .iter()
+        .map(|e| EntryWrite {
+            write_id: uuid::Uuid::now_v7(),
+            accepted_at: Utc::now(),
+            entry: (*e).clone(),
+        })
+        .collect();
+    a.app.store().upsert_writes(&writes).await.expect("seed");
+    for e in [&revoked, &kept] {
+        assert_eq!(status(&b, &e.veri_key).await, 200, "B reads {}", e.veri_key);
+    }
+    let b_redis = RedisCache::new(&b.config.redis_url, &b.config.redis_prefix).expect("redis");
+    let in_b = |key: String| {
+        let r = b_redis.clone();
+        async move { r.get_entry(&key).await.expect("redis").is_some() }
+    };
+    assert!(in_b(revoked.veri_key.clone()).await);
+    let reconnects_before = b
+        .metric("provd_ledger_catch_ups_total", &[("trigger", "reconnect")])
+        .await;
+
+    // Cut B off, then revoke through A.
+    nats.kill();
+    let ev = json!({
+        "specversion": "1.0",
+        "id": uuid::Uuid::now_v7().to_string(),
+        "source": "urn:example:test",
+        "type": "dev.provd.signer.revoked.v1",
+        "time": "2026-11-22T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": {"signer_key_id": "key-partition", "reason": "key compromised"},
+    });
+    publish(&a, "prov.events.signer.revoked", &ev).await;
+    let head = eventually("A's ledger row", WAIT, || async {
+        let h = a.app.store().ledger_head().await.ok()?;
+        (h > 0).then_some(h)
+    })
+    .await;
+    assert_eq!(status(&a, &revoked.veri_key).await, 404);
+    // B cannot have heard of it: its hot tier still holds the entry.
+    assert!(in_b(revoked.veri_key.clone()).await);
+    assert!(
+        b.app
+            .store()
+            .replay_checkpoint(&b.config.node_id)
+            .await
+            .expect("checkpoint")
+            < head
+    );
+
+    // B's NATS comes back: B catches up from the ledger by itself.
+    nats.spawn();
+    eventually("B's checkpoint to reach the ledger head", WAIT, || async {
+        let cp = b
+            .app
+            .store()
+            .replay_checkpoint(&b.config.node_id)
+            .await
+            .ok()?;
+        (cp >= head).then_some(())
+    })
+    .await;
+    assert!(!in_b(revoked.veri_key.clone()).await, "B still serves it");
+    assert!(in_b(kept.veri_key.clone()).await, "B lost an entry");
+    assert_eq!(status(&b, &revoked.veri_key).await, 404);
+    assert_eq!(status(&b, &kept.veri_key).await, 200);
+    let reconnects_after = b
+        .metric("provd_ledger_catch_ups_total", &[("trigger", "reconnect")])
+        .await;
+    assert!(
+        reconnects_after > reconnects_before,
+        "the catch-up did not come from the reconnect ({reconnects_before} → {reconnects_after})"
+    );
+    // And B reports ready again once it has caught up.
+    eventually("B ready", WAIT, || async {
+        let s = b.http.get(b.url("/readyz")).send().await.ok()?.status();
+        (s == 200).then_some(())
+    })
+    .await;
+
+    let TestApp { app, db, .. } = b;
+    app.stop().await;
+    db.drop_db().await;
+    a.finish().await;
+}
