@@ -10,8 +10,12 @@
 //! | `<prefix>ix:ss:<signer_set_hash>` | set | VeriKeys |
 //! | `<prefix>ix:pol:<policy_hash>` | set | VeriKeys |
 //! | `<prefix>ix:kid:<key_id>` | set | signer-set hashes containing the key |
-//! | `<prefix>ix:feed:<feed_id>` (`ix:feed0` without a feed) | hash | VeriKey → epoch |
-//! | `<prefix>ix:feeds` | set | the feed hashes' names |
+//! | `<prefix>ix:fep:<feed_id>` (`ix:fep0` without a feed) | set | the feed's epochs in use |
+//! | `<prefix>ix:fev:<feed_id>:<epoch>` (`ix:fev0:<epoch>`) | set | VeriKeys at that epoch |
+//! | `<prefix>ix:feeds` | set | the epoch sets' names |
+//!
+//! Entries are grouped by epoch because a feed holds many entries but few epochs: a sweep
+//! compares each epoch once and reads only the VeriKeys of the epochs it removes.
 //!
 //! A stale index member (an entry that expired or was removed) costs one `DEL` of a key
 //! that is gone; an entry is never missed, because it cannot be written without its index.
@@ -37,10 +41,20 @@ impl RedisCache {
         format!("{}ix:{kind}:{value}", self.prefix)
     }
 
-    fn feed_hash(&self, feed_id: Option<&str>) -> String {
+    /// The set of epochs in use for a feed.
+    fn feed_epochs(&self, feed_id: Option<&str>) -> String {
         match feed_id {
-            Some(f) => self.ix("feed", f),
-            None => format!("{}ix:feed0", self.prefix),
+            Some(f) => self.ix("fep", f),
+            None => format!("{}ix:fep0", self.prefix),
+        }
+    }
+
+    /// The set of VeriKeys at one epoch of a feed, named after the feed's epoch set.
+    fn feed_epoch_members(&self, epochs_key: &str, epoch: &str) -> String {
+        let feed = &epochs_key[self.prefix.len()..];
+        match feed.strip_prefix("ix:fep:") {
+            Some(f) => format!("{}ix:fev:{f}:{epoch}", self.prefix),
+            None => format!("{}ix:fev0:{epoch}", self.prefix),
         }
     }
 
@@ -75,10 +89,13 @@ impl RedisCache {
             indexes.push(kid);
         }
         if let Some(epoch) = &entry.feed_epoch {
-            let h = self.feed_hash(entry.feed_id.as_deref());
-            p.hset(&h, vk, epoch).ignore();
-            p.sadd(self.feeds_key(), &h).ignore();
-            indexes.push(h);
+            let epochs = self.feed_epochs(entry.feed_id.as_deref());
+            let members = self.feed_epoch_members(&epochs, epoch);
+            p.sadd(&members, vk).ignore();
+            p.sadd(&epochs, epoch).ignore();
+            p.sadd(self.feeds_key(), &epochs).ignore();
+            indexes.push(members);
+            indexes.push(epochs);
             indexes.push(self.feeds_key());
         }
         // An index lives at least as long as the longest-lived entry it names: NX sets a
@@ -142,46 +159,10 @@ impl RedisCache {
                 fetched.push((k, m));
             }
         }
-        let mut feed_doomed: Vec<(String, Vec<String>)> = Vec::new();
         if !feed_rules.is_empty() {
-            let mut hashes: BTreeSet<String> = feed_rules
-                .iter()
-                .filter_map(|(f, _)| f.map(|f| self.feed_hash(Some(f))))
-                .collect();
-            if feed_rules.iter().any(|(f, _)| f.is_none()) {
-                let all: Vec<String> = redis::cmd("SMEMBERS")
-                    .arg(self.feeds_key())
-                    .query_async(&mut c)
-                    .await?;
-                hashes.extend(all);
-            }
-            let hashes: Vec<String> = hashes.into_iter().collect();
-            let mut p = redis::pipe();
-            for h in &hashes {
-                p.hgetall(h);
-            }
-            let contents: Vec<HashMap<String, String>> = p.query_async(&mut c).await?;
-            // Each rule's hash name once, not once per hash.
-            let named: Vec<(Option<String>, &FeedEpoch)> = feed_rules
-                .iter()
-                .map(|(f, b)| (f.map(|f| self.feed_hash(Some(f))), *b))
-                .collect();
-            for (h, m) in hashes.into_iter().zip(contents) {
-                let rules: Vec<&FeedEpoch> = named
-                    .iter()
-                    .filter(|(name, _)| name.as_ref().is_none_or(|n| *n == h))
-                    .map(|(_, b)| *b)
-                    .collect();
-                let gone: Vec<String> = m
-                    .into_iter()
-                    .filter(|(_, epoch)| {
-                        FeedEpoch::parse(epoch)
-                            .is_ok_and(|e| rules.iter().any(|before| e.is_before(before)))
-                    })
-                    .map(|(vk, _)| vk)
-                    .collect();
-                doomed.extend(gone.iter().cloned());
-                feed_doomed.push((h, gone));
+            fetched.extend(self.feed_members_before(&mut c, &feed_rules).await?);
+            for (_, m) in &fetched {
+                doomed.extend(m.iter().cloned());
             }
         }
         let doomed: Vec<String> = doomed.into_iter().collect();
@@ -207,14 +188,73 @@ impl RedisCache {
             p.srem(k, m).ignore();
             any = true;
         }
-        for (h, m) in feed_doomed.iter().filter(|(_, m)| !m.is_empty()) {
-            p.hdel(h, m).ignore();
-            any = true;
-        }
         if any {
             let () = p.query_async(&mut c).await?;
         }
         Ok(removed)
+    }
+}
+
+impl RedisCache {
+    /// The epoch sets of the feeds `rules` name (every feed for a rule without one) whose
+    /// epoch comes before an applicable rule's, with their VeriKeys.
+    async fn feed_members_before(
+        &self,
+        c: &mut redis::aio::ConnectionManager,
+        rules: &[(Option<&str>, &FeedEpoch)],
+    ) -> Result<Vec<(String, Vec<String>)>, AdapterError> {
+        // Only the latest epoch of each kind matters per feed: an epoch before any rule is
+        // before the greatest one of its kind.
+        let mut strongest: HashMap<Option<String>, Vec<&FeedEpoch>> = HashMap::new();
+        for (feed, before) in rules {
+            let kept = strongest
+                .entry(feed.map(|f| self.feed_epochs(Some(f))))
+                .or_default();
+            match kept.iter_mut().find(|k| k.compare(before).is_some()) {
+                Some(k) if k.is_before(before) => *k = before,
+                Some(_) => {}
+                None => kept.push(before),
+            }
+        }
+        let mut epoch_sets: BTreeSet<String> = strongest.keys().flatten().cloned().collect();
+        if strongest.contains_key(&None) {
+            let all: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.feeds_key())
+                .query_async(c)
+                .await?;
+            epoch_sets.extend(all);
+        }
+        let epoch_sets: Vec<String> = epoch_sets.into_iter().collect();
+        let mut p = redis::pipe();
+        for k in &epoch_sets {
+            p.smembers(k);
+        }
+        let epochs: Vec<Vec<String>> = p.query_async(c).await?;
+        let every_feed = strongest.get(&None);
+        let mut member_sets: Vec<String> = Vec::new();
+        for (set, epochs) in epoch_sets.iter().zip(epochs) {
+            let rules: Vec<&FeedEpoch> = strongest
+                .get(&Some(set.clone()))
+                .into_iter()
+                .chain(every_feed)
+                .flatten()
+                .copied()
+                .collect();
+            for epoch in epochs {
+                if FeedEpoch::parse(&epoch).is_ok_and(|e| rules.iter().any(|b| e.is_before(b))) {
+                    member_sets.push(self.feed_epoch_members(set, &epoch));
+                }
+            }
+        }
+        if member_sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = redis::pipe();
+        for k in &member_sets {
+            p.smembers(k);
+        }
+        let members: Vec<Vec<String>> = p.query_async(c).await?;
+        Ok(member_sets.into_iter().zip(members).collect())
     }
 }
 

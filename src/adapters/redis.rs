@@ -37,8 +37,14 @@ impl std::fmt::Debug for RedisCache {
 impl RedisCache {
     /// A cache on `url` whose keys start with `prefix`. Does not connect yet.
     pub fn new(url: &str, prefix: &str) -> Result<Self, AdapterError> {
+        use redis::IntoConnectionInfo;
+        // redis-rs leaves Nagle on by default; a pipeline larger than one segment would then
+        // wait for the server's delayed ACK (about 40 ms) before its tail is sent.
+        let info = url
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         Ok(RedisCache {
-            client: redis::Client::open(url)?,
+            client: redis::Client::open(info)?,
             conn: std::sync::Arc::new(OnceCell::new()),
             prefix: prefix.to_owned(),
         })
