@@ -266,15 +266,16 @@ impl Detector {
             ],
         });
         let key = fork_key(&obs.origin, obs.tree_size, &obs.root_hash, &o.root_hash);
+        // Attribute it to this node's backend name for the log when it saw one side, so
+        // its sync is held (nodes may name one log differently).
+        let backend = if o.observed_by == self.deps.raiser.node_id() {
+            &o.backend
+        } else {
+            &obs.backend
+        };
         self.deps
             .raiser
-            .raise(
-                &obs.backend,
-                &obs.origin,
-                DivergenceKind::Fork,
-                evidence,
-                key,
-            )
+            .raise(backend, &obs.origin, DivergenceKind::Fork, evidence, key)
             .await?;
         Ok(Outcome::Fork)
     }

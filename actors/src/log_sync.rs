@@ -198,6 +198,17 @@ impl Syncer {
     /// Runs one round. `published` is the observation last published by this syncer, so
     /// an unchanged log is announced once (again after a restart; the bus deduplicates).
     pub async fn round(&self, published: &mut Option<String>) -> Round {
+        let round = self.checked_round(published).await;
+        if let Round::Diverged(_) = round {
+            // Readiness turns red now, not one interval later.
+            if let Err(e) = self.refresh_gate().await {
+                tracing::warn!(backend = self.backend(), error = %e, "cannot refresh the divergence gate");
+            }
+        }
+        round
+    }
+
+    async fn checked_round(&self, published: &mut Option<String>) -> Round {
         let open = match self.refresh_gate().await {
             Ok(n) => n,
             Err(e) => return store_down(e),
