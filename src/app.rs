@@ -186,6 +186,7 @@ fn monitor_children(
         rejects: Arc::new(store.clone()),
         raiser: raiser.clone(),
         subjects: subjects.clone(),
+        clients: backends.clients.clone(),
     };
     children.push(ChildSpec::new(divergence::DETECTOR_NAME, true, move || {
         (Detector::new(detector.clone()), ())

@@ -751,3 +751,77 @@ async fn a_split_view_served_to_one_of_two_nodes_is_detected_through_shared_obse
     db_b.drop_db().await;
     a.finish().await;
 }
+
+/// The same, with the two views at different sizes (the realistic case: nodes poll at
+/// different moments): node B holds the fork at size 6 while the log grows to 8 before node A
+/// starts. Node A's detector asks the log for the consistency proof between B's view and its
+/// own; it does not verify, which is a split view.
+#[tokio::test]
+async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof() {
+    let log = LabLog::start().await;
+    let writer = log.client();
+    log.grow(&writer, 6).await;
+    log.set_faults(&Faults {
+        fork: Some(ForkFault::Header {
+            header: FORK_HEADER.into(),
+        }),
+        ..Faults::default()
+    })
+    .await;
+    let Some(services) = common::services() else {
+        return;
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db_b = TestDb::create(&services).await;
+    let mut config_b = common::test_config(&services, &db_b);
+    config_b.rekor = log
+        .rekor(vec![(
+            "split",
+            log.backend("v1", "200ms", &[(FORK_HEADER, "1")]),
+        )])
+        .validate()
+        .expect("valid");
+    let prefix = config_b.nats_prefix.clone();
+    let b = App::start(config_b).await.expect("node b starts");
+    eventually("node B stored the forked view", WAIT, || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM rekor_checkpoints WHERE tree_size = 6")
+                .fetch_one(b.store().pool())
+                .await
+                .expect("count");
+        (n > 0).then_some(())
+    })
+    .await;
+    log.grow(&writer, 2).await;
+    let rekor_a = log
+        .rekor(vec![("split", log.backend("v1", "200ms", &[]))])
+        .validate()
+        .expect("valid");
+    let Some(a) = TestApp::start_with(move |c| {
+        c.rekor = rekor_a;
+        c.nats_prefix = prefix;
+    })
+    .await
+    else {
+        return;
+    };
+    let split = a.until_divergence("fork").await;
+    assert_eq!(split["evidence"]["split_view"], true, "{split}");
+    let sizes: Vec<u64> = split["evidence"]["checkpoints"]
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .map(|c| c["tree_size"].as_u64().expect("size"))
+        .collect();
+    assert_eq!(sizes, [6, 8], "{split}");
+    assert!(
+        !split["evidence"]["proof"]
+            .as_array()
+            .expect("proof")
+            .is_empty()
+    );
+
+    b.stop().await;
+    db_b.drop_db().await;
+    a.finish().await;
+}

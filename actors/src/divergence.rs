@@ -14,7 +14,7 @@
 //!   and its record repeats the send; the event's message id and the alert's `id` let
 //!   receivers drop the repeat.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,11 +25,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
-use crate::domain::divergence::{DivergenceKind, fork_key};
+use crate::domain::divergence::{DivergenceKind, check_consistency, dedupe_key, fork_key};
 use crate::domain::note::{Checkpoint, Note};
 use crate::ports::{
     AlertSink, CheckpointStore, ConsumerSpec, Delivery, Divergence, DivergenceStore, EventBus,
-    NewDivergence, ObservedCheckpoint, PortError, RejectedEventStore, StartPosition,
+    NewDivergence, ObservedCheckpoint, PortError, RejectedEventStore, RekorClient, StartPosition,
 };
 use crate::{pump, rejected};
 
@@ -152,6 +152,9 @@ pub struct DetectorDeps {
     pub raiser: Raiser,
     /// This deployment's subjects.
     pub subjects: Subjects,
+    /// This node's clients by backend name: views of different sizes are proven consistent
+    /// through this node's own view of the log.
+    pub clients: BTreeMap<String, Arc<dyn RekorClient>>,
 }
 
 /// The cross-node divergence detector. Config lives here; the pump lives in its state.
@@ -253,7 +256,7 @@ impl Detector {
             .conflicting_checkpoint(&obs.origin, obs.tree_size, &obs.root_hash)
             .await?
         else {
-            return Ok(Outcome::Consistent);
+            return self.compare_sizes(obs).await;
         };
         let o = &other.checkpoint;
         let split_view = o.observed_by != obs.observed_by;
@@ -276,6 +279,81 @@ impl Detector {
         self.deps
             .raiser
             .raise(backend, &obs.origin, DivergenceKind::Fork, evidence, key)
+            .await?;
+        Ok(Outcome::Fork)
+    }
+
+    /// Two nodes' views of one origin at different sizes: asks this node's client for the
+    /// consistency proof between them. A proof that does not verify is a split view; no
+    /// proof (the log unreachable, or refusing a size it does not have) proves nothing, and
+    /// a later observation tries again.
+    async fn compare_sizes(&self, obs: &ObservedCheckpoint) -> Result<Outcome, PortError> {
+        let me = self.deps.raiser.node_id();
+        let (mine, theirs) = if obs.observed_by == me {
+            let theirs = self
+                .deps
+                .checkpoints
+                .latest_foreign_checkpoint(&obs.origin, me)
+                .await?;
+            (Some(obs.clone()), theirs.map(|s| s.checkpoint))
+        } else {
+            let mine = self
+                .deps
+                .checkpoints
+                .latest_checkpoint(&obs.backend, &obs.origin, me)
+                .await?;
+            (mine.map(|s| s.checkpoint), Some(obs.clone()))
+        };
+        let (Some(mine), Some(theirs)) = (mine, theirs) else {
+            return Ok(Outcome::Consistent);
+        };
+        let Some(client) = self.deps.clients.get(&mine.backend) else {
+            return Ok(Outcome::Consistent);
+        };
+        let (old, new) = if mine.tree_size < theirs.tree_size {
+            (&mine, &theirs)
+        } else {
+            (&theirs, &mine)
+        };
+        if old.tree_size == new.tree_size || old.tree_size == 0 {
+            return Ok(Outcome::Consistent);
+        }
+        let proof = match client.consistency_proof(old.tree_size, new.tree_size).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(origin = %obs.origin, error = %e, "cannot prove two nodes' views consistent now");
+                return Ok(Outcome::Consistent);
+            }
+        };
+        let Err(error) = check_consistency(&old.head(), &new.head(), &proof) else {
+            return Ok(Outcome::Consistent);
+        };
+        let side = |c: &ObservedCheckpoint| json!({"observed_by": c.observed_by, "backend": c.backend, "tree_size": c.tree_size, "root_hash": hex::encode(c.root_hash), "note": c.note});
+        let evidence = json!({
+            "split_view": true,
+            "checkpoints": [side(old), side(new)],
+            "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+            "error": error.to_string(),
+        });
+        let key = dedupe_key(
+            DivergenceKind::Fork,
+            &obs.origin,
+            &[
+                &old.tree_size.to_string(),
+                &hex::encode(old.root_hash),
+                &new.tree_size.to_string(),
+                &hex::encode(new.root_hash),
+            ],
+        );
+        self.deps
+            .raiser
+            .raise(
+                &mine.backend,
+                &obs.origin,
+                DivergenceKind::Fork,
+                evidence,
+                key,
+            )
             .await?;
         Ok(Outcome::Fork)
     }
@@ -538,7 +616,7 @@ impl Actor for AlertOutbox {
 mod tests {
     use super::*;
     use crate::testing::MemoryBus;
-    use crate::testing_monitor::{MemoryMonitor, RecordingSink};
+    use crate::testing_monitor::{FakeLog, MemoryMonitor, RecordingSink};
 
     fn observed(node: &str, size: u64, root: u8) -> ObservedCheckpoint {
         let root = [root; 32];
@@ -553,13 +631,71 @@ mod tests {
     }
 
     fn detector(store: &MemoryMonitor, node: &str) -> Detector {
+        detector_with(store, node, BTreeMap::new())
+    }
+
+    fn detector_with(
+        store: &MemoryMonitor,
+        node: &str,
+        clients: BTreeMap<String, Arc<dyn RekorClient>>,
+    ) -> Detector {
         Detector::new(DetectorDeps {
             bus: Arc::new(MemoryBus::new()),
             checkpoints: Arc::new(store.clone()),
             rejects: Arc::new(crate::testing::MemoryStore::new()),
             raiser: Raiser::new(Arc::new(store.clone()), node),
             subjects: Subjects::new(""),
+            clients,
         })
+    }
+
+    fn observed_from(log: &FakeLog, node: &str, size: usize) -> ObservedCheckpoint {
+        let leaves = log.leaf_hashes();
+        let root = crate::domain::merkle::root_from_leaf_hashes(&leaves[..size]);
+        ObservedCheckpoint {
+            backend: "lab".into(),
+            origin: "log.example".into(),
+            tree_size: size as u64,
+            root_hash: root,
+            note: crate::testing_monitor::note_for("log.example", size as u64, &root),
+            observed_by: node.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn views_of_different_sizes_are_proven_consistent_through_the_log() {
+        let honest = FakeLog::new("log.example");
+        for i in 0..8u8 {
+            honest.append(&[i]);
+        }
+        let store = MemoryMonitor::new();
+        let clients: BTreeMap<String, Arc<dyn RekorClient>> = [(
+            "lab".to_owned(),
+            Arc::new(honest.clone()) as Arc<dyn RekorClient>,
+        )]
+        .into();
+        let a = detector_with(&store, "a", clients);
+        // Honest views at 5 (node b) and 8 (node a): consistent, in either order.
+        let b5 = observed_from(&honest, "b", 5);
+        assert_eq!(a.observe(&b5).await.unwrap(), Outcome::Consistent);
+        let a8 = observed_from(&honest, "a", 8);
+        assert_eq!(a.observe(&a8).await.unwrap(), Outcome::Consistent);
+        // Node c was shown a fork at 6: this node's log cannot prove it consistent.
+        let forked = FakeLog::new("log.example");
+        for i in 0..5u8 {
+            forked.append(&[i]);
+        }
+        forked.append(b"never in the log");
+        let c6 = ObservedCheckpoint {
+            observed_by: "c".into(),
+            ..observed_from(&forked, "c", 6)
+        };
+        assert_eq!(a.observe(&c6).await.unwrap(), Outcome::Fork);
+        let d = &store.open_divergences(None).await.unwrap()[0];
+        assert_eq!(d.kind, "fork");
+        assert_eq!(d.evidence["split_view"], true);
+        assert!(!d.evidence["proof"].as_array().unwrap().is_empty());
+        assert_eq!(store.open_divergences(None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -617,6 +617,12 @@ pub trait CheckpointStore: Send + Sync + 'static {
         tree_size: u64,
         root: &crate::domain::merkle::Hash,
     ) -> Result<Option<StoredCheckpoint>, PortError>;
+    /// The checkpoint of this origin another node stored most recently (not `exclude`'s).
+    async fn latest_foreign_checkpoint(
+        &self,
+        origin: &str,
+        exclude: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError>;
     /// Stored checkpoints matching `query`, newest first.
     async fn checkpoints(
         &self,

@@ -144,6 +144,19 @@ impl CheckpointStore for MemoryMonitor {
             .cloned())
     }
 
+    async fn latest_foreign_checkpoint(
+        &self,
+        origin: &str,
+        exclude: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError> {
+        Ok(lock(&self.inner)
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|s| s.checkpoint.origin == origin && s.checkpoint.observed_by != exclude)
+            .cloned())
+    }
+
     async fn checkpoints(&self, q: &CheckpointQuery) -> Result<Vec<StoredCheckpoint>, PortError> {
         let mut out: Vec<StoredCheckpoint> = lock(&self.inner)
             .checkpoints
@@ -379,6 +392,11 @@ impl FakeLog {
         inner.leaves.push(merkle::leaf_hash(body));
         inner.bodies.push(body.to_vec());
         inner.leaves.len() as u64 - 1
+    }
+
+    /// The honest leaf hashes.
+    pub fn leaf_hashes(&self) -> Vec<Hash> {
+        lock(&self.inner).leaves.clone()
     }
 
     /// Serves a fork: the last entry replaced by one the log never had.

@@ -165,6 +165,24 @@ impl CheckpointStore for PgStore {
         Ok(row.map(StoredCheckpoint::try_from).transpose()?)
     }
 
+    async fn latest_foreign_checkpoint(
+        &self,
+        origin: &str,
+        exclude: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError> {
+        let row: Option<CheckpointRow> = sqlx::query_as(select(
+            CHECKPOINT_COLUMNS,
+            "FROM rekor_checkpoints WHERE origin = $1 AND observed_by <> $2 \
+             ORDER BY id DESC LIMIT 1",
+        ))
+        .bind(origin)
+        .bind(exclude)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(AdapterError::from)?;
+        Ok(row.map(StoredCheckpoint::try_from).transpose()?)
+    }
+
     async fn checkpoints(&self, q: &CheckpointQuery) -> Result<Vec<StoredCheckpoint>, PortError> {
         let rows: Vec<CheckpointRow> = sqlx::query_as(select(
             CHECKPOINT_COLUMNS,
