@@ -825,3 +825,62 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
     db_b.drop_db().await;
     a.finish().await;
 }
+
+/// A restart resumes from the stored checkpoint: a node that verified size 4, stopped, and
+/// restarted while the log serves it a fork of size 4 finds the fork at once; nothing it had
+/// verified is fetched again as new.
+#[tokio::test]
+async fn a_restart_resumes_from_the_stored_checkpoint() {
+    let log = LabLog::start().await;
+    let writer = log.client();
+    log.grow(&writer, 4).await;
+    let rekor = log
+        .rekor(vec![(
+            "restart",
+            log.backend("v1", "200ms", &[(FORK_HEADER, "1")]),
+        )])
+        .validate()
+        .expect("valid");
+    let Some(first) = TestApp::start_with(move |c| c.rekor = rekor).await else {
+        return;
+    };
+    eventually("size 4 verified", WAIT, || async {
+        (first.latest_size("restart").await == Some(4)).then_some(())
+    })
+    .await;
+    let TestApp {
+        app,
+        config,
+        db,
+        http,
+        services,
+        ..
+    } = first;
+    app.stop().await;
+
+    // While it is down the log forks at the size it verified.
+    log.set_faults(&Faults {
+        fork: Some(ForkFault::Header {
+            header: FORK_HEADER.into(),
+        }),
+        ..Faults::default()
+    })
+    .await;
+    let app = App::start(config.clone()).await.expect("restarts");
+    let again = TestApp {
+        base: format!("http://{}", app.local_addr()),
+        app,
+        http,
+        config,
+        db,
+        services,
+    };
+    let fork = again.until_divergence("fork").await;
+    let notes = fork["evidence"]["checkpoints"].as_array().expect("notes");
+    assert_eq!(notes[0]["role"], "verified");
+    assert_eq!(notes[0]["tree_size"], 4);
+    assert_ne!(notes[0]["root_hash"], notes[1]["root_hash"]);
+    let stored = again.checkpoints("restart").await;
+    assert_eq!(stored.len(), 1, "the fork was never stored: {stored:?}");
+    again.finish().await;
+}
