@@ -577,7 +577,10 @@ impl Actor for LogSync {
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = self.interval;
         let ticker = crate::pump::Pump::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            // The first round comes one interval after start, so a starting node does not
+            // add its sync reads to whatever else it sends the log first.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
