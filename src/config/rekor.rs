@@ -840,4 +840,36 @@ kind = "stub"
             .to_string();
         assert!(err.contains("retries"), "{err}");
     }
+
+    #[test]
+    fn headers_are_validated_and_masked_and_sync_interval_has_a_floor() {
+        let pem = vectors("rekor-prod-keys/rekor.sigstore.dev.pub.pem");
+        let base =
+            format!("[backends.a]\nkind = \"private\"\nurl = \"http://x\"\nkeys = [\"{pem}\"]\n");
+        let c = load(&format!(
+            "{base}sync_interval = \"100ms\"\nheaders = {{ authorization = \"Bearer s3cret\" }}"
+        ))
+        .unwrap();
+        let a = &c.backends["a"];
+        assert_eq!(a.sync_interval, Duration::from_millis(100));
+        assert_eq!(a.headers["authorization"], "Bearer s3cret");
+        let printed = toml::to_string(&c.to_raw()).unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        for (extra, key) in [
+            ("sync_interval = \"50ms\"", "rekor.backends.a.sync_interval"),
+            (
+                "headers = { \"bad name\" = \"v\" }",
+                "rekor.backends.a.headers.bad name",
+            ),
+            (
+                "headers = { x = \"line\\nbreak\" }",
+                "rekor.backends.a.headers.x",
+            ),
+        ] {
+            let err = load(&format!("{base}{extra}"))
+                .expect_err(extra)
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+        }
+    }
 }
