@@ -376,6 +376,33 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
             .iter()
             .all(|c| c["note"].as_str().is_some_and(|n| n.contains("\n\n")))
     );
+    let sizes: Vec<u64> = stored
+        .iter()
+        .filter_map(|c| c["tree_size"].as_u64())
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {sizes:?}"
+    );
+    let at_5 = app
+        .get_json("/api/v1/rekor/checkpoints?size=5&limit=1")
+        .await;
+    assert_eq!(
+        at_5["checkpoints"].as_array().map(Vec::len),
+        Some(1),
+        "{at_5}"
+    );
+    assert_eq!(at_5["checkpoints"][0]["tree_size"], 5);
+    for bad in ["limit=0", "limit=1001", "size=-1", "colour=red"] {
+        let resp = app
+            .http
+            .get(app.url(&format!("/api/v1/rekor/checkpoints?{bad}")))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
     assert!(
         app.divergences(false).await.is_empty(),
         "an honest log raises none"
