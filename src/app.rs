@@ -59,6 +59,9 @@ pub enum AppError {
     /// A transparency-log backend could not be built.
     #[error(transparent)]
     Rekor(#[from] crate::adapters::rekor::BuildError),
+    /// The alert webhook client could not be built.
+    #[error("alerts.webhook_url: {0}")]
+    Alerts(String),
     /// The configured evidence chunk size and limit cannot be used together.
     #[error("invalid evidence limits: {0}")]
     EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
@@ -135,6 +138,78 @@ impl EntryCount for PgStore {
     async fn entry_count(&self) -> Result<i64, String> {
         self.count_items().await.map_err(|e| e.to_string())
     }
+}
+
+/// The log-monitoring actors: one log sync per backend, this node's divergence detector
+/// and its alert outbox.
+fn monitor_children(
+    config: &Config,
+    backends: &RekorBackends,
+    store: &PgStore,
+    bus: &JetStreamBus,
+    subjects: &Subjects,
+    health: &Health,
+) -> Result<Vec<ChildSpec>, AppError> {
+    use actors::divergence::{self, AlertOutbox, Detector, DetectorDeps, OutboxDeps, Raiser};
+    use actors::log_sync::{self, LogSync, LogSyncDeps};
+    use actors::ports::AlertSink;
+
+    divergence::describe_metrics(backends.clients.keys().map(String::as_str));
+    let raiser = Raiser::new(Arc::new(store.clone()), config.node_id.clone());
+    let source = format!("urn:provd:node:{}", config.node_id);
+    let mut children = Vec::new();
+    for (name, client) in &backends.clients {
+        let interval = config
+            .rekor
+            .backends
+            .get(name)
+            .map_or(Duration::from_secs(10), |b| b.sync_interval);
+        let deps = LogSyncDeps {
+            client: client.clone(),
+            checkpoints: Arc::new(store.clone()),
+            divergences: Arc::new(store.clone()),
+            raiser: raiser.clone(),
+            bus: Arc::new(bus.clone()),
+            subjects: subjects.clone(),
+            source: source.clone(),
+            health: health.clone(),
+        };
+        children.push(ChildSpec::new(
+            log_sync::actor_name(name),
+            true,
+            move || (LogSync::new(deps.clone(), interval, 256), ()),
+        ));
+    }
+    let detector = DetectorDeps {
+        bus: Arc::new(bus.clone()),
+        checkpoints: Arc::new(store.clone()),
+        rejects: Arc::new(store.clone()),
+        raiser: raiser.clone(),
+        subjects: subjects.clone(),
+        clients: backends.clients.clone(),
+    };
+    children.push(ChildSpec::new(divergence::DETECTOR_NAME, true, move || {
+        (Detector::new(detector.clone()), ())
+    }));
+    let webhook: Option<Arc<dyn AlertSink>> = match &config.alerts.webhook_url {
+        Some(url) => Some(Arc::new(
+            crate::adapters::webhook::Webhook::new(url, config.alerts.timeout)
+                .map_err(AppError::Alerts)?,
+        )),
+        None => None,
+    };
+    let outbox = OutboxDeps {
+        store: Arc::new(store.clone()),
+        bus: Arc::new(bus.clone()),
+        webhook,
+        raiser,
+        subjects: subjects.clone(),
+        source,
+    };
+    children.push(ChildSpec::new(divergence::OUTBOX_NAME, true, move || {
+        (AlertOutbox::new(outbox.clone(), Duration::from_secs(1)), ())
+    }));
+    Ok(children)
 }
 
 /// Connects to PostgreSQL and applies migrations (`provd migrate`, and `serve` at start).
@@ -293,6 +368,12 @@ impl App {
                 (Submitter::new(sub_deps.clone(), sub_config.clone()), ())
             }));
         }
+        // Log monitoring: a sync per backend, this node's detector and alert outbox.
+        if let Some(backends) = &rekor {
+            children.extend(monitor_children(
+                &config, backends, &store, &bus, &subjects, &health,
+            )?);
+        }
         let (supervisor, supervisor_join) = Actor::spawn(
             None,
             Supervisor::new(RestartPolicy::default(), health.clone()),
@@ -338,7 +419,14 @@ impl App {
             source,
         })?;
         let cancel = CancellationToken::new();
-        let router = http::router(state);
+        let monitor = http::checkpoints::MonitorState {
+            checkpoints: Arc::new(store.clone()),
+            divergences: Arc::new(store.clone()),
+        };
+        let router = http::router(state).merge(http::checkpoints::router(
+            monitor,
+            &Arc::new(config.tokens.clone()),
+        ));
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, router)

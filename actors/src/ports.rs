@@ -390,6 +390,14 @@ pub trait RekorClient: Send + Sync + 'static {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<crate::domain::merkle::Hash>, RekorError>;
+
+    /// The log's latest signed checkpoint note exactly as served, **unverified**: the
+    /// evidence kept when [`RekorClient::checkpoint`] refuses it. Never believe it.
+    async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        Err(RekorError::Unsupported(
+            "this client cannot fetch an unverified checkpoint".into(),
+        ))
+    }
 }
 
 /// The configured transparency-log backends by name, and which one is the default.
@@ -534,4 +542,188 @@ pub trait SubmissionStore: Send + Sync + 'static {
     /// Puts a retryable submission back to `queued` with no attempts; returns the row as it
     /// now is (unchanged when it was not retryable), or `None` when there is none.
     async fn requeue(&self, id: &str) -> Result<Option<SubmissionRecord>, PortError>;
+}
+
+// ---- Log monitoring: checkpoint store, divergences, alerts (issue 5) ----
+
+/// A verified checkpoint as one node observed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedCheckpoint {
+    /// The backend name.
+    pub backend: String,
+    /// The origin line.
+    pub origin: String,
+    /// The tree size.
+    pub tree_size: u64,
+    /// The root hash.
+    pub root_hash: crate::domain::merkle::Hash,
+    /// The signed note exactly as received.
+    pub note: String,
+    /// The node that verified it.
+    pub observed_by: String,
+}
+
+impl ObservedCheckpoint {
+    /// The parts the divergence rules compare.
+    pub fn head(&self) -> crate::domain::divergence::TreeHead {
+        crate::domain::divergence::TreeHead {
+            origin: self.origin.clone(),
+            size: self.tree_size,
+            root: self.root_hash,
+        }
+    }
+}
+
+/// A stored verified checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Its row id.
+    pub id: i64,
+    /// What was observed.
+    pub checkpoint: ObservedCheckpoint,
+    /// When it was stored.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// Which stored checkpoints to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointQuery {
+    /// Only this backend.
+    pub backend: Option<String>,
+    /// Only this origin.
+    pub origin: Option<String>,
+    /// Only this tree size.
+    pub tree_size: Option<u64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Verified checkpoints and the receipts they re-verify (PostgreSQL).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// Stores a verified checkpoint; storing the same one again changes nothing.
+    async fn record_checkpoint(&self, checkpoint: &ObservedCheckpoint) -> Result<(), PortError>;
+    /// The largest verified checkpoint of this backend and origin that `observed_by` stored.
+    async fn latest_checkpoint(
+        &self,
+        backend: &str,
+        origin: &str,
+        observed_by: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError>;
+    /// A stored checkpoint of this origin and size, by any node, whose root is not `root`.
+    async fn conflicting_checkpoint(
+        &self,
+        origin: &str,
+        tree_size: u64,
+        root: &crate::domain::merkle::Hash,
+    ) -> Result<Option<StoredCheckpoint>, PortError>;
+    /// The checkpoint of this origin another node stored most recently (not `exclude`'s).
+    async fn latest_foreign_checkpoint(
+        &self,
+        origin: &str,
+        exclude: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError>;
+    /// Stored checkpoints matching `query`, newest first.
+    async fn checkpoints(
+        &self,
+        query: &CheckpointQuery,
+    ) -> Result<Vec<StoredCheckpoint>, PortError>;
+    /// Receipts of this backend not yet re-verified whose proof's checkpoint has this origin
+    /// and whose shard index is below `tree_size`, oldest first, at most `limit`.
+    async fn unverified_receipts(
+        &self,
+        backend: &str,
+        origin: &str,
+        tree_size: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredReceipt>, PortError>;
+    /// Marks these receipts re-verified now.
+    async fn mark_receipts_verified(&self, uuids: &[String]) -> Result<(), PortError>;
+}
+
+/// A divergence to raise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDivergence {
+    /// The backend concerned.
+    pub backend: String,
+    /// The origin concerned.
+    pub origin: String,
+    /// What kind.
+    pub kind: crate::domain::divergence::DivergenceKind,
+    /// Both signed notes, the proof, what failed.
+    pub evidence: serde_json::Value,
+    /// The node that detected it.
+    pub detected_by: String,
+    /// Raised once per key (see [`crate::domain::divergence::dedupe_key`]).
+    pub dedupe_key: String,
+}
+
+/// A stored divergence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// Its id.
+    pub id: i64,
+    /// The backend concerned.
+    pub backend: String,
+    /// The origin concerned.
+    pub origin: String,
+    /// What kind (`fork`, `rollback`, ...).
+    pub kind: String,
+    /// The evidence.
+    pub evidence: serde_json::Value,
+    /// The node that detected it.
+    pub detected_by: String,
+    /// When.
+    pub detected_at: DateTime<Utc>,
+    /// When an operator acknowledged it.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// When `rekor.checkpoints.diverged` was published for it.
+    pub published_at: Option<DateTime<Utc>>,
+    /// When the webhook accepted it.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Webhook attempts so far.
+    pub delivery_attempts: u32,
+    /// The last webhook failure.
+    pub last_delivery_error: Option<String>,
+}
+
+/// Divergences and their outbox (PostgreSQL).
+#[async_trait]
+pub trait DivergenceStore: Send + Sync + 'static {
+    /// Stores a divergence unless one with its dedupe key exists; returns it when new.
+    async fn raise_divergence(&self, new: &NewDivergence) -> Result<Option<Divergence>, PortError>;
+    /// Unacknowledged divergences, of one backend or all, oldest first.
+    async fn open_divergences(&self, backend: Option<&str>) -> Result<Vec<Divergence>, PortError>;
+    /// The newest divergences, at most `limit`; only unacknowledged ones when `open_only`.
+    async fn divergences(&self, open_only: bool, limit: u32) -> Result<Vec<Divergence>, PortError>;
+    /// Acknowledges one; `None` when there is no such divergence. Acknowledging twice
+    /// keeps the first acknowledgement.
+    async fn acknowledge_divergence(
+        &self,
+        id: i64,
+        by: &str,
+    ) -> Result<Option<Divergence>, PortError>;
+    /// Divergences `detected_by` raised that are not yet published, or (with `webhook`) not
+    /// yet delivered, oldest first.
+    async fn undelivered_divergences(
+        &self,
+        detected_by: &str,
+        webhook: bool,
+        limit: u32,
+    ) -> Result<Vec<Divergence>, PortError>;
+    /// Records that the event was published.
+    async fn mark_divergence_published(&self, id: i64) -> Result<(), PortError>;
+    /// Records that the webhook accepted it.
+    async fn mark_divergence_delivered(&self, id: i64) -> Result<(), PortError>;
+    /// Records a failed webhook attempt.
+    async fn record_delivery_failure(&self, id: i64, error: &str) -> Result<(), PortError>;
+}
+
+/// Where divergence alerts go (the configured webhook).
+#[async_trait]
+pub trait AlertSink: Send + Sync + 'static {
+    /// Delivers one alert; `Ok` once the receiver accepted it (2xx).
+    async fn send(&self, alert: &serde_json::Value) -> Result<(), PortError>;
 }

@@ -5,6 +5,8 @@
 //! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
 //! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
 //! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
+//! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
+//! * [`webhook`]: the divergence alert webhook.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
@@ -17,10 +19,12 @@ pub mod memory;
 pub mod postgres;
 pub mod postgres_evidence;
 pub mod postgres_ledger;
+pub mod postgres_monitor;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
 pub mod tcp_nodelay;
+pub mod webhook;
 
 use actors::ports::PortError;
 

@@ -95,8 +95,12 @@ pub struct RawRekorBackend {
     pub breaker_threshold: Option<u32>,
     /// How long an open breaker waits before letting one probe through (default 30s).
     pub breaker_cool_down: Option<String>,
-    /// How often the log-sync actor polls the checkpoint (default 10s).
+    /// How often the log-sync actor polls the checkpoint (default 10s, at least 100ms).
     pub sync_interval: Option<String>,
+    /// Extra HTTP headers sent with every request to this log (e.g. authentication to a
+    /// private log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// What a backend is.
@@ -226,6 +230,8 @@ pub struct RekorBackendConfig {
     pub breaker: BreakerConfig,
     /// Checkpoint polling interval of the log-sync actor.
     pub sync_interval: Duration,
+    /// Extra HTTP headers sent with every request.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The validated `[rekor]` section.
@@ -455,12 +461,26 @@ impl RawRekorBackend {
             )?,
         };
         let sync_interval = duration(&key("sync_interval"), self.sync_interval.as_deref(), "10s")?;
-        if sync_interval < Duration::from_secs(1) {
+        if sync_interval < Duration::from_millis(100) {
             return Err(invalid(
                 &key("sync_interval"),
                 humantime::format_duration(sync_interval),
-                "expected at least 1s",
+                "expected at least 100ms",
             ));
+        }
+        let headers = self.headers.unwrap_or_default();
+        for (name, value) in &headers {
+            let k = format!("{prefix}.headers.{name}");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(&k, name, "expected an HTTP header name"));
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(invalid(
+                    &k,
+                    "<value>",
+                    "expected a header value of visible ASCII characters",
+                ));
+            }
         }
 
         let mut config = RekorBackendConfig {
@@ -479,6 +499,7 @@ impl RawRekorBackend {
             retry,
             breaker,
             sync_interval,
+            headers,
         };
         if kind == BackendKind::Stub {
             for (k, set) in [
@@ -665,6 +686,13 @@ impl RekorConfig {
                         breaker_threshold: Some(b.breaker.threshold),
                         breaker_cool_down: fmt(b.breaker.cool_down),
                         sync_interval: fmt(b.sync_interval),
+                        // Header values may be credentials: never printed.
+                        headers: (!b.headers.is_empty()).then(|| {
+                            b.headers
+                                .keys()
+                                .map(|k| (k.clone(), "***".to_owned()))
+                                .collect()
+                        }),
                     };
                     (name.clone(), raw)
                 })
@@ -811,5 +839,37 @@ kind = "stub"
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn headers_are_validated_and_masked_and_sync_interval_has_a_floor() {
+        let pem = vectors("rekor-prod-keys/rekor.sigstore.dev.pub.pem");
+        let base =
+            format!("[backends.a]\nkind = \"private\"\nurl = \"http://x\"\nkeys = [\"{pem}\"]\n");
+        let c = load(&format!(
+            "{base}sync_interval = \"100ms\"\nheaders = {{ authorization = \"Bearer s3cret\" }}"
+        ))
+        .unwrap();
+        let a = &c.backends["a"];
+        assert_eq!(a.sync_interval, Duration::from_millis(100));
+        assert_eq!(a.headers["authorization"], "Bearer s3cret");
+        let printed = toml::to_string(&c.to_raw()).unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        for (extra, key) in [
+            ("sync_interval = \"50ms\"", "rekor.backends.a.sync_interval"),
+            (
+                "headers = { \"bad name\" = \"v\" }",
+                "rekor.backends.a.headers.bad name",
+            ),
+            (
+                "headers = { x = \"line\\nbreak\" }",
+                "rekor.backends.a.headers.x",
+            ),
+        ] {
+            let err = load(&format!("{base}{extra}"))
+                .expect_err(extra)
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! scope. Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
 pub mod auth;
+pub mod checkpoints;
 pub mod entries;
 pub mod error;
 pub mod proofs;

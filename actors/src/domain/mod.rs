@@ -4,12 +4,15 @@
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
 //!   entries and their verification), [`sigstore`] (bundles and trusted roots), [`log`] and
 //!   [`rekor_entry`] (the append-only log and entry validation behind `provd dev-log`).
+//! * Log monitoring: [`divergence`] (fork, rollback, consistency and receipt re-verification
+//!   rules).
 //! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
 //!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
 //!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
+pub mod divergence;
 pub mod dsse;
 pub mod entry;
 pub mod epoch;

@@ -201,7 +201,22 @@ pub(crate) const MAX_TILE_BYTES: usize = 256 * (2 + 65_535);
 
 /// Builds a reqwest client with the backend's connect timeout.
 pub(crate) fn http_client(backend: &RekorBackendConfig) -> Result<reqwest::Client, BuildError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &backend.headers {
+        // Validated at load; a bad one here is a build error, not a panic.
+        let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) else {
+            return Err(BuildError::Http {
+                backend: backend.name.clone(),
+                message: format!("invalid header {name:?}"),
+            });
+        };
+        headers.insert(n, v);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(backend.connect_timeout)
         .user_agent(concat!("provd/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -257,6 +257,10 @@ impl RekorClient for Resilient {
         self.call(|| self.inner.checkpoint()).await
     }
 
+    async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        self.call(|| self.inner.checkpoint_note_unverified()).await
+    }
+
     async fn consistency_proof(
         &self,
         old_size: u64,

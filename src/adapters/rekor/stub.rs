@@ -277,6 +277,10 @@ impl RekorClient for StubLog {
         self.signed_checkpoint(&entries, entries.leaves.len() as u64)
     }
 
+    async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        Ok(self.checkpoint().await?.note)
+    }
+
     async fn consistency_proof(
         &self,
         old_size: u64,

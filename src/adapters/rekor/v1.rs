@@ -332,6 +332,13 @@ impl RekorClient for V1Client {
         Ok(checkpoint)
     }
 
+    async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        let body = self.get(self.url("api/v1/log")?, "log info").await?;
+        let info: LogInfo = serde_json::from_slice(&body)
+            .map_err(|e| RekorError::Unverified(format!("log info: {e}")))?;
+        Ok(info.signed_tree_head)
+    }
+
     async fn consistency_proof(
         &self,
         old_size: u64,

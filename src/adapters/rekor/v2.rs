@@ -425,6 +425,14 @@ impl RekorClient for V2Client {
         Ok(self.verified_checkpoint().await?.0)
     }
 
+    async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        let body = self
+            .get("checkpoint", 1 << 20)
+            .await?
+            .ok_or_else(|| RekorError::NotFound("the log serves no checkpoint".into()))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     async fn consistency_proof(
         &self,
         old_size: u64,

@@ -1,0 +1,191 @@
+//! Log monitoring over HTTP: verified checkpoints, divergences, and the operator's
+//! acknowledgement that lets a held backend's sync advance again.
+//!
+//! * `GET /api/v1/rekor/checkpoints?backend=&origin=&size=&limit=` (scope `read`): stored
+//!   verified checkpoints of every node, newest first.
+//! * `GET /api/v1/rekor/divergences?open=&limit=` (scope `read`): divergences with their
+//!   evidence, newest first.
+//! * `POST /api/v1/rekor/divergences/{id}/ack` (scope `admin`), optional body
+//!   `{"by": "<who>"}`: acknowledges one; the backend's readiness gate clears and its sync
+//!   advances at its next round.
+//!
+//! The routes carry their own state, so they merge into the main router without widening
+//! [`super::AppState`].
+
+use std::sync::Arc;
+
+use actors::ports::{
+    CheckpointQuery, CheckpointStore, Divergence, DivergenceStore, StoredCheckpoint,
+};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::scoped;
+use super::error::{ApiError, ApiQuery};
+use crate::config::{Scope, Token};
+
+/// What the routes need.
+#[derive(Clone)]
+pub struct MonitorState {
+    /// Stored verified checkpoints.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Divergences.
+    pub divergences: Arc<dyn DivergenceStore>,
+}
+
+/// The routes, each behind its scope, with their state applied.
+pub fn router(state: MonitorState, tokens: &Arc<Vec<Token>>) -> Router {
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/rekor/checkpoints", get(list_checkpoints))
+            .route("/api/v1/rekor/divergences", get(list_divergences)),
+        tokens,
+        Scope::Read,
+    );
+    let admin = scoped(
+        Router::new().route("/api/v1/rekor/divergences/{id}/ack", post(acknowledge)),
+        tokens,
+        Scope::Admin,
+    );
+    read.merge(admin).with_state(state)
+}
+
+/// Largest page.
+const MAX_LIMIT: u32 = 1000;
+
+fn limit(given: Option<u32>) -> Result<u32, ApiError> {
+    match given.unwrap_or(100) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "log monitoring store unavailable");
+    ApiError::Unavailable("the checkpoint store is unavailable; try again".into())
+}
+
+fn checkpoint_json(c: &StoredCheckpoint) -> Value {
+    let cp = &c.checkpoint;
+    json!({
+        "id": c.id,
+        "backend": cp.backend,
+        "origin": cp.origin,
+        "tree_size": cp.tree_size,
+        "root_hash": hex::encode(cp.root_hash),
+        "note": cp.note,
+        "observed_by": cp.observed_by,
+        "observed_at": c.observed_at,
+    })
+}
+
+fn divergence_json(d: &Divergence) -> Value {
+    json!({
+        "id": d.id,
+        "backend": d.backend,
+        "origin": d.origin,
+        "kind": d.kind,
+        "evidence": d.evidence,
+        "detected_by": d.detected_by,
+        "detected_at": d.detected_at,
+        "acknowledged_at": d.acknowledged_at,
+        "acknowledged_by": d.acknowledged_by,
+        "published_at": d.published_at,
+        "delivered_at": d.delivered_at,
+        "delivery_attempts": d.delivery_attempts,
+        "last_delivery_error": d.last_delivery_error,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointsQuery {
+    backend: Option<String>,
+    origin: Option<String>,
+    size: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn list_checkpoints(
+    State(s): State<MonitorState>,
+    ApiQuery(q): ApiQuery<CheckpointsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let query = CheckpointQuery {
+        backend: q.backend,
+        origin: q.origin,
+        tree_size: q.size,
+        limit: limit(q.limit)?,
+    };
+    let rows = s
+        .checkpoints
+        .checkpoints(&query)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "checkpoints": rows.iter().map(checkpoint_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DivergencesQuery {
+    open: Option<bool>,
+    limit: Option<u32>,
+}
+
+async fn list_divergences(
+    State(s): State<MonitorState>,
+    ApiQuery(q): ApiQuery<DivergencesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = s
+        .divergences
+        .divergences(q.open.unwrap_or(false), limit(q.limit)?)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "divergences": rows.iter().map(divergence_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: Option<String>,
+}
+
+async fn acknowledge(
+    State(s): State<MonitorState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!("divergence id {id:?} is not a positive integer"))
+    })?;
+    let by = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<AckBody>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+            .by
+    };
+    let by = by.unwrap_or_else(|| "api".to_owned());
+    if by.is_empty() || by.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "field `by` must have 1 to 128 characters".into(),
+        ));
+    }
+    let d = s
+        .divergences
+        .acknowledge_divergence(id, &by)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no divergence {id}")))?;
+    tracing::info!(id, by = %by, backend = %d.backend, kind = %d.kind, "divergence acknowledged");
+    Ok(Json(divergence_json(&d)))
+}
