@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bundles;
 pub mod rekor;
 
 pub use rekor::{RawRekor, RekorConfig};
@@ -185,6 +186,8 @@ pub struct Config {
     pub tokens: Vec<Token>,
     /// Transparency-log backends (`[rekor]`); empty when the section is absent.
     pub rekor: RekorConfig,
+    /// Air-gap bundle limits and trusted keys (`[bundles]`).
+    pub bundles: bundles::BundlesConfig,
 }
 
 /// The provcache table as written in TOML.
@@ -249,6 +252,9 @@ pub struct RawConfig {
     /// `[rekor]`.
     #[serde(default)]
     pub rekor: RawRekor,
+    /// `[bundles]`.
+    #[serde(default)]
+    pub bundles: bundles::RawBundles,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -523,6 +529,7 @@ impl RawConfig {
         }
 
         let rekor = self.rekor.validate()?;
+        let bundles = self.bundles.validate()?;
         let nats_stream_max_bytes = match self.nats_stream_max_bytes {
             Some(n) if n < 1024 * 1024 => {
                 return Err(invalid(
@@ -556,6 +563,7 @@ impl RawConfig {
             },
             tokens,
             rekor,
+            bundles,
         })
     }
 }
@@ -676,6 +684,7 @@ impl Config {
                     .collect(),
             },
             rekor: self.rekor.to_raw(),
+            bundles: self.bundles.to_raw(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()
