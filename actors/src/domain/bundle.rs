@@ -1203,3 +1203,97 @@ mod tests {
         );
     }
 }
+
+/// The worked example of `docs/bundle-format.md`, rebuilt from its inputs: the document's
+/// bytes must be exactly what this code writes.
+#[cfg(test)]
+mod documented_example {
+    use super::*;
+    use crate::domain::evidence::{EvidenceLimits, chunk_all};
+
+    const DOC: &str = include_str!("../../../docs/bundle-format.md");
+
+    /// The RFC 8032 §7.1 test 1 secret key.
+    const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+    fn t(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn block<'a>(marker: &str) -> &'a str {
+        let start = DOC
+            .find(marker)
+            .unwrap_or_else(|| panic!("marker {marker} missing"));
+        let rest = &DOC[start..];
+        let open = rest.find("```").unwrap();
+        let body = &rest[open..];
+        let body = &body[body.find('\n').unwrap() + 1..];
+        &body[..body.find("\n```").unwrap()]
+    }
+
+    fn example() -> (Vec<u8>, Vec<u8>, PrivateKey) {
+        let seed: [u8; 32] = hex::decode(SEED).unwrap().try_into().unwrap();
+        let key = PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
+        let limits = EvidenceLimits::new(4, 10).unwrap();
+        let (chunks, manifest) = chunk_all(limits, "text/plain", b"hello world").unwrap();
+        let verdict = serde_json::json!({"decision": "pass", "findings": 0});
+        let entry = Entry {
+            veri_key: format!("sha256:{}", "5e".repeat(32)),
+            verdict_hash: verdict_hash(&verdict),
+            verdict,
+            proof_root: Some(manifest.proof_root.clone()),
+            trust_score: 85,
+            policy_hash: "sha256:policy".into(),
+            signer_set_hash: "sha256:signers".into(),
+            signer_key_ids: vec!["key-1".into()],
+            feed_id: None,
+            feed_epoch: None,
+            created_at: t("2026-11-22T10:00:00Z"),
+            expires_at: t("2026-11-23T10:00:00Z"),
+        };
+        let head = Bundle::head(
+            &entry,
+            &manifest,
+            Density::Standard,
+            t("2026-11-22T12:00:00Z"),
+            None,
+        )
+        .unwrap();
+        let carried: Vec<(u64, Vec<u8>)> = chunks[..1]
+            .iter()
+            .map(|c| (c.index, c.data.clone()))
+            .collect();
+        let bytes = write_bundle(&head, &carried, Some(&key), t("2026-11-22T12:00:01Z")).unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        (bytes, signed_bytes(&value).unwrap(), key)
+    }
+
+    #[test]
+    fn document_shows_the_bytes_this_code_writes() {
+        let (bytes, signed, key) = example();
+        let bytes = String::from_utf8(bytes).unwrap();
+        let signed = String::from_utf8(signed).unwrap();
+        assert_eq!(block("<!-- example:bundle -->"), bytes, "bundle:\n{bytes}");
+        assert_eq!(
+            block("<!-- example:signed -->"),
+            signed,
+            "signed:\n{signed}"
+        );
+        let public = key.public_key().to_pem().unwrap();
+        assert_eq!(
+            block("<!-- example:public-key -->"),
+            public.trim_end(),
+            "key:\n{public}"
+        );
+        let v = verify_bundle(
+            bytes.as_bytes(),
+            &BundleLimits {
+                max_bundle_bytes: 1 << 20,
+                max_chunks: 10,
+            },
+            Some(&key.public_key()),
+        )
+        .unwrap();
+        assert!(matches!(v.signature, SignatureStatus::Verified { .. }));
+    }
+}
