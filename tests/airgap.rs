@@ -694,3 +694,173 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
     a.finish().await;
     b.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Rekor receipt of the verdict's attestation travels in the bundle.
+
+/// The local Rekor-compatible log, in-process on port 0.
+async fn start_dev_log() -> (
+    String,
+    provd::devlog::DevLogInfo,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    use provd::devlog::{DevLog, DevLogConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = DevLog::open(DevLogConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..DevLogConfig::default()
+    })
+    .expect("dev log opens");
+    let info = log.info().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(log.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    (base, info, stop, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_carries_the_verified_rekor_receipt_of_the_attestation() {
+    use actors::domain::dsse::Envelope;
+    use actors::domain::keys::{Algorithm, PrivateKey};
+    use provd::config::RawRekor;
+    use provd::config::rekor::RawRekorBackend;
+
+    let (log_url, info, _stop, _dir) = start_dev_log().await;
+    let rekor = RawRekor {
+        default_backend: Some("lab".into()),
+        backends: [(
+            "lab".to_owned(),
+            RawRekorBackend {
+                kind: Some("private".into()),
+                api: Some("v1".into()),
+                url: Some(log_url.clone()),
+                keys: Some(vec![info.v1_public_key_pem.clone()]),
+                origin: Some(info.origin.clone()),
+                ..RawRekorBackend::default()
+            },
+        )]
+        .into(),
+        queue: None,
+    }
+    .validate()
+    .expect("rekor config");
+    let Some(a) = TestApp::start_with(move |c| {
+        c.provcache.chunk_size = 1024;
+        c.rekor = rekor;
+    })
+    .await
+    else {
+        return;
+    };
+    let Some(b) = start_node().await else { return };
+    let (veri_key, root) = seed(&a).await;
+
+    // The attestation: a DSSE envelope over the verdict, logged through A's queue.
+    let signer = PrivateKey::generate(Algorithm::P256, &mut |buf: &mut [u8]| {
+        getrandom::fill(buf).map_err(|e| e.to_string())
+    })
+    .expect("key");
+    let (_, entry) = get_json(&a, &format!("/api/v1/provcache/entries/{veri_key}")).await;
+    let envelope = Envelope::sign(
+        "application/vnd.provd.verdict+json",
+        entry["verdict"].to_string().as_bytes(),
+        &signer,
+        "",
+    );
+    let resp = a
+        .http
+        .post(a.url("/api/v1/rekor/submissions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"envelope": envelope, "verifiers": [signer.public_key().to_pem().expect("pem")]}))
+        .send()
+        .await
+        .expect("submit");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let uuid = eventually("submission logged", Duration::from_secs(30), || async {
+        let (_, s) = get_json(&a, &format!("/api/v1/rekor/submissions/{id}")).await;
+        (s["status"] == "logged")
+            .then(|| s["entry_uuid"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .await;
+
+    // Link the entry to it; an unknown receipt is refused.
+    let put = |body: Value| {
+        a.http
+            .put(a.url(&format!("/api/v1/provcache/entries/{veri_key}/receipt")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        put(json!({"rekor_uuid": "0".repeat(64)}))
+            .await
+            .expect("put")
+            .status(),
+        404
+    );
+    assert_eq!(
+        put(json!({"rekor_uuid": uuid}))
+            .await
+            .expect("put")
+            .status(),
+        200
+    );
+
+    let bundle = export(&a, &veri_key, "standard").await;
+    let v: Value = serde_json::from_slice(&bundle).expect("json");
+    assert_eq!(v["rekor"]["logPublicKey"], info.v1_public_key_pem.as_str());
+    assert!(v["rekor"]["logEntry"]["inclusionProof"]["checkpoint"]["envelope"].is_string());
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("with-receipt.json");
+    std::fs::write(&file, &bundle).expect("write");
+    let (code, out, err) = run(provd().arg("verify").arg(&file).arg("--json"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let j: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(j["rekor_receipt"], true);
+    assert!(
+        j["checks"]
+            .as_array()
+            .expect("checks")
+            .contains(&json!("rekor_receipt"))
+    );
+
+    // A receipt whose body was changed is refused, and nothing is stored.
+    let mut bad = v.clone();
+    let body = bad["rekor"]["logEntry"]["canonicalizedBody"]
+        .as_str()
+        .expect("body")
+        .to_owned();
+    let mut raw = B64.decode(body).expect("b64");
+    let last = raw.len() - 2;
+    raw[last] ^= 0x01;
+    bad["rekor"]["logEntry"]["canonicalizedBody"] = Value::String(B64.encode(raw));
+    let (status, body) = import(&b, &serde_json::to_vec(&bad).expect("json")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rekor receipt check failed"),
+        "{body}"
+    );
+    assert_nothing_stored(&b, &veri_key, &root).await;
+
+    // The untouched bundle imports on B, which has no Rekor configuration at all.
+    let (status, outcome) = import(&b, &bundle).await;
+    assert_eq!(status, 202, "{outcome}");
+    assert_eq!(outcome["rekor_receipt"], true);
+    a.finish().await;
+    b.finish().await;
+}
