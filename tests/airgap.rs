@@ -691,6 +691,19 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
     })
     .await;
     assert_eq!(st["missing_chunks"], json!([0]), "{st}");
+    // Resumable: with the index repaired, the same command fetches only what is missing.
+    index["chunks"][0]["path"] = Value::String("chunks/0".into());
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).expect("index");
+    let (code, out, err) = run(provd()
+        .arg("import")
+        .arg(&lite)
+        .arg("--lazy-fetch")
+        .arg("--chunks-dir")
+        .arg(&chunks)
+        .args(["--database-url", &b.db.url]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fetched 1 chunks"), "{out}");
+    assert_same_evidence(&a, &b, &root).await;
     a.finish().await;
     b.finish().await;
 }
@@ -861,6 +874,45 @@ async fn bundle_carries_the_verified_rekor_receipt_of_the_attestation() {
     let (status, outcome) = import(&b, &bundle).await;
     assert_eq!(status, 202, "{outcome}");
     assert_eq!(outcome["rekor_receipt"], true);
+    a.finish().await;
+    b.finish().await;
+}
+
+/// An entry node B invalidated after it was written does not come back through an import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_does_not_resurrect_an_entry_invalidated_on_the_importing_node() {
+    let Some(a) = start_node().await else { return };
+    let Some(b) = start_node().await else { return };
+    let (veri_key, root) = seed(&a).await;
+    let bundle = export(&a, &veri_key, "strict").await;
+    let resp = b
+        .http
+        .post(b.url("/api/v1/provcache/invalidate"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"veri_key": veri_key, "reason": "signer compromised"}))
+        .send()
+        .await
+        .expect("invalidate");
+    assert_eq!(resp.status(), 202);
+    eventually(
+        "the revocation is in B's ledger",
+        Duration::from_secs(20),
+        || async {
+            let (_, rows) = get_json(&b, "/api/v1/provcache/revocations?since=0").await;
+            (rows.to_string().contains(&veri_key)).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = import(&b, &bundle).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalidated"),
+        "{body}"
+    );
+    assert_nothing_stored(&b, &veri_key, &root).await;
     a.finish().await;
     b.finish().await;
 }

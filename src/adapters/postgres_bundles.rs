@@ -3,7 +3,7 @@
 //! chunks of a root are stored, and the entry → Rekor receipt link
 //! (`provcache.prov_entry_receipts`).
 
-use actors::domain::entry::Entry;
+use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept};
 use actors::domain::evidence::{Manifest, chunk_digest, format_digest};
 use actors::ports::PortError;
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use sqlx::{Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::AdapterError;
-use super::postgres::PgStore;
+use super::postgres::{FLUSH_LOCK, PgStore, recent_revocations};
 use crate::airgap::BundleStore;
 
 /// Chunks per INSERT: 7 parameters each, far below PostgreSQL's 65 535.
@@ -83,13 +83,35 @@ async fn insert_chunks(
 impl PgStore {
     /// Stores an imported entry, its manifest and the chunks the bundle carried in one
     /// transaction. A newer stored version of the entry is kept (newest `updated_at` wins).
+    ///
+    /// An entry that this node's ledger invalidated after it was written (its `created_at`,
+    /// with the flusher's clock-skew margin) is refused with nothing stored: an invalidated
+    /// entry never comes back, not through an import either. The flush lock is held shared,
+    /// as a flush does, so an invalidation cannot slip in between the check and the commit.
     pub async fn import_bundle(
         &self,
         entry: &Entry,
         manifest: &Manifest,
         chunks: &[(u64, Vec<u8>)],
-    ) -> Result<(), AdapterError> {
+    ) -> Result<Result<(), String>, AdapterError> {
         let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(FLUSH_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let revocations = recent_revocations(&mut tx, entry.created_at).await?;
+        let as_write = EntryWrite {
+            write_id: Uuid::nil(),
+            accepted_at: entry.created_at,
+            entry: entry.clone(),
+        };
+        if invalidated_after_accept(&as_write, &revocations) {
+            tx.rollback().await?;
+            return Ok(Err(format!(
+                "entry {} was invalidated on this node after it was written; not imported",
+                entry.veri_key
+            )));
+        }
         sqlx::query(
             "INSERT INTO provcache.provcache_items \
              (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
@@ -129,7 +151,7 @@ impl PgStore {
         insert_manifest(&mut tx, manifest).await?;
         insert_chunks(&mut tx, manifest, chunks).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Stores fetched chunks of a root whose manifest is stored; returns how many were new.
@@ -168,7 +190,9 @@ impl BundleStore for PgStore {
         manifest: &Manifest,
         chunks: &[(u64, Vec<u8>)],
     ) -> Result<(), PortError> {
-        Ok(self.import_bundle(entry, manifest, chunks).await?)
+        self.import_bundle(entry, manifest, chunks)
+            .await?
+            .map_err(PortError::Rejected)
     }
 
     async fn store_chunks(

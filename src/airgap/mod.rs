@@ -31,6 +31,10 @@ pub enum AirgapError {
     /// No manifest is stored for the root, so there is nothing to fetch chunks for.
     #[error("no evidence manifest stored for {0}; import its bundle first")]
     NoManifest(String),
+    /// This node refuses the (valid) bundle: its entry was invalidated here after it was
+    /// written. Nothing was stored.
+    #[error("import refused: {0}")]
+    Refused(String),
     /// A chunk source cannot be used at all (the directory is missing, the URL is bad).
     #[error("chunk source: {0}")]
     Source(String),
@@ -39,7 +43,9 @@ pub enum AirgapError {
 /// The storage an import and a lazy fetch need.
 #[async_trait]
 pub trait BundleStore: Send + Sync + 'static {
-    /// Stores the entry, its manifest and the given chunks in one transaction.
+    /// Stores the entry, its manifest and the given chunks in one transaction;
+    /// `PortError::Rejected` (nothing stored) when this node invalidated the entry after it
+    /// was written.
     async fn import(
         &self,
         entry: &Entry,
@@ -147,7 +153,17 @@ pub async fn import_bundle(
     for c in &bundle.chunks {
         chunks.push((c.index, actors::domain::bundle::Bundle::chunk_bytes(c)?));
     }
-    store.import(&bundle.to_entry(), &manifest, &chunks).await?;
+    store
+        .import(&bundle.to_entry(), &manifest, &chunks)
+        .await
+        .map_err(|e| match e {
+            PortError::Rejected(m) => {
+                metrics::counter!("provd_bundle_imports_total", "outcome" => "invalidated")
+                    .increment(1);
+                AirgapError::Refused(m)
+            }
+            e => AirgapError::Store(e),
+        })?;
     metrics::counter!("provd_bundle_imports_total", "outcome" => "imported").increment(1);
     let outcome = status(store, &manifest).await?;
     let outcome = ImportOutcome {

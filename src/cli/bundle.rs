@@ -477,6 +477,10 @@ async fn import_async(
             println!("refused, nothing stored: {}: {e}", args.file.display());
             return Ok(false);
         }
+        Err(e @ crate::airgap::AirgapError::Refused(_)) => {
+            println!("refused, nothing stored: {}: {e}", args.file.display());
+            return Ok(false);
+        }
         Err(e) => return Err(e.into()),
     };
     println!(

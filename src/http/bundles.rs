@@ -240,6 +240,7 @@ async fn import(
             Ok((status, Json(outcome)).into_response())
         }
         Err(AirgapError::Bundle(e)) => Err(refused(&e)),
+        Err(AirgapError::Refused(m)) => Err(ApiError::Conflict(m)),
         Err(e) => Err(unavailable(e)),
     }
 }
