@@ -234,6 +234,17 @@ async fn lite_and_standard_complete_by_lazy_fetch_over_http() {
         } else {
             assert!(st["stored_chunks"].as_u64().expect("stored") >= carried);
         }
+        // B cannot export more evidence than it holds.
+        let resp = b
+            .http
+            .get(b.url(&format!(
+                "/api/v1/provcache/entries/{veri_key}/bundle?density=strict"
+            )))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .expect("export from B");
+        assert_eq!(resp.status(), 409);
         let file = dir.path().join(format!("{density}.json"));
         std::fs::write(&file, &bundle).expect("write bundle");
         let (code, out, err) = run(provd()
@@ -247,6 +258,13 @@ async fn lite_and_standard_complete_by_lazy_fetch_over_http() {
         let (_, st) = get_json(&b, &format!("/api/v1/proofs/{root}/status")).await;
         assert_eq!(st["complete"], true, "{st}");
         assert_same_evidence(&a, &b, &root).await;
+        // Complete now, B exports a strict bundle that verifies on its own.
+        let again = export(&b, &veri_key, "strict").await;
+        let f = dir.path().join(format!("{density}-again.json"));
+        std::fs::write(&f, &again).expect("write");
+        let (code, out, err) = run(provd().arg("verify").arg(&f));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("21 of 21 chunks, complete"), "{out}");
         // Start the next density from an empty B evidence store.
         let pool = sqlx::PgPool::connect(&b.db.url).await.expect("db");
         sqlx::query("DELETE FROM provcache.prov_evidence_chunks")

@@ -115,49 +115,82 @@ async fn export(
     let head = Bundle::head(&entry, &manifest, density, Utc::now(), rekor)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let want = density.included_chunks(manifest.total_chunks);
-    let mut writer =
-        BundleWriter::new(Vec::new(), None).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut next = 0u64;
-    'batches: while next < want {
-        let batch = s
-            .evidence
-            .chunks(&proof_root, next, EXPORT_BATCH.min(want - next))
-            .await
-            .map_err(unavailable)?;
-        if batch.is_empty() {
-            break;
-        }
-        for c in &batch {
-            if c.index != next {
-                break 'batches;
-            }
-            // Never export bytes that do not match the manifest.
-            check_chunk_against_manifest(&manifest, c.index, &c.data)
-                .map_err(|e| ApiError::Internal(format!("stored chunk: {e}")))?;
-            writer
-                .write_chunk(c.index, &c.data)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            next += 1;
-        }
-    }
-    if next < want {
+    // Every chunk the density needs must be here; checked before the answer starts.
+    let stored = s
+        .airgap
+        .store
+        .stored_indexes(&proof_root)
+        .await
+        .map_err(unavailable)?;
+    if let Some(gap) = crate::airgap::missing_of(want, &stored).first() {
         return Err(ApiError::Conflict(format!(
-            "chunk {next} of {proof_root} is not stored here; a {} bundle needs chunks 0..{want}",
+            "chunk {gap} of {proof_root} is not stored here; a {} bundle needs chunks 0..{want}",
             density.as_str()
         )));
     }
-    let (bytes, _) = writer
-        .finish(&head, Utc::now())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
     metrics::counter!("provd_bundle_exports_total", "density" => density.as_str()).increment(1);
+    // The body is written batch by batch as it is read, so a strict bundle of any size
+    // holds one batch of chunks in memory, not the whole bundle.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let evidence = s.evidence.clone();
+    tokio::spawn(async move {
+        if let Err(e) = stream_bundle(evidence.as_ref(), &head, &manifest, want, &tx).await {
+            tracing::warn!(error = %e, "bundle export stopped");
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        bytes,
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+/// Writes the bundle into `tx`, one batch of chunks at a time.
+async fn stream_bundle(
+    evidence: &dyn actors::ports::EvidenceStore,
+    head: &Bundle,
+    manifest: &actors::domain::evidence::Manifest,
+    want: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) -> Result<(), String> {
+    let mut writer = BundleWriter::new(Vec::new(), None).map_err(|e| e.to_string())?;
+    let mut next = 0u64;
+    while next < want {
+        let batch = evidence
+            .chunks(&manifest.proof_root, next, EXPORT_BATCH.min(want - next))
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Err(format!("chunk {next} disappeared during the export"));
+        }
+        for c in &batch {
+            if c.index != next {
+                return Err(format!("chunk {next} disappeared during the export"));
+            }
+            // Never export bytes that do not match the manifest.
+            check_chunk_against_manifest(manifest, c.index, &c.data)
+                .map_err(|e| format!("stored chunk: {e}"))?;
+            writer
+                .write_chunk(c.index, &c.data)
+                .map_err(|e| e.to_string())?;
+            next += 1;
+        }
+        let part = std::mem::take(writer.get_mut());
+        if tx.send(Ok(part)).await.is_err() {
+            // The client went away.
+            return Ok(());
+        }
+    }
+    let (rest, _) = writer.finish(head, Utc::now()).map_err(|e| e.to_string())?;
+    let _ = tx.send(Ok(rest)).await;
+    Ok(())
 }
 
 /// The receipt linked to the entry, with its log's key, when one is linked and its log is

@@ -563,6 +563,11 @@ impl<W: std::io::Write> BundleWriter<W> {
         Ok(())
     }
 
+    /// The output, e.g. to hand on what a `Vec` collected so far.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Bytes written so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
