@@ -747,8 +747,8 @@ pub fn parse_bundle(bytes: &[u8], limits: &BundleLimits) -> Result<(Value, Bundl
     {
         return Err(BundleError::UnsupportedVersion(v.to_owned()));
     }
-    let bundle: Bundle =
-        serde_json::from_value(value.clone()).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    // Deserialising from a reference keeps one copy of a large bundle's JSON tree.
+    let bundle = Bundle::deserialize(&value).map_err(|e| BundleError::Malformed(e.to_string()))?;
     if bundle.manifest.total_chunks > limits.max_chunks
         || bundle.manifest.chunks.len() as u64 > limits.max_chunks
     {
@@ -763,9 +763,10 @@ pub fn parse_bundle(bytes: &[u8], limits: &BundleLimits) -> Result<(Value, Bundl
     Ok((value, bundle))
 }
 
-/// Checks the signature of a parsed bundle against `trusted` (when given).
+/// Checks the signature of a parsed bundle against `trusted` (when given). Takes the raw
+/// JSON by value: the signed bytes are built from it without another copy.
 pub fn check_signature(
-    value: &Value,
+    value: Value,
     bundle: &Bundle,
     trusted: Option<&PublicKey>,
 ) -> Result<SignatureStatus, BundleError> {
@@ -795,7 +796,11 @@ pub fn check_signature(
     let raw = B64.decode(&sig.signature).map_err(|_| {
         BundleError::Malformed("`signature.signature` is not standard base64".into())
     })?;
-    let message = signed_bytes(value)?;
+    let Value::Object(mut map) = value else {
+        return Err(BundleError::Malformed("a bundle is a JSON object".into()));
+    };
+    map.remove("signature");
+    let message = canonical_json(&Value::Object(map))?;
     key.verify(&message, &raw)
         .map_err(|_: KeyError| BundleError::BadSignature {
             key_id: expected_id.clone(),
@@ -853,7 +858,7 @@ pub fn verify_bundle(
 ) -> Result<VerifiedBundle, BundleError> {
     let mut checks = vec!["limits", "format"];
     let (value, bundle) = parse_bundle(bytes, limits)?;
-    let signature = check_signature(&value, &bundle, trusted)?;
+    let signature = check_signature(value, &bundle, trusted)?;
     if matches!(signature, SignatureStatus::Verified { .. }) {
         checks.push("signature");
     }
@@ -914,7 +919,8 @@ pub fn verify_bundle(
     }
     checks.push("chunk_list");
 
-    // Chunk hashes.
+    // Chunk hashes. The bytes are kept only when inclusion proofs need them.
+    let complete = want == manifest.total_chunks;
     let mut digests = Vec::with_capacity(bundle.chunks.len());
     for c in &bundle.chunks {
         let data = Bundle::chunk_bytes(c)?;
@@ -930,11 +936,10 @@ pub fn verify_bundle(
             });
         }
         check_chunk_against_manifest(&manifest, c.index, &data)?;
-        digests.push((digest, data));
+        digests.push((digest, if complete { Vec::new() } else { data }));
     }
     checks.push("chunk_hash");
 
-    let complete = want == manifest.total_chunks;
     if complete {
         let only: Vec<_> = digests.iter().map(|(d, _)| *d).collect();
         let computed = format_digest(&root_from_chunk_digests(&only));
