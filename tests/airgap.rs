@@ -934,3 +934,54 @@ async fn import_does_not_resurrect_an_entry_invalidated_on_the_importing_node() 
     a.finish().await;
     b.finish().await;
 }
+
+/// With `bundles.trusted_keys` set, the import endpoint takes only bundles signed by one of
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_endpoint_requires_a_trusted_signature_when_keys_are_configured() {
+    let Some(a) = start_node().await else { return };
+    let (veri_key, root) = seed(&a).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, public) = key_pair(dir.path(), "exporter", "ed25519");
+    let pem = std::fs::read_to_string(&public).expect("pem");
+    let trusted = provd::config::bundles::load_public_key(&pem).expect("key");
+    let Some(b) = TestApp::start_with(move |c| {
+        c.provcache.chunk_size = 1024;
+        c.bundles.trusted_keys = vec![trusted];
+    })
+    .await
+    else {
+        return;
+    };
+    let unsigned = export(&a, &veri_key, "strict").await;
+    let (status, body) = import(&b, &unsigned).await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("signature check failed: the bundle is not signed"),
+        "{msg}"
+    );
+    assert_nothing_stored(&b, &veri_key, &root).await;
+    let file = dir.path().join("signed.json");
+    let (code, out, err) = run(provd()
+        .arg("export")
+        .args(["--server", &a.url(""), "--token", READ_TOKEN])
+        .args([
+            "--verikey",
+            &veri_key,
+            "--density",
+            "strict",
+            "--sign",
+            "--key",
+        ])
+        .arg(&key)
+        .arg("--output")
+        .arg(&file));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (status, outcome) = import(&b, &std::fs::read(&file).expect("bundle")).await;
+    assert_eq!(status, 201, "{outcome}");
+    assert_eq!(outcome["signature"]["status"], "verified");
+    assert_same_evidence(&a, &b, &root).await;
+    a.finish().await;
+    b.finish().await;
+}
