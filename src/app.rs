@@ -405,8 +405,19 @@ impl App {
             default_ttl: config.provcache.default_ttl,
             submissions: Arc::new(store.clone()),
             rekor,
+            airgap: Arc::new(http::bundles::AirgapState {
+                store: Arc::new(store.clone()),
+                config: config.bundles.clone(),
+                log_keys: config
+                    .rekor
+                    .backends
+                    .values()
+                    .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.clone())))
+                    .collect(),
+            }),
         };
         http::proofs::describe_metrics();
+        crate::airgap::describe_metrics();
         ledger::describe_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod alerts;
+pub mod bundles;
 pub mod rekor;
 
 pub use rekor::{RawRekor, RekorConfig};
@@ -188,6 +189,8 @@ pub struct Config {
     pub rekor: RekorConfig,
     /// Where divergence alerts go (`[alerts]`).
     pub alerts: alerts::AlertsConfig,
+    /// Air-gap bundle limits and trusted keys (`[bundles]`).
+    pub bundles: bundles::BundlesConfig,
 }
 
 /// The provcache table as written in TOML.
@@ -255,6 +258,9 @@ pub struct RawConfig {
     /// `[alerts]`.
     #[serde(default)]
     pub alerts: alerts::RawAlerts,
+    /// `[bundles]`.
+    #[serde(default)]
+    pub bundles: bundles::RawBundles,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -530,6 +536,7 @@ impl RawConfig {
 
         let rekor = self.rekor.validate()?;
         let alerts = self.alerts.validate()?;
+        let bundles = self.bundles.validate()?;
         let nats_stream_max_bytes = match self.nats_stream_max_bytes {
             Some(n) if n < 1024 * 1024 => {
                 return Err(invalid(
@@ -564,6 +571,7 @@ impl RawConfig {
             tokens,
             rekor,
             alerts,
+            bundles,
         })
     }
 }
@@ -685,6 +693,7 @@ impl Config {
             },
             rekor: self.rekor.to_raw(),
             alerts: self.alerts.to_raw(),
+            bundles: self.bundles.to_raw(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()

@@ -7,6 +7,7 @@
 //! parses the command line and hands over to [`cli::run`].
 
 pub mod adapters;
+pub mod airgap;
 pub mod app;
 pub mod cli;
 pub mod config;

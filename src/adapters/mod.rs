@@ -17,6 +17,7 @@ pub mod hot_sweep;
 pub mod jetstream;
 pub mod memory;
 pub mod postgres;
+pub mod postgres_bundles;
 pub mod postgres_evidence;
 pub mod postgres_ledger;
 pub mod postgres_monitor;

@@ -98,7 +98,7 @@ pub struct LedgerStats {
 /// reads the ledger (and the flush drops the writes it matches) or waits until the flush
 /// has committed (and then deletes what the flush wrote). Either way an invalidated entry
 /// never comes back from a batch that was in flight.
-const FLUSH_LOCK: i64 = 0x7072_6f76_6361_6368;
+pub(crate) const FLUSH_LOCK: i64 = 0x7072_6f76_6361_6368;
 
 /// How far apart provd's clock (which stamps accepted writes) and PostgreSQL's (which stamps
 /// ledger rows) may be. A write accepted up to this long after a matching invalidation is
@@ -441,7 +441,7 @@ impl PgStore {
 /// Invalidations recorded since `oldest` was accepted (less the clock-skew margin), with
 /// their times moved forward by the margin: the rule that drops writes accepted before
 /// them. Few rows, and indexed by `revoked_at`.
-async fn recent_revocations(
+pub(crate) async fn recent_revocations(
     conn: &mut sqlx::PgConnection,
     oldest: DateTime<Utc>,
 ) -> Result<Vec<(Criterion, DateTime<Utc>)>, AdapterError> {

@@ -4,6 +4,7 @@
 //! dispatches. Commands that talk to services load the configuration exactly as `serve`
 //! does (file, then `PROVD_*` variables, then flags).
 
+pub mod bundle;
 pub mod devlog;
 pub mod rekor_log;
 pub mod replay;
@@ -83,6 +84,23 @@ pub enum Command {
         #[command(subcommand)]
         cmd: tiles::TilesCommand,
     },
+    /// Export a verdict and its evidence as an air-gap proof bundle (from a running provd).
+    #[command(
+        after_help = "Densities: lite (no chunks), standard (first 10 %), strict (all). With --chunks-dir, every\nchunk is also written there for `provd import --lazy-fetch --chunks-dir`.\n\nExample:\n  provd export --server http://10.0.0.5:8080 --verikey sha256:3f…9a --density strict \\\n    --sign --key exporter.key.pem --output verdict.bundle.json --chunks-dir /mnt/usb/chunks"
+    )]
+    Export(bundle::ExportArgs),
+    /// Verify a proof bundle offline: signature, digest, manifest, chunks, Merkle root,
+    /// Rekor receipt. Exit 0 valid, 1 invalid (the failing check named), 2 usage.
+    #[command(
+        after_help = "Example:\n  provd verify verdict.bundle.json --trusted-key exporter.pub.pem\n  provd verify verdict.bundle.json --json"
+    )]
+    Verify(bundle::VerifyArgs),
+    /// Import a proof bundle into this node's database (verified first; nothing stored from
+    /// a bundle that fails), then optionally fetch the chunks it left out.
+    #[command(
+        after_help = "Run it again to resume an interrupted fetch: only missing chunks are fetched.\n\nExample:\n  provd import verdict.bundle.json --trusted-key exporter.pub.pem \\\n    --lazy-fetch --chunks-dir /mnt/usb/chunks --backend http://10.0.0.5:8080 --batch-size 50"
+    )]
+    Import(bundle::ImportArgs),
     /// The local Rekor-compatible log: a lab and test tool, not a production log.
     DevLog {
         /// The dev-log subcommand.
@@ -105,5 +123,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(cmd),
         Command::DevLog { command } => devlog::run(command),
+        Command::Export(args) => bundle::export(config_path.as_deref(), args),
+        Command::Verify(args) => bundle::verify(config_path.as_deref(), args),
+        Command::Import(args) => bundle::import(config_path.as_deref(), args),
     }
 }

@@ -4,6 +4,7 @@
 //! scope. Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
 pub mod auth;
+pub mod bundles;
 pub mod checkpoints;
 pub mod entries;
 pub mod error;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub submissions: Arc<dyn SubmissionStore>,
     /// The configured transparency logs; `None` when none is configured.
     pub rekor: Option<RekorBackends>,
+    /// Air-gap bundles: import store, limits, trusted keys.
+    pub airgap: Arc<bundles::AirgapState>,
 }
 
 /// The router.
@@ -119,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(entries::routes(&state))
         .merge(stats::routes(&state))
         .merge(rekor::routes(&state))
+        .merge(bundles::routes(&state))
         .fallback(not_found)
         .with_state(state)
 }

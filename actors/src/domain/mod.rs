@@ -8,11 +8,13 @@
 //!   rules).
 //! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
 //!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
-//!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes).
+//!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes),
+//!   [`bundle`] (air-gap proof bundles: format, canonical JSON, signing, offline checks).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
 pub mod divergence;
+pub mod bundle;
 pub mod dsse;
 pub mod entry;
 pub mod epoch;

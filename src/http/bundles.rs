@@ -1,0 +1,335 @@
+//! Air-gap bundles over HTTP: export (`GET /api/v1/provcache/entries/{veriKey}/bundle`,
+//! scope `read`), import (`POST /api/v1/provcache/import`, scope `write`), which chunks of a
+//! root are stored (`GET /api/v1/proofs/{root}/status`, scope `read`), and linking an entry
+//! to the stored Rekor receipt of its attestation
+//! (`PUT /api/v1/provcache/entries/{veriKey}/receipt`, scope `write`).
+//!
+//! The format and the checks are in `actors::domain::bundle`; `docs/bundle-format.md` has
+//! the bytes. An import is verified completely before anything is stored, and a body over
+//! `bundles.max_bundle_bytes` is refused before it is read (declared length) or as soon as
+//! it grows past the limit.
+
+use std::sync::Arc;
+
+use actors::domain::bundle::{
+    Bundle, BundleError, BundleRekor, BundleWriter, Density, check_chunk_against_manifest,
+};
+use actors::domain::evidence::parse_digest;
+use actors::domain::verikey::parse_veri_key;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::auth::scoped;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use crate::airgap::{AirgapError, BundleStore, import_bundle, status};
+use crate::config::Scope;
+use crate::config::bundles::BundlesConfig;
+use crate::config::rekor::TrustedLogKey;
+
+/// Chunks read from the store per query while exporting.
+const EXPORT_BATCH: u64 = 64;
+
+/// What the bundle routes need beyond the shared state.
+pub struct AirgapState {
+    /// Import, chunk status and receipt links.
+    pub store: Arc<dyn BundleStore>,
+    /// Limits and trusted keys.
+    pub config: BundlesConfig,
+    /// Trusted keys of each configured Rekor backend, for the receipts bundles carry.
+    pub log_keys: Vec<(String, TrustedLogKey)>,
+}
+
+/// The routes of this module, each behind its scope.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let read = scoped(
+        Router::new()
+            .route("/api/v1/provcache/entries/{veri_key}/bundle", get(export))
+            .route("/api/v1/proofs/{proof_root}/status", get(chunk_status)),
+        &state.tokens,
+        Scope::Read,
+    );
+    let write = scoped(
+        Router::new()
+            .route("/api/v1/provcache/import", post(import))
+            .route("/api/v1/provcache/entries/{veri_key}/receipt", put(link)),
+        &state.tokens,
+        Scope::Write,
+    );
+    read.merge(write)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "bundle request failed");
+    ApiError::Unavailable("the store is unavailable; try again".into())
+}
+
+fn refused(e: &BundleError) -> ApiError {
+    match e {
+        BundleError::TooLarge { .. } | BundleError::TooManyChunks { .. } => {
+            ApiError::PayloadTooLarge(format!("bundle refused: {e}"))
+        }
+        _ => ApiError::BadRequest(format!("bundle refused, nothing stored: {e}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    density: Option<String>,
+}
+
+async fn export(
+    State(s): State<AppState>,
+    Path(veri_key): Path<String>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let density = Density::parse(q.density.as_deref().unwrap_or("standard"))
+        .map_err(|e| ApiError::BadRequest(format!("`density`: {e}")))?;
+    let (entry, _) = s
+        .cache
+        .get(&veri_key)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no live entry for {veri_key}")))?;
+    let proof_root = entry.proof_root.clone().ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "entry {veri_key} has no evidence (no proof root); a bundle needs one"
+        ))
+    })?;
+    let manifest = s
+        .evidence
+        .manifest(&proof_root)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no evidence stored for {proof_root}")))?;
+    let rekor = bundled_receipt(&s, &veri_key).await?;
+    let head = Bundle::head(&entry, &manifest, density, Utc::now(), rekor)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let want = density.included_chunks(manifest.total_chunks);
+    // Every chunk the density needs must be here; checked before the answer starts.
+    let stored = s
+        .airgap
+        .store
+        .stored_indexes(&proof_root)
+        .await
+        .map_err(unavailable)?;
+    if let Some(gap) = crate::airgap::missing_of(want, &stored).first() {
+        return Err(ApiError::Conflict(format!(
+            "chunk {gap} of {proof_root} is not stored here; a {} bundle needs chunks 0..{want}",
+            density.as_str()
+        )));
+    }
+    metrics::counter!("provd_bundle_exports_total", "density" => density.as_str()).increment(1);
+    // The body is written batch by batch as it is read, so a strict bundle of any size
+    // holds one batch of chunks in memory, not the whole bundle.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let evidence = s.evidence.clone();
+    tokio::spawn(async move {
+        if let Err(e) = stream_bundle(evidence.as_ref(), &head, &manifest, want, &tx).await {
+            tracing::warn!(error = %e, "bundle export stopped");
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Writes the bundle into `tx`, one batch of chunks at a time.
+async fn stream_bundle(
+    evidence: &dyn actors::ports::EvidenceStore,
+    head: &Bundle,
+    manifest: &actors::domain::evidence::Manifest,
+    want: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) -> Result<(), String> {
+    let mut writer = BundleWriter::new(Vec::new(), None).map_err(|e| e.to_string())?;
+    let mut next = 0u64;
+    while next < want {
+        let batch = evidence
+            .chunks(&manifest.proof_root, next, EXPORT_BATCH.min(want - next))
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Err(format!("chunk {next} disappeared during the export"));
+        }
+        for c in &batch {
+            if c.index != next {
+                return Err(format!("chunk {next} disappeared during the export"));
+            }
+            // Never export bytes that do not match the manifest.
+            check_chunk_against_manifest(manifest, c.index, &c.data)
+                .map_err(|e| format!("stored chunk: {e}"))?;
+            writer
+                .write_chunk(c.index, &c.data)
+                .map_err(|e| e.to_string())?;
+            next += 1;
+        }
+        let part = std::mem::take(writer.get_mut());
+        if tx.send(Ok(part)).await.is_err() {
+            // The client went away.
+            return Ok(());
+        }
+    }
+    let (rest, _) = writer.finish(head, Utc::now()).map_err(|e| e.to_string())?;
+    let _ = tx.send(Ok(rest)).await;
+    Ok(())
+}
+
+/// The receipt linked to the entry, with its log's key, when one is linked and its log is
+/// configured here.
+async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRekor>, ApiError> {
+    let Some(uuid) = s
+        .airgap
+        .store
+        .linked_receipt(veri_key)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    let Some(stored) = s
+        .submissions
+        .stored_receipt(&uuid)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    let key = s
+        .airgap
+        .log_keys
+        .iter()
+        .find(|(backend, k)| *backend == stored.backend && k.log_id == stored.receipt.log_id);
+    let Some((_, key)) = key else {
+        tracing::warn!(%uuid, backend = %stored.backend, "no configured key for the linked receipt's log; exporting without it");
+        return Ok(None);
+    };
+    let pem = key
+        .key
+        .to_pem()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some(BundleRekor {
+        log_entry: stored.receipt.to_tle(),
+        log_public_key: pem,
+        log_host: key.name.clone(),
+    }))
+}
+
+async fn import(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = s.airgap.config.limits;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared {
+        limits.check_size(n).map_err(|e| refused(&e))?;
+    }
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        bytes.extend_from_slice(&frame);
+        limits
+            .check_size(bytes.len() as u64)
+            .map_err(|e| refused(&e))?;
+    }
+    match import_bundle(
+        s.airgap.store.as_ref(),
+        &bytes,
+        &limits,
+        &s.airgap.config.trusted_keys,
+    )
+    .await
+    {
+        Ok((_, outcome)) => {
+            let status = if outcome.complete {
+                StatusCode::CREATED
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(outcome)).into_response())
+        }
+        Err(AirgapError::Bundle(e)) => Err(refused(&e)),
+        Err(AirgapError::Refused(m)) => Err(ApiError::Conflict(m)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+async fn chunk_status(
+    State(s): State<AppState>,
+    Path(proof_root): Path<String>,
+) -> Result<Response, ApiError> {
+    parse_digest(&proof_root).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let manifest = s
+        .evidence
+        .manifest(&proof_root)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no evidence with proof root {proof_root}")))?;
+    let st = status(s.airgap.store.as_ref(), &manifest)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "proof_root": st.proof_root,
+        "total_chunks": st.total_chunks,
+        "stored_chunks": st.stored_chunks,
+        "missing_chunks": st.missing_chunks,
+        "complete": st.complete,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    rekor_uuid: String,
+}
+
+async fn link(
+    State(s): State<AppState>,
+    Path(veri_key): Path<String>,
+    ApiJson(body): ApiJson<LinkBody>,
+) -> Result<Response, ApiError> {
+    parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let stored = s
+        .submissions
+        .stored_receipt(&body.rekor_uuid)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no stored Rekor receipt {:?}", body.rekor_uuid))
+        })?;
+    s.airgap
+        .store
+        .link_receipt(&veri_key, &stored.uuid)
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"veri_key": veri_key, "rekor_uuid": stored.uuid})),
+    )
+        .into_response())
+}
