@@ -13,8 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod rekor;
+pub mod tiles;
 
 pub use rekor::{RawRekor, RekorConfig};
+pub use tiles::{RawTiles, TilesConfig};
 
 /// Errors of the configuration layer.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,8 @@ pub struct Config {
     pub tokens: Vec<Token>,
     /// Transparency-log backends (`[rekor]`); empty when the section is absent.
     pub rekor: RekorConfig,
+    /// The tile cache and proxy (`[tiles]`); `None` when no cache directory is set.
+    pub tiles: Option<TilesConfig>,
 }
 
 /// The provcache table as written in TOML.
@@ -249,6 +253,9 @@ pub struct RawConfig {
     /// `[rekor]`.
     #[serde(default)]
     pub rekor: RawRekor,
+    /// `[tiles]`.
+    #[serde(default, skip_serializing_if = "RawTiles::is_empty")]
+    pub tiles: RawTiles,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -307,6 +314,7 @@ impl RawConfig {
                 "SHUTDOWN_TIMEOUT" => self.shutdown_timeout = v,
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
+                "TILES_CACHE_DIR" => self.tiles.cache_dir = v,
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
                 "PROVCACHE_FLUSH_BATCH" => {
@@ -523,6 +531,7 @@ impl RawConfig {
         }
 
         let rekor = self.rekor.validate()?;
+        let tiles = self.tiles.validate(&rekor)?;
         let nats_stream_max_bytes = match self.nats_stream_max_bytes {
             Some(n) if n < 1024 * 1024 => {
                 return Err(invalid(
@@ -556,6 +565,7 @@ impl RawConfig {
             },
             tokens,
             rekor,
+            tiles,
         })
     }
 }
@@ -676,6 +686,11 @@ impl Config {
                     .collect(),
             },
             rekor: self.rekor.to_raw(),
+            tiles: self
+                .tiles
+                .as_ref()
+                .map(TilesConfig::to_raw)
+                .unwrap_or_default(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()

@@ -24,4 +24,5 @@ pub mod submitter;
 pub mod supervisor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tile_sync;
 pub mod write_behind;

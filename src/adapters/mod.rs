@@ -10,6 +10,8 @@
 //! * [`jetstream`]: the event bus on NATS JetStream.
 //! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
 //!   wrapper, and `build_backends` for the configured ones.
+//! * [`tiles`]: C2SP tile logs: the tile client, the filesystem tile cache, the mirror and
+//!   the proof builder.
 
 pub mod hot_sweep;
 pub mod jetstream;
@@ -20,6 +22,7 @@ pub mod postgres_ledger;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
+pub mod tiles;
 
 use actors::ports::PortError;
 

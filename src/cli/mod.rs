@@ -10,6 +10,7 @@ pub mod replay;
 mod service;
 mod submit;
 pub mod tiles;
+pub mod tiles_sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,7 +78,7 @@ pub enum Command {
         #[command(subcommand)]
         command: tlog::KeysCommand,
     },
-    /// Offline checks of a C2SP tlog-tiles log directory.
+    /// C2SP tlog-tiles log directories: verify one offline, or sync a verified mirror.
     Tiles {
         /// The `tiles` command to run.
         #[command(subcommand)]
@@ -103,7 +104,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
-        Command::Tiles { cmd } => tiles::run(cmd),
+        Command::Tiles { cmd } => tiles::run(config_path.as_deref(), cmd),
         Command::DevLog { command } => devlog::run(command),
     }
 }
