@@ -667,3 +667,78 @@ async fn tiles_sync_builds_and_extends_a_verified_mirror_and_prove_prints_checka
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// An interrupted sync resumes from its staged tiles; a staged tile that does not verify
+/// fails the sync and is thrown away, so the next run fetches afresh and succeeds.
+#[tokio::test]
+async fn an_interrupted_sync_resumes_and_a_bad_staged_tile_is_thrown_away() {
+    use provd::adapters::tiles::mirror::{Quiet, STAGING, sync_mirror};
+    let lab = Lab::start(700).await;
+    let client = TileClient::for_backend(&lab.rekor().backends["lab"]).expect("client");
+    let verifiers = [lab.verifier()];
+    let work = tempfile::tempdir().unwrap();
+    let note = lab.get("checkpoint").await;
+
+    // Three tiles staged by a run that stopped early are not fetched again.
+    let mirror = work.path().join("resumed");
+    for path in ["tile/0/000", "tile/entries/000", "tile/1/000.p/2"] {
+        let staged = mirror.join(STAGING).join(path);
+        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        std::fs::write(&staged, lab.get(path).await).unwrap();
+    }
+    let report = sync_mirror(
+        &client,
+        &verifiers,
+        &lab.info.origin,
+        note.clone(),
+        &mirror,
+        4,
+        &Quiet,
+    )
+    .await
+    .expect("sync verifies");
+    assert_eq!((report.present, report.fetched), (3, 4));
+    assert!(!mirror.join(STAGING).exists(), "staging is emptied");
+    assert!(mirror.join("tile/entries/000").is_file());
+    assert_eq!(std::fs::read(mirror.join("checkpoint")).unwrap(), note);
+
+    // A bad staged tile: the sync fails naming the problem and keeps nothing unverified.
+    let mirror = work.path().join("poisoned");
+    let staged = mirror.join(STAGING).join("tile/0/001");
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    let mut bad = lab.get("tile/0/001").await;
+    bad[17] ^= 1;
+    std::fs::write(&staged, bad).unwrap();
+    let err = sync_mirror(
+        &client,
+        &verifiers,
+        &lab.info.origin,
+        note.clone(),
+        &mirror,
+        4,
+        &Quiet,
+    )
+    .await
+    .expect_err("a bad tile fails the sync");
+    assert!(err.to_string().contains("not verified"), "{err}");
+    assert!(
+        !mirror.join(STAGING).exists(),
+        "the bad staged tile is gone"
+    );
+    assert!(
+        !mirror.join("checkpoint").exists(),
+        "no checkpoint without its tiles"
+    );
+    let report = sync_mirror(
+        &client,
+        &verifiers,
+        &lab.info.origin,
+        note,
+        &mirror,
+        4,
+        &Quiet,
+    )
+    .await
+    .expect("the next sync succeeds");
+    assert_eq!((report.present, report.fetched), (0, 7));
+}
