@@ -63,7 +63,19 @@ impl TileSync {
         let kind = EventKind::CheckpointObserved;
         ConsumerSpec {
             stream: self.deps.subjects.stream_name(streams::stream_of(kind)),
-            durable: format!("tile-sync-{}", self.deps.node_id),
+            // JetStream durable names allow letters, digits, `-` and `_` only.
+            durable: format!(
+                "tile-sync-{}",
+                self.deps
+                    .node_id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    })
+                    .collect::<String>()
+            ),
             filter_subject: self.deps.subjects.subject(kind),
             start: StartPosition::Since(self.deps.started_at),
             ack_wait: Duration::from_secs(300),
@@ -205,5 +217,120 @@ impl Actor for TileSync {
             let _ = settled.send(());
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{PortError, PrefetchReport};
+    use crate::testing::{MemoryBus, MemoryStore, Settlement};
+    use async_trait::async_trait;
+    use events::CloudEvent;
+
+    /// Records prefetches; fails the first one of backend `flaky` transiently.
+    #[derive(Default)]
+    struct FakeTiles {
+        calls: Mutex<Vec<(String, String)>>,
+    }
+
+    #[async_trait]
+    impl TilePrefetcher for FakeTiles {
+        fn mirrors(&self, backend: &str) -> bool {
+            backend != "v1-log"
+        }
+
+        async fn prefetch(&self, backend: &str, note: &str) -> Result<PrefetchReport, PortError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((backend.to_owned(), note.to_owned()));
+            if backend == "flaky" && calls.iter().filter(|(b, _)| b == "flaky").count() == 1 {
+                return Err(PortError::Unavailable {
+                    service: "tile log",
+                    message: "down".into(),
+                });
+            }
+            Ok(PrefetchReport {
+                fetched: 3,
+                cached: 0,
+            })
+        }
+    }
+
+    fn observed(backend: &str, size: u64) -> Vec<u8> {
+        CloudEvent::new(
+            "urn:test",
+            CheckpointObserved {
+                backend: backend.into(),
+                origin: "log.example".into(),
+                tree_size: size,
+                root_hash: "00".repeat(32),
+                note: format!("note {size}"),
+                observed_by: "n1".into(),
+            },
+        )
+        .to_json()
+    }
+
+    async fn eventually(f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "not in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn prefetches_each_larger_checkpoint_once_and_retries_transient_failures() {
+        let bus = MemoryBus::new();
+        let store = MemoryStore::new();
+        let tiles = Arc::new(FakeTiles::default());
+        let deps = TileSyncDeps {
+            bus: Arc::new(bus.clone()),
+            rejects: Arc::new(store.clone()),
+            tiles: tiles.clone(),
+            subjects: Subjects::new("t"),
+            node_id: "node.1".into(),
+            started_at: Utc::now(),
+        };
+        let actor = TileSync::new(deps);
+        assert_eq!(actor.consumer().durable, "tile-sync-node_1");
+        let (actor, _h) = Actor::spawn(None, actor, ()).await.expect("starts");
+        let subject = "t.rekor.checkpoints.observed";
+        bus.publish_raw(subject, b"{not json".to_vec());
+        bus.publish_raw(subject, observed("lab", 10));
+        bus.publish_raw(subject, observed("lab", 10)); // another node saw the same
+        bus.publish_raw(subject, observed("lab", 7)); // an older one
+        bus.publish_raw(subject, observed("v1-log", 50)); // not a tile log
+        bus.publish_raw(subject, observed("lab", 12));
+        bus.publish_raw(subject, observed("flaky", 5));
+        eventually(|| bus.settlements().len() == 8).await;
+        let settlements = bus.settlements();
+        assert_eq!(settlements[0], Settlement::Term);
+        assert_eq!(
+            settlements
+                .iter()
+                .filter(|s| **s == Settlement::Nak)
+                .count(),
+            1
+        );
+        assert_eq!(
+            settlements
+                .iter()
+                .filter(|s| **s == Settlement::Ack)
+                .count(),
+            6
+        );
+        let calls = tiles.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                ("lab".to_owned(), "note 10".to_owned()),
+                ("lab".to_owned(), "note 12".to_owned()),
+                ("flaky".to_owned(), "note 5".to_owned()),
+                ("flaky".to_owned(), "note 5".to_owned()),
+            ]
+        );
+        assert_eq!(store.rejected().len(), 1);
+        actor.stop(None);
     }
 }
