@@ -18,10 +18,23 @@ use actors::domain::log::{LogTree, signed_checkpoint};
 use actors::domain::note::Signer;
 use actors::domain::tiles::{entry_bundles_for_size, hash_tiles_for_size};
 use provd::adapters::tiles::client::DirSource;
-use provd::adapters::tiles::mirror::{Quiet, sync_mirror};
+use provd::adapters::tiles::mirror::{Progress, sync_mirror};
 use sha2::{Digest, Sha256};
 
 const ORIGIN: &str = "bench.provd.invalid/log";
+
+/// Records when each phase of the sync starts, for the breakdown.
+#[derive(Default)]
+struct Phases(std::sync::Mutex<Vec<(String, Instant)>>);
+
+impl Progress for Phases {
+    fn phase(&self, name: &str, _total: u64) {
+        if let Ok(mut p) = self.0.lock() {
+            p.push((name.to_owned(), Instant::now()));
+        }
+    }
+    fn inc(&self, _n: u64) {}
+}
 
 fn main() {
     let n: u64 = std::env::var("TILES_BENCH_ENTRIES")
@@ -87,6 +100,7 @@ fn main() {
         .expect("runtime");
     let verifiers = [signer.verifier().clone()];
     let mirror = work.path().join("mirror");
+    let phases = Phases::default();
     let started = Instant::now();
     let report = rt
         .block_on(sync_mirror(
@@ -96,10 +110,11 @@ fn main() {
             note.into_bytes(),
             &mirror,
             16,
-            &Quiet,
+            &phases,
         ))
         .expect("sync verifies");
     let ours = started.elapsed();
+    let ended = Instant::now();
     assert_eq!(report.size, n);
     assert_eq!(report.verified.entry_bundles as u64, n.div_ceil(256));
 
@@ -115,4 +130,15 @@ fn main() {
         rate(baseline),
         ours.as_secs_f64() / baseline.as_secs_f64(),
     );
+    // Where the time went: fetching and staging every tile (file I/O), then the full check
+    // (every leaf hashed once, every tile level checked), then moving the tiles in.
+    let phases = phases.0.into_inner().unwrap_or_default();
+    let mut marks: Vec<(String, Instant)> = vec![("checkpoint".into(), started)];
+    marks.extend(phases);
+    marks.push(("done".into(), ended));
+    let breakdown: Vec<String> = marks
+        .windows(2)
+        .map(|w| format!("{} {:.2?}", w[0].0, w[1].1 - w[0].1))
+        .collect();
+    println!("  phases: {}", breakdown.join(", "));
 }
