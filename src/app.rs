@@ -374,6 +374,29 @@ impl App {
                 &config, backends, &store, &bus, &subjects, &health,
             )?);
         }
+        // The tile cache and proxy (`[tiles]`), and the actor that prefetches new tiles.
+        let tile_cache = match &config.tiles {
+            Some(tiles) => Some(Arc::new(crate::adapters::tiles::cache::TileCache::open(
+                tiles,
+                &config.rekor,
+            )?)),
+            None => None,
+        };
+        if let (Some(cache), Some(tiles)) = (&tile_cache, &config.tiles)
+            && tiles.prefetch
+        {
+            let tile_deps = actors::tile_sync::TileSyncDeps {
+                bus: Arc::new(bus.clone()),
+                rejects: Arc::new(store.clone()),
+                tiles: cache.clone(),
+                subjects: subjects.clone(),
+                node_id: config.node_id.clone(),
+                started_at: deps.started_at,
+            };
+            children.push(ChildSpec::new(actors::tile_sync::NAME, true, move || {
+                (actors::tile_sync::TileSync::new(tile_deps.clone()), ())
+            }));
+        }
         let (supervisor, supervisor_join) = Actor::spawn(
             None,
             Supervisor::new(RestartPolicy::default(), health.clone()),
@@ -434,10 +457,15 @@ impl App {
             checkpoints: Arc::new(store.clone()),
             divergences: Arc::new(store.clone()),
         };
-        let router = http::router(state).merge(http::checkpoints::router(
+        let tokens = state.tokens.clone();
+        let mut router = http::router(state).merge(http::checkpoints::router(
             monitor,
             &Arc::new(config.tokens.clone()),
         ));
+        if let (Some(cache), Some(tiles)) = (tile_cache, &config.tiles) {
+            crate::adapters::tiles::cache::describe_metrics();
+            router = router.merge(http::tiles::router(cache, &tokens, tiles.require_token));
+        }
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, router)

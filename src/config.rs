@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 pub mod alerts;
 pub mod bundles;
 pub mod rekor;
+pub mod tiles;
 
 pub use rekor::{RawRekor, RekorConfig};
+pub use tiles::{RawTiles, TilesConfig};
 
 /// Errors of the configuration layer.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +193,8 @@ pub struct Config {
     pub alerts: alerts::AlertsConfig,
     /// Air-gap bundle limits and trusted keys (`[bundles]`).
     pub bundles: bundles::BundlesConfig,
+    /// The tile cache and proxy (`[tiles]`); `None` when no cache directory is set.
+    pub tiles: Option<TilesConfig>,
 }
 
 /// The provcache table as written in TOML.
@@ -261,6 +265,9 @@ pub struct RawConfig {
     /// `[bundles]`.
     #[serde(default)]
     pub bundles: bundles::RawBundles,
+    /// `[tiles]`.
+    #[serde(default, skip_serializing_if = "RawTiles::is_empty")]
+    pub tiles: RawTiles,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -319,6 +326,7 @@ impl RawConfig {
                 "SHUTDOWN_TIMEOUT" => self.shutdown_timeout = v,
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
+                "TILES_CACHE_DIR" => self.tiles.cache_dir = v,
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
                 "PROVCACHE_FLUSH_BATCH" => {
@@ -537,6 +545,7 @@ impl RawConfig {
         let rekor = self.rekor.validate()?;
         let alerts = self.alerts.validate()?;
         let bundles = self.bundles.validate()?;
+        let tiles = self.tiles.validate(&rekor)?;
         let nats_stream_max_bytes = match self.nats_stream_max_bytes {
             Some(n) if n < 1024 * 1024 => {
                 return Err(invalid(
@@ -572,6 +581,7 @@ impl RawConfig {
             rekor,
             alerts,
             bundles,
+            tiles,
         })
     }
 }
@@ -694,6 +704,11 @@ impl Config {
             rekor: self.rekor.to_raw(),
             alerts: self.alerts.to_raw(),
             bundles: self.bundles.to_raw(),
+            tiles: self
+                .tiles
+                .as_ref()
+                .map(TilesConfig::to_raw)
+                .unwrap_or_default(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()

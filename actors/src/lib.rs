@@ -30,4 +30,5 @@ pub mod supervisor;
 pub mod testing;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing_monitor;
+pub mod tile_sync;
 pub mod write_behind;

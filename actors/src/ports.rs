@@ -727,3 +727,23 @@ pub trait AlertSink: Send + Sync + 'static {
     /// Delivers one alert; `Ok` once the receiver accepted it (2xx).
     async fn send(&self, alert: &serde_json::Value) -> Result<(), PortError>;
 }
+
+/// What one tile prefetch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefetchReport {
+    /// Tiles and entry bundles fetched, verified and stored.
+    pub fetched: u64,
+    /// Tiles already in the cache.
+    pub cached: u64,
+}
+
+/// The tile cache as the tile-sync actor sees it: fill it with the tiles of a checkpoint
+/// another actor observed and verified.
+#[async_trait]
+pub trait TilePrefetcher: Send + Sync + 'static {
+    /// Whether `backend` is a tile log this cache mirrors.
+    fn mirrors(&self, backend: &str) -> bool;
+    /// Verifies the signed `note` with the backend's keys, then fetches, verifies and stores
+    /// every tile and entry bundle its tree needs that the cache lacks.
+    async fn prefetch(&self, backend: &str, note: &str) -> Result<PrefetchReport, PortError>;
+}

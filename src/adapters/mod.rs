@@ -12,6 +12,8 @@
 //! * [`jetstream`]: the event bus on NATS JetStream.
 //! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
 //!   wrapper, and `build_backends` for the configured ones.
+//! * [`tiles`]: C2SP tile logs: the tile client, the filesystem tile cache, the mirror and
+//!   the proof builder.
 
 pub mod hot_sweep;
 pub mod jetstream;
@@ -26,6 +28,7 @@ pub mod redis;
 pub mod rekor;
 pub mod tcp_nodelay;
 pub mod webhook;
+pub mod tiles;
 
 use actors::ports::PortError;
 

@@ -11,6 +11,7 @@ pub mod replay;
 mod service;
 mod submit;
 pub mod tiles;
+pub mod tiles_sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,7 +79,7 @@ pub enum Command {
         #[command(subcommand)]
         command: tlog::KeysCommand,
     },
-    /// Offline checks of a C2SP tlog-tiles log directory.
+    /// C2SP tlog-tiles log directories: verify one offline, or sync a verified mirror.
     Tiles {
         /// The `tiles` command to run.
         #[command(subcommand)]
@@ -121,7 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
-        Command::Tiles { cmd } => tiles::run(cmd),
+        Command::Tiles { cmd } => tiles::run(config_path.as_deref(), cmd),
         Command::DevLog { command } => devlog::run(command),
         Command::Export(args) => bundle::export(config_path.as_deref(), args),
         Command::Verify(args) => bundle::verify(config_path.as_deref(), args),

@@ -1,4 +1,5 @@
-//! `provd tiles`: offline checks of a C2SP tlog-tiles log kept in a local directory.
+//! `provd tiles`: offline checks of a C2SP tlog-tiles log kept in a local directory, and
+//! `provd tiles sync` (in [`super::tiles_sync`]), which builds such a directory.
 //!
 //! `provd tiles verify <dir> --key <key>` checks, in this order: every `checkpoint*` file in
 //! the directory is signed by the key and has the log's origin; no two checkpoints of one size
@@ -22,6 +23,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
+use super::tiles_sync::out;
+
 /// Checkpoint files larger than this are rejected unread; real ones are well under 1 KiB.
 const MAX_CHECKPOINT_BYTES: u64 = 1 << 20;
 /// The largest tile or entry bundle read: 256 entries of at most 65 535 bytes plus prefixes.
@@ -30,6 +33,13 @@ const MAX_TILE_BYTES: u64 = 256 * (2 + 65_535);
 /// `provd tiles` commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum TilesCommand {
+    /// Build or extend a verified mirror of a configured tile log (Rekor v2 backend) in a
+    /// directory, offline-ready, in the layout `provd tiles verify` reads. Resumable: an
+    /// interrupted sync continues where it stopped.
+    #[command(
+        after_help = "Example:\n  provd --config provd.toml tiles sync --backend rekor2 --dir /srv/mirror/rekor2\n  provd tiles verify /srv/mirror/rekor2 --key rekor2.vkey"
+    )]
+    Sync(super::tiles_sync::SyncArgs),
     /// Verify a tiled log directory: its checkpoints, hash tiles and entry bundles.
     Verify {
         /// The log directory, holding `checkpoint*` files and `tile/`.
@@ -53,8 +63,9 @@ pub enum TilesCommand {
 }
 
 /// Runs a `provd tiles` command and returns the process exit code.
-pub fn run(cmd: TilesCommand) -> ExitCode {
+pub fn run(config: Option<&Path>, cmd: TilesCommand) -> ExitCode {
     match cmd {
+        TilesCommand::Sync(args) => super::tiles_sync::sync(config, args),
         TilesCommand::Verify {
             dir,
             keys,
@@ -118,13 +129,13 @@ fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode
         ),
     };
     if json {
-        println!("{value}");
+        out(&value.to_string());
         return code;
     }
     match outcome {
         Ok(s) => {
             let largest = s.checkpoints.iter().map(|c| c.checkpoint.size).max();
-            println!(
+            out(&format!(
                 "valid: {} checkpoint(s) of {} up to size {}, {} hash tile(s), {} entry bundle(s), {} consistency proof(s)",
                 s.checkpoints.len(),
                 s.origin,
@@ -132,7 +143,7 @@ fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode
                 s.tiles.hash_tiles,
                 s.tiles.entry_bundles,
                 s.consistency_proofs,
-            );
+            ));
         }
         Err(Failure::Invalid(reason)) => eprintln!("invalid: {reason}"),
         Err(Failure::Trouble(reason)) => eprintln!("error: {reason}"),

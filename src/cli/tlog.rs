@@ -83,6 +83,15 @@ pub enum RekorLogCommand {
     #[command(after_help = "Example:\n  provd --config provd.toml rekor checkpoint \
                             --backend sigstore")]
     Checkpoint(super::rekor_log::CheckpointArgs),
+    /// Build an inclusion proof of one entry (and a consistency proof to the latest
+    /// checkpoint) from a tile log's tiles (through the tile cache when `[tiles]` has it),
+    /// check both, and print them with the entry and the signed checkpoint as JSON that a
+    /// third party can check with the log's key.
+    #[command(
+        after_help = "Example:\n  provd --config provd.toml rekor prove --backend rekor2 \
+                            --index 735 --size 800"
+    )]
+    Prove(super::tiles_sync::ProveArgs),
 }
 
 /// `provd dsse` subcommands.
@@ -207,6 +216,7 @@ pub fn run_rekor(config: Option<&Path>, command: RekorCommand) -> ExitCode {
         RekorCommand::Log(RekorLogCommand::Checkpoint(args)) => {
             super::rekor_log::checkpoint(config, args)
         }
+        RekorCommand::Log(RekorLogCommand::Prove(args)) => super::tiles_sync::prove(config, args),
         RekorCommand::VerifyBundle {
             bundle,
             trusted_root,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod proofs;
 pub mod rekor;
 pub mod stats;
+pub mod tiles;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -28,6 +28,7 @@ pub mod receipt;
 pub mod rekor_entry;
 pub mod sigstore;
 pub mod submission;
+pub mod tile_check;
 pub mod tiles;
 pub mod verikey;
 

@@ -10,13 +10,12 @@
 //! back from a missing partial tile to the full one) and compute the proof with the domain's
 //! [`TiledTree`]; nothing read from a tile is believed until it leads to the verified root.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actors::domain::keys::PublicKey;
 use actors::domain::merkle::{self, Hash};
 use actors::domain::receipt::{InclusionProof, Receipt, TransparencyLogEntry};
-use actors::domain::tiles::{self, ReadError, Tile, TileError, TileKind, TileReader, TiledTree};
+use actors::domain::tiles::{self, Tile, TileError, TileKind, TiledTree};
 use actors::ports::{LogCheckpoint, RekorClient, RekorError, RekorSubmission};
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -24,13 +23,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{
-    BuildError, MAX_JSON_BYTES, MAX_TILE_BYTES, Trust, read_body, status_error, transport_error,
-};
+use super::{BuildError, MAX_JSON_BYTES, Trust, read_body, status_error, transport_error};
+use crate::adapters::tiles::client::{FetchedTiles, TileClient, tile_error, tile_of};
 use crate::config::rekor::RekorBackendConfig;
-
-/// Most tiles one read may fetch; a proof in a 2^64 tree needs far fewer.
-const MAX_TILE_FETCHES: usize = 64;
 
 /// A Rekor v2 log.
 pub struct V2Client {
@@ -38,43 +33,8 @@ pub struct V2Client {
     base: reqwest::Url,
     http: reqwest::Client,
     trust: Trust,
-    read_timeout: Duration,
+    tiles: TileClient,
     write_timeout: Duration,
-}
-
-/// Tiles fetched so far for one read. A tile that was asked for but not fetched yet is
-/// remembered in `wanted`, and the read is retried once it is here.
-#[derive(Default)]
-struct FetchedTiles {
-    tiles: HashMap<String, Vec<u8>>,
-    absent: HashSet<String>,
-    wanted: Option<Tile>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("tile {0} not fetched yet")]
-struct NotFetched(String);
-
-impl TileReader for FetchedTiles {
-    fn read_tile(&mut self, tile: &Tile) -> Result<Option<Vec<u8>>, ReadError> {
-        let path = tile.path();
-        if let Some(bytes) = self.tiles.get(&path) {
-            return Ok(Some(bytes.clone()));
-        }
-        if self.absent.contains(&path) {
-            return Ok(None);
-        }
-        self.wanted = Some(*tile);
-        Err(Box::new(NotFetched(path)))
-    }
-}
-
-/// The leaf index's level-0 tile and the offset inside it.
-fn tile_of(index: u64) -> (u64, usize) {
-    (
-        index / u64::from(tiles::TILE_WIDTH),
-        (index % u64::from(tiles::TILE_WIDTH)) as usize,
-    )
 }
 
 impl V2Client {
@@ -90,7 +50,7 @@ impl V2Client {
             base,
             http: super::http_client(backend)?,
             trust: Trust::new(&backend.name, &backend.origin, false, &backend.keys)?,
-            read_timeout: backend.read_timeout,
+            tiles: TileClient::for_backend(backend)?,
             write_timeout: backend.write_timeout,
         })
     }
@@ -101,30 +61,9 @@ impl V2Client {
             .map_err(|e| RekorError::Invalid(format!("bad request path {path:?}: {e}")))
     }
 
-    /// GETs a resource; `Ok(None)` on 404.
-    async fn get(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, RekorError> {
-        let response = self
-            .http
-            .get(self.url(path)?)
-            .timeout(self.read_timeout)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(status_error(response, path).await);
-        }
-        read_body(response, limit).await.map(Some)
-    }
-
     /// The latest checkpoint, verified, with the log ID of the key that signed it.
     async fn verified_checkpoint(&self) -> Result<(LogCheckpoint, Vec<u8>), RekorError> {
-        let body = self
-            .get("checkpoint", 1 << 20)
-            .await?
-            .ok_or_else(|| RekorError::NotFound("the log serves no checkpoint".into()))?;
+        let body = self.tiles.checkpoint().await?;
         let note = String::from_utf8(body)
             .map_err(|_| RekorError::Unverified("checkpoint is not UTF-8".into()))?;
         let (checkpoint, log_id) = self.trust.checkpoint(&note)?;
@@ -139,37 +78,11 @@ impl V2Client {
         size: u64,
         mut op: impl FnMut(&mut TiledTree<&mut FetchedTiles>) -> Result<T, TileError>,
     ) -> Result<T, RekorError> {
-        for _ in 0..=MAX_TILE_FETCHES {
-            let result = {
-                let mut tree = TiledTree::new(&mut *cache, size);
-                op(&mut tree)
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e) => match cache.wanted.take() {
-                    Some(tile) => self.fetch_tile(cache, tile).await?,
-                    None => return Err(tile_error(e)),
-                },
-            }
-        }
-        Err(RekorError::Unverified(format!(
-            "a read needed more than {MAX_TILE_FETCHES} tiles"
-        )))
-    }
-
-    /// Fetches one tile into the cache; a missing tile is remembered as absent, so the
-    /// domain's reader falls back from a partial tile to the full one.
-    async fn fetch_tile(&self, cache: &mut FetchedTiles, tile: Tile) -> Result<(), RekorError> {
-        let path = tile.path();
-        match self.get(&path, MAX_TILE_BYTES).await? {
-            Some(bytes) => {
-                cache.tiles.insert(path, bytes);
-            }
-            None => {
-                cache.absent.insert(path);
-            }
-        }
-        Ok(())
+        crate::adapters::tiles::client::with_tiles(&self.tiles, cache, |fetched| {
+            let mut tree = TiledTree::new(fetched, size);
+            op(&mut tree)
+        })
+        .await
     }
 
     /// The entry bytes at `index` in a tree of `size`, from its entry bundle.
@@ -192,8 +105,8 @@ impl V2Client {
                     }
                     return Ok(entries.swap_remove(offset));
                 }
-                Err(e) => match cache.wanted.take() {
-                    Some(t) => self.fetch_tile(cache, t).await?,
+                Err(e) => match cache.take_wanted() {
+                    Some(t) => cache.fetch_from(&self.tiles, t).await?,
                     None => return Err(tile_error(e)),
                 },
             }
@@ -256,18 +169,6 @@ fn kind_version_of(body: &[u8]) -> Option<actors::domain::receipt::KindVersion> 
         kind: v.get("kind")?.as_str()?.to_owned(),
         version: v.get("apiVersion")?.as_str()?.to_owned(),
     })
-}
-
-/// A tile that is missing though a verified checkpoint implies it may still be on its way
-/// to object storage; anything else wrong with tiles is an unverifiable answer.
-fn tile_error(e: TileError) -> RekorError {
-    match e {
-        TileError::MissingTile(path) => RekorError::Transient {
-            message: format!("tile {path} is not served"),
-            retry_after: None,
-        },
-        other => RekorError::Unverified(format!("tiles: {other}")),
-    }
 }
 
 /// The SHA-256 of the envelope's PAE, the signature and the verifier key, checked locally.
@@ -426,10 +327,7 @@ impl RekorClient for V2Client {
     }
 
     async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
-        let body = self
-            .get("checkpoint", 1 << 20)
-            .await?
-            .ok_or_else(|| RekorError::NotFound("the log serves no checkpoint".into()))?;
+        let body = self.tiles.checkpoint().await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
