@@ -31,6 +31,7 @@ const MAX_TILE_BYTES: u64 = 256 * (2 + 65_535);
 #[derive(Debug, clap::Subcommand)]
 pub enum TilesCommand {
     /// Verify a tiled log directory: its checkpoints, hash tiles and entry bundles.
+    #[command(after_help = "Example:\n  provd tiles verify ./log --key \"$(cat log.vkey)\" --json")]
     Verify {
         /// The log directory, holding `checkpoint*` files and `tile/`.
         dir: PathBuf,
