@@ -361,6 +361,12 @@ impl App {
             bus: bus.clone(),
             node_id: config.node_id.clone(),
             backends: config.rekor.backends.keys().cloned().collect(),
+            probes: vec![
+                Arc::new(PgProbe(store.clone())),
+                Arc::new(RedisProbe(cache.clone())),
+                Arc::new(NatsProbe(bus.clone())),
+            ],
+            health: health.clone(),
         };
         let upkeep = tokio::spawn(async move {
             let sampled = tokio::spawn(sampler.run(upkeep_stop.clone()));

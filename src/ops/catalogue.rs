@@ -71,6 +71,14 @@ pub fn describe() {
         "Time to answer one HTTP request, by method and route."
     );
     describe_gauge!(
+        "provd_service_up",
+        "Whether a required service (postgres, redis, nats) answers: 1 or 0."
+    );
+    describe_gauge!(
+        "provd_actor_up",
+        "Whether a supervised actor is running: 1 or 0."
+    );
+    describe_gauge!(
         "provd_ledger_outbox_lag",
         "Ledger rows committed but not yet published by the outbox (head minus published)."
     );
@@ -144,6 +152,7 @@ pub fn register(config: &Config, actors: &[String]) {
     for actor in actors {
         metrics::counter!("provd_actor_restarts_total", "actor" => actor.clone()).increment(0);
         metrics::counter!("provd_actor_escalations_total", "actor" => actor.clone()).increment(0);
+        metrics::gauge!("provd_actor_up", "actor" => actor.clone()).increment(0.0);
         // Consuming actors read a durable consumer of their own name; the ledger consumer's
         // is named after the node.
         let durable = match actor.as_str() {
@@ -159,6 +168,9 @@ pub fn register(config: &Config, actors: &[String]) {
                 .increment(0);
         }
         metrics::counter!("provd_event_processing_errors_total", "subject" => subject).increment(0);
+    }
+    for service in ["postgres", "redis", "nats"] {
+        metrics::gauge!("provd_service_up", "service" => service).increment(0.0);
     }
     metrics::counter!("provd_hot_cache_purge_errors_total").increment(0);
     metrics::counter!("provd_provcache_undecodable_total", "tier" => "valkey").increment(0);

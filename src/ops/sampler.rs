@@ -1,11 +1,15 @@
 //! Gauges read from PostgreSQL and JetStream every few seconds rather than recorded where
 //! something happens: they describe stored state (submissions by status, outbox and replay
-//! positions, checkpoints, open divergences) or the bus's own (consumer pending).
+//! positions, checkpoints, open divergences) or the bus's own (consumer pending), and whether
+//! each service answers and each actor runs (`provd_service_up`, `provd_actor_up`).
 //!
 //! A failed read leaves the gauges at their last value and logs at debug level; `/readyz`
 //! and `/api/v1/status` report the service as down, so the sampler does not shout too.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use actors::health::{ChildStatus, Health};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +18,7 @@ use super::catalogue::SUBMISSION_STATUSES;
 use crate::adapters::jetstream::JetStreamBus;
 use crate::adapters::postgres::PgStore;
 use crate::adapters::postgres_ops::OpsSnapshot;
+use crate::http::Probe;
 
 /// How often the gauges are refreshed.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -29,11 +34,32 @@ pub struct Sampler {
     pub node_id: String,
     /// The configured backends (their checkpoint gauges are exported).
     pub backends: Vec<String>,
+    /// The services `/readyz` checks (`provd_service_up`).
+    pub probes: Vec<Arc<dyn Probe>>,
+    /// The supervised actors (`provd_actor_up`).
+    pub health: Health,
 }
 
 impl Sampler {
     /// Refreshes every sampled gauge once.
     pub async fn sample(&self) {
+        for probe in &self.probes {
+            let up = tokio::time::timeout(Duration::from_secs(2), probe.check())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            metrics::gauge!("provd_service_up", "service" => probe.name()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        for (name, child) in self.health.snapshot() {
+            if name == actors::ledger::CATCH_UP_GATE {
+                continue;
+            }
+            let up = child.status == ChildStatus::Running;
+            metrics::gauge!("provd_actor_up", "actor" => name).set(if up { 1.0 } else { 0.0 });
+        }
         match self.store.ops_snapshot().await {
             Ok(snap) => self.record(&snap),
             Err(e) => tracing::debug!(error = %e, "cannot sample the store's gauges"),
