@@ -108,15 +108,6 @@ pub fn describe() {
         "Tree size of the latest stored checkpoint of a backend."
     );
     describe_counter!(
-        "provd_evidence_uploads_total",
-        "Evidence uploads, by outcome (created, existing, invalid, too_large, error)."
-    );
-    describe_counter!(
-        "provd_evidence_bytes_total",
-        Unit::Bytes,
-        "Bytes of evidence stored by new uploads."
-    );
-    describe_counter!(
         "provd_rekor_submissions_total",
         "Submission-queue deliveries, by outcome."
     );

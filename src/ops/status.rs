@@ -200,10 +200,15 @@ pub fn report(inputs: Inputs) -> StatusReport {
         })
         .collect();
     if !inputs.actors_ready {
+        let before = problems.len();
         for (name, h) in &inputs.actors {
             if h.required && h.status != actors::health::ChildStatus::Running {
                 problems.push(format!("{name} is not running"));
             }
+        }
+        // Every actor runs, yet a readiness gate is closed (e.g. the ledger catch-up).
+        if problems.len() == before {
+            problems.push("not ready yet: catching up from the revocation ledger".into());
         }
     }
     let actors = inputs
@@ -344,6 +349,15 @@ mod tests {
         let r = report(inputs());
         assert!(r.healthy, "{:?}", r.problems);
         assert_eq!(r.cache.hit_ratio, 0.75);
+    }
+
+    #[test]
+    fn a_closed_readiness_gate_is_unhealthy_even_when_every_actor_runs() {
+        let mut i = inputs();
+        i.actors_ready = false;
+        let r = report(i);
+        assert!(!r.healthy);
+        assert!(r.problems[0].contains("not ready"), "{:?}", r.problems);
     }
 
     #[test]
