@@ -1,9 +1,11 @@
 //! Structured logs of the real binary (`provd serve --log-format json`): every line is JSON,
 //! the request id (the caller's `x-request-id`) is in the lines of the request and, as the
 //! correlation id of the CloudEvent the request published, in the lines of the invalidation it
-//! caused; tokens, valid or not, never appear in the logs.
+//! caused, and likewise for a Rekor submission and the submitter's work; tokens, valid or
+//! not, never appear in the logs.
 
 mod common;
+mod ops_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -23,7 +25,13 @@ async fn json_logs_carry_request_and_correlation_ids_and_never_a_token() {
     };
     let db = TestDb::create(&services).await;
     let prefix = format!("lg{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    // The stub log: the submitter runs without a log server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("provd.toml");
+    std::fs::write(&config, "[rekor.backends.lab]\nkind = \"stub\"\n").expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_provd"))
+        .args(["--config"])
+        .arg(&config)
         .args(["serve", "--log-format", "json"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -87,6 +95,16 @@ async fn json_logs_carry_request_and_correlation_ids_and_never_a_token() {
     assert_eq!(r.headers()["x-request-id"], request_id.as_str());
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["correlation_id"], request_id.as_str(), "{body}");
+    let submit_id = format!("sub-{}", uuid::Uuid::new_v4().simple());
+    let r = http
+        .post(format!("{base}/api/v1/rekor/submissions"))
+        .bearer_auth(SECRET)
+        .header("x-request-id", &submit_id)
+        .json(&ops_support::submission_body())
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 202);
     // A request without an id gets one.
     let r = http
         .get(format!("{base}/healthz"))
@@ -97,25 +115,31 @@ async fn json_logs_carry_request_and_correlation_ids_and_never_a_token() {
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
 
     // The invalidator's line carries the request id as its correlation id.
-    let has_id = |v: &Value, field: &str| {
+    let has_id = |v: &Value, field: &str, id: &str| {
         v["spans"]
             .as_array()
-            .is_some_and(|spans| spans.iter().any(|s| s[field] == request_id.as_str()))
+            .is_some_and(|spans| spans.iter().any(|s| s[field] == id))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_request = false;
     let mut seen_invalidated = false;
-    while !(seen_request && seen_invalidated) {
+    let mut seen_logged = false;
+    while !(seen_request && seen_invalidated && seen_logged) {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no invalidation logged with {request_id}: {lines:#?}"));
+            .unwrap_or_else(|_| {
+                panic!("no invalidation with {request_id} or submission with {submit_id} logged: {lines:#?}")
+            });
         lines.push(line.clone());
         let v: Value = serde_json::from_str(&line).expect("every line is JSON");
-        if v["message"] == "request" && has_id(&v, "request_id") {
+        if v["message"] == "request" && has_id(&v, "request_id", &request_id) {
             seen_request = true;
         }
-        if v["message"] == "invalidated" && has_id(&v, "correlation_id") {
+        if v["message"] == "invalidated" && has_id(&v, "correlation_id", &request_id) {
             seen_invalidated = true;
+        }
+        if v["message"] == "logged" && has_id(&v, "correlation_id", &submit_id) {
+            seen_logged = true;
         }
     }
 

@@ -90,8 +90,15 @@ fn submission_json(s: &SubmissionRecord, receipt: Option<&StoredReceipt>) -> Val
 }
 
 /// Puts a submission in the queue. The message id makes a repeated publish one message.
-async fn enqueue(s: &AppState, msg_id: &str, request: SubmissionRequested) -> Result<(), ApiError> {
-    let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request);
+/// `correlation_id` travels in the CloudEvent, so the submitter logs its work under it.
+async fn enqueue(
+    s: &AppState,
+    msg_id: &str,
+    request: SubmissionRequested,
+    correlation_id: Option<String>,
+) -> Result<(), ApiError> {
+    let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request)
+        .with_correlation_id(correlation_id);
     let subject = s.subjects.subject(EventKind::SubmissionRequested);
     s.bus
         .publish(&subject, msg_id, event.to_json())
@@ -118,8 +125,16 @@ fn request(backend: &str, envelope: &Value, verifier_keys: &[String]) -> Submiss
     security(("bearer" = ["submit"])))]
 async fn submit(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
+    // The caller's correlation id, else this request's id (set by `http::trace`).
+    let correlation_id = [super::trace::CORRELATION_ID, super::trace::REQUEST_ID]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
     let Some(backends) = s.rekor.as_ref() else {
         return Err(ApiError::Unavailable(
             "no transparency-log backend is configured ([rekor.backends.<name>])".into(),
@@ -173,6 +188,7 @@ async fn submit(
         &s,
         &id,
         request(&new.backend, &new.envelope, &new.verifier_keys),
+        correlation_id,
     )
     .await?;
     let stored = s
@@ -255,6 +271,7 @@ async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Resp
         &s,
         &msg_id,
         request(&sub.backend, &sub.envelope, &sub.verifier_keys),
+        None,
     )
     .await?;
     Ok((

@@ -159,24 +159,11 @@ pub async fn drive_traffic(t: &TestApp) {
     assert_eq!(r.status(), 202);
 
     // A Rekor submission through the queue to the local log.
-    let signer = PrivateKey::generate(Algorithm::P256, &mut |buf: &mut [u8]| {
-        getrandom::fill(buf).map_err(|e| e.to_string())
-    })
-    .expect("key");
-    let pem = signer.public_key().to_pem().expect("pem");
-    let payload =
-        json!({"_type": "https://in-toto.io/Statement/v1", "nonce": uuid::Uuid::new_v4()});
-    let envelope = Envelope::sign(
-        "application/vnd.in-toto+json",
-        payload.to_string().as_bytes(),
-        &signer,
-        "",
-    );
     let r = t
         .http
         .post(t.url("/api/v1/rekor/submissions"))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"envelope": envelope, "verifiers": [pem]}))
+        .json(&submission_body())
         .send()
         .await
         .expect("submit");
@@ -212,6 +199,24 @@ pub async fn drive_traffic(t: &TestApp) {
         })
         .await;
     }
+}
+
+/// The body of `POST /api/v1/rekor/submissions`: a fresh signed envelope and its key.
+pub fn submission_body() -> Value {
+    let signer = PrivateKey::generate(Algorithm::P256, &mut |buf: &mut [u8]| {
+        getrandom::fill(buf).map_err(|e| e.to_string())
+    })
+    .expect("key");
+    let pem = signer.public_key().to_pem().expect("pem");
+    let payload =
+        json!({"_type": "https://in-toto.io/Statement/v1", "nonce": uuid::Uuid::new_v4()});
+    let envelope = Envelope::sign(
+        "application/vnd.in-toto+json",
+        payload.to_string().as_bytes(),
+        &signer,
+        "",
+    );
+    json!({"envelope": envelope, "verifiers": [pem]})
 }
 
 /// Whether CI runs this (a missing tool is then a failure, not a skip).
