@@ -438,10 +438,17 @@ impl App {
                     .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.clone())))
                     .collect(),
             }),
+            ops: Arc::new(store.clone()),
         };
         http::proofs::describe_metrics();
         crate::airgap::describe_metrics();
         ledger::describe_metrics();
+        let actor_names: Vec<String> = health
+            .snapshot()
+            .into_keys()
+            .filter(|n| n != ledger::CATCH_UP_GATE)
+            .collect();
+        crate::ops::catalogue::register(&config, &actor_names);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Listen {
@@ -476,7 +483,20 @@ impl App {
             }
         });
         let upkeep_stop = cancel.clone();
+        let sampler = crate::ops::sampler::Sampler {
+            store: store.clone(),
+            bus: bus.clone(),
+            node_id: config.node_id.clone(),
+            backends: config.rekor.backends.keys().cloned().collect(),
+            probes: vec![
+                Arc::new(PgProbe(store.clone())),
+                Arc::new(RedisProbe(cache.clone())),
+                Arc::new(NatsProbe(bus.clone())),
+            ],
+            health: health.clone(),
+        };
         let upkeep = tokio::spawn(async move {
+            let sampled = tokio::spawn(sampler.run(upkeep_stop.clone()));
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
@@ -484,6 +504,7 @@ impl App {
                     _ = tick.tick() => metrics.run_upkeep(),
                 }
             }
+            let _ = sampled.await;
         });
         tracing::info!(%addr, node_id = %config.node_id, "provd listening");
         Ok(App {

@@ -416,10 +416,13 @@ impl RawConfig {
                 "expected 1 to 128 letters, digits, '.', '_' or '-'",
             ));
         }
-        let log_format = match self.log_format.as_deref().unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => return Err(invalid("log_format", other, "expected text or json")),
+        // Unset: people at a terminal read text, log collectors read JSON.
+        let log_format = match self.log_format.as_deref() {
+            None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Text,
+            None => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("log_format", other, "expected text or json")),
         };
         let shutdown_timeout =
             duration("shutdown_timeout", self.shutdown_timeout.as_deref(), "30s")?;

@@ -13,4 +13,5 @@ pub mod cli;
 pub mod config;
 pub mod devlog;
 pub mod http;
+pub mod ops;
 pub mod telemetry;

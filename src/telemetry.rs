@@ -32,7 +32,8 @@ pub fn metrics() -> PrometheusHandle {
             // renders, just empty.
             let _ = metrics::set_global_recorder(recorder);
             describe();
-            metrics::gauge!("provd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            crate::ops::catalogue::describe();
+            crate::ops::catalogue::build_info();
             handle
         })
         .clone()
@@ -57,6 +58,21 @@ fn histogram_buckets(b: PrometheusBuilder) -> PrometheusBuilder {
                 Matcher::Full("provd_rekor_request_duration_seconds".into()),
                 &[
                     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+                ],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("provd_http_request_duration_seconds".into()),
+                SECONDS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("provd_provcache_read_duration_seconds".into()),
+                &[
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                 ],
             )
         })
@@ -185,6 +201,6 @@ fn describe() {
     );
     describe_counter!(
         "provd_http_requests_total",
-        "HTTP requests answered, by route and status class."
+        "HTTP requests answered, by method, route template and status code."
     );
 }

@@ -17,6 +17,7 @@ use events::data::{FeedEpochAdvanced, InvalidateRequested, PolicyUpdated, Signer
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::domain::DomainError;
 use crate::domain::invalidation::{Invalidation, RevocationType};
@@ -219,7 +220,21 @@ impl Invalidator {
                 return;
             }
         };
-        match self.deps.store.invalidate(&inv).await {
+        // Every log line of this event's work carries its ids (the correlation id comes
+        // from the CloudEvent, e.g. the HTTP request that published it).
+        let span = tracing::info_span!(
+            "event",
+            subject = base_subject,
+            event_id = %inv.revocation_id,
+            correlation_id = inv.correlation_id.as_deref().unwrap_or("-"),
+        );
+        self.apply(delivery, &inv, base_subject)
+            .instrument(span)
+            .await;
+    }
+
+    async fn apply(&self, delivery: &dyn Delivery, inv: &Invalidation, base_subject: &'static str) {
+        match self.deps.store.invalidate(inv).await {
             Ok(outcome) => {
                 let ty = inv.revocation_type.as_str();
                 if outcome.duplicate {

@@ -19,6 +19,7 @@ use events::{CloudEvent, EventKind, Subjects, decode_as};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::domain::dsse::Envelope;
 use crate::domain::keys::PublicKey;
@@ -126,6 +127,7 @@ fn next_delay(attempts: u32, retry_after: Option<Duration>) -> Duration {
 
 /// A parsed, valid request.
 struct Request {
+    correlation_id: Option<String>,
     backend: String,
     envelope: Envelope,
     verifiers: Vec<PublicKey>,
@@ -188,6 +190,7 @@ impl Submitter {
             verifier_keys: event.data.verifier_keys,
         };
         Ok(Request {
+            correlation_id: event.correlationid.clone(),
             backend,
             envelope,
             verifiers,
@@ -211,6 +214,18 @@ impl Submitter {
                 return Outcome::Rejected;
             }
         };
+        // Every log line of this submission's work carries its id and correlation id.
+        let span = tracing::info_span!(
+            "event",
+            subject = EventKind::SubmissionRequested.base_subject(),
+            submission_id = %req.record.id,
+            correlation_id = req.correlation_id.as_deref().unwrap_or("-"),
+        );
+        self.attempt(delivery, req).instrument(span).await
+    }
+
+    /// One attempt of a parsed request: record, submit, settle.
+    async fn attempt(&self, delivery: &dyn Delivery, req: Request) -> Outcome {
         let id = req.record.id.as_str();
         let existing = match self.deps.store.ensure_submission(&req.record).await {
             Ok(r) => r,

@@ -144,6 +144,29 @@ impl JetStreamBus {
         let info = c.info().await.map_err(nats_err)?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
+
+    /// Every durable consumer on this deployment's streams with its pending messages
+    /// (undelivered plus unacknowledged), for the `provd_jetstream_consumer_pending` gauge.
+    pub async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError> {
+        let mut out = Vec::new();
+        for def in &defs::ALL {
+            let s = match self.js.get_stream(self.subjects.stream_name(def)).await {
+                Ok(s) => s,
+                // A stream nobody has used yet has no consumers.
+                Err(e) if e.to_string().contains("not found") => continue,
+                Err(e) => return Err(nats_err(e)),
+            };
+            let mut infos = s.consumers();
+            while let Some(info) = infos.next().await {
+                let info = info.map_err(nats_err)?;
+                out.push((
+                    info.name.clone(),
+                    info.num_pending + info.num_ack_pending as u64,
+                ));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]

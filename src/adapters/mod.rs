@@ -4,6 +4,7 @@
 //! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
 //! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
 //! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
+//! * [`postgres_ops`]: the operator figures behind `/api/v1/status` and the sampled gauges.
 //! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
 //! * [`webhook`]: the divergence alert webhook.
@@ -23,6 +24,7 @@ pub mod postgres_bundles;
 pub mod postgres_evidence;
 pub mod postgres_ledger;
 pub mod postgres_monitor;
+pub mod postgres_ops;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;

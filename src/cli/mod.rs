@@ -9,6 +9,7 @@ pub mod devlog;
 pub mod rekor_log;
 pub mod replay;
 mod service;
+pub mod status;
 mod submit;
 pub mod tiles;
 pub mod tiles_sync;
@@ -24,7 +25,13 @@ pub use service::{ConfigCommand, EventsCommand, ServeArgs};
 
 /// provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
 #[derive(Debug, Parser)]
-#[command(name = "provd", version, about, long_about = None)]
+#[command(
+    name = "provd",
+    version,
+    about,
+    long_about = None,
+    after_help = "Example:\n  provd --config provd.toml serve\n  provd status --server http://127.0.0.1:8080"
+)]
 pub struct Cli {
     /// Path of the TOML configuration file.
     #[arg(long, global = true, env = "PROVD_CONFIG", value_name = "FILE")]
@@ -55,31 +62,47 @@ pub enum Command {
     )]
     Replay(replay::ReplayArgs),
     /// Inspect the configuration.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provd --config provd.toml config check"
+    )]
     Config(ConfigCommand),
     /// Publish events to provd's subjects.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  provd events publish docs/examples/invalidate.json"
+    )]
     Events(EventsCommand),
     /// Rekor transparency-log tools: submit through provd, read a live log, verify bundles
     /// and checkpoints offline.
+    #[command(
+        after_help = "Example:\n  provd rekor submit envelope.json --verifier signer.pub --wait\n  provd rekor verify-bundle artifact.sigstore.json --trusted-root trusted_root.json"
+    )]
     Rekor {
         /// The rekor subcommand.
         #[command(subcommand)]
         command: tlog::RekorCommand,
     },
     /// DSSE envelopes: sign and verify.
+    #[command(
+        after_help = "Example:\n  provd dsse sign --payload statement.json --key signer.key > envelope.json"
+    )]
     Dsse {
         /// The dsse subcommand.
         #[command(subcommand)]
         command: tlog::DsseCommand,
     },
     /// Key management: generate P-256 or Ed25519 key pairs.
+    #[command(after_help = "Example:\n  provd keys generate --alg p256 --out signer")]
     Keys {
         /// The keys subcommand.
         #[command(subcommand)]
         command: tlog::KeysCommand,
     },
     /// C2SP tlog-tiles log directories: verify one offline, or sync a verified mirror.
+    #[command(
+        after_help = "Example:\n  provd tiles sync --backend rekor2 --dir ./mirror\n  provd tiles verify ./mirror --key \"$(cat log.vkey)\""
+    )]
     Tiles {
         /// The `tiles` command to run.
         #[command(subcommand)]
@@ -102,7 +125,15 @@ pub enum Command {
         after_help = "Run it again to resume an interrupted fetch: only missing chunks are fetched.\n\nExample:\n  provd import verdict.bundle.json --trusted-key exporter.pub.pem \\\n    --lazy-fetch --chunks-dir /mnt/usb/chunks --backend http://10.0.0.5:8080 --batch-size 50"
     )]
     Import(bundle::ImportArgs),
+    /// Print a running provd's status report; exit 0 when healthy, 1 when not.
+    #[command(
+        after_help = "Exit status: 0 healthy, 1 unhealthy or unreachable (for scripts and cron).\n\nExample:\n  provd status --server http://127.0.0.1:8080\n  provd status --json | jq .divergences"
+    )]
+    Status(status::StatusArgs),
     /// The local Rekor-compatible log: a lab and test tool, not a production log.
+    #[command(
+        after_help = "Example:\n  provd dev-log serve --listen 127.0.0.1:3030 --data ./devlog"
+    )]
     DevLog {
         /// The dev-log subcommand.
         #[command(subcommand)]
@@ -127,5 +158,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => bundle::export(config_path.as_deref(), args),
         Command::Verify(args) => bundle::verify(config_path.as_deref(), args),
         Command::Import(args) => bundle::import(config_path.as_deref(), args),
+        Command::Status(args) => status::run(args),
     }
 }

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// This node's name (overrides `node_id` and `PROVD_NODE_ID`).
     #[arg(long, value_name = "NAME")]
     pub node_id: Option<String>,
+    /// Log format, `text` or `json` (overrides `log_format` and `PROVD_LOG_FORMAT`; default:
+    /// text on a terminal, JSON otherwise).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Service URLs.
     #[command(flatten)]
     pub connections: ConnectionFlags,
@@ -142,6 +146,9 @@ pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
         }
         if let Some(v) = &args.node_id {
             raw.node_id = Some(v.clone());
+        }
+        if let Some(v) = &args.log_format {
+            raw.log_format = Some(v.clone());
         }
         args.connections.apply(raw);
     }) {

@@ -41,6 +41,7 @@ pub enum TilesCommand {
     )]
     Sync(super::tiles_sync::SyncArgs),
     /// Verify a tiled log directory: its checkpoints, hash tiles and entry bundles.
+    #[command(after_help = "Example:\n  provd tiles verify ./log --key \"$(cat log.vkey)\" --json")]
     Verify {
         /// The log directory, holding `checkpoint*` files and `tile/`.
         dir: PathBuf,

@@ -34,6 +34,24 @@ where
     ))
 }
 
+/// [`scoped`] for a router whose routes are documented in the OpenAPI document.
+pub fn scoped_api<S>(
+    router: utoipa_axum::router::OpenApiRouter<S>,
+    tokens: &Arc<Vec<Token>>,
+    scope: Scope,
+) -> utoipa_axum::router::OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(middleware::from_fn_with_state(
+        Guard {
+            tokens: tokens.clone(),
+            scope,
+        },
+        require_scope,
+    ))
+}
+
 /// Compares secrets in time independent of where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

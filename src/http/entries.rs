@@ -8,16 +8,18 @@ use actors::provcache::{Accepted, CacheError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::{ApiError, ApiJson};
 use crate::config::Scope;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The header naming the tier that answered a read.
 pub const TIER_HEADER: &str = "x-provcache-tier";
@@ -26,22 +28,26 @@ pub const TIER_HEADER: &str = "x-provcache-tier";
 const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// The routes of this module, each behind its scope.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/provcache/verikey", post(verikey))
-            .route("/api/v1/provcache/entries/{veri_key}", get(get_entry)),
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(verikey))
+            .routes(routes!(get_entry)),
         &state.tokens,
         Scope::Read,
     );
-    let write = scoped(
-        Router::new().route("/api/v1/provcache/entries", post(put_entry)),
+    let write = scoped_api(
+        OpenApiRouter::new().routes(routes!(put_entry)),
         &state.tokens,
         Scope::Write,
     );
     read.merge(write)
 }
 
+#[utoipa::path(post, path = "/api/v1/provcache/verikey", tag = "provcache",
+    request_body(content_type = "application/json", description = "the VeriKey inputs (docs/verikey.md)"),
+    responses((status = 200, description = "`veri_key`"), (status = 400, description = "names the bad input")),
+    security(("bearer" = ["read"])))]
 async fn verikey(ApiJson(inputs): ApiJson<VeriKeyInputs>) -> Result<Json<Value>, ApiError> {
     let key = inputs
         .veri_key()
@@ -171,6 +177,11 @@ fn unavailable(e: CacheError) -> ApiError {
     ApiError::Unavailable("the provenance cache's durable store is unavailable; try again".into())
 }
 
+#[utoipa::path(post, path = "/api/v1/provcache/entries", tag = "provcache",
+    request_body(content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
+    responses((status = 202, description = "queued (write-behind)"), (status = 201, description = "committed"),
+              (status = 400, description = "names the bad field")),
+    security(("bearer" = ["write"])))]
 async fn put_entry(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<PutEntry>,
@@ -190,12 +201,21 @@ async fn put_entry(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/provcache/entries/{veri_key}", tag = "provcache",
+    params(("veri_key" = String, Path, description = "sha256:<64 hex>")),
+    responses((status = 200, description = "the entry; `X-Provcache-Tier` names the tier"), (status = 404, description = "miss or expired")),
+    security(("bearer" = ["read"])))]
 async fn get_entry(
     State(s): State<AppState>,
     Path(veri_key): Path<String>,
 ) -> Result<Response, ApiError> {
     parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    match s.cache.get(&veri_key).await.map_err(unavailable)? {
+    let started = std::time::Instant::now();
+    let found = s.cache.get(&veri_key).await.map_err(unavailable)?;
+    let tier = found.as_ref().map_or("miss", |(_, served)| served.as_str());
+    metrics::histogram!("provd_provcache_read_duration_seconds", "tier" => tier)
+        .record(started.elapsed().as_secs_f64());
+    match found {
         Some((entry, served)) => {
             let mut resp = Json(entry.as_ref()).into_response();
             resp.headers_mut()

@@ -11,7 +11,9 @@ pub mod error;
 pub mod proofs;
 pub mod rekor;
 pub mod stats;
+pub mod status;
 pub mod tiles;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,6 @@ use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use events::data::{EventData, InvalidateRequested};
 use events::{CloudEvent, EventKind, Subjects};
@@ -34,8 +35,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Scope, Token};
-use auth::scoped;
+use auth::scoped_api;
 use error::{ApiError, ApiJson, ApiQuery};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A dependency `/readyz` checks.
 #[async_trait]
@@ -97,45 +100,98 @@ pub struct AppState {
     pub rekor: Option<RekorBackends>,
     /// Air-gap bundles: import store, limits, trusted keys.
     pub airgap: Arc<bundles::AirgapState>,
+    /// The database's operator figures for `/api/v1/status`.
+    pub ops: Arc<dyn status::OpsQuery>,
+}
+
+/// Every route the server serves, each with its OpenAPI operation: a route registered here
+/// through `routes!` is in the document by construction (`tests/openapi.rs` checks that
+/// no route bypasses it).
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let invalidate = scoped_api(
+        OpenApiRouter::new().routes(routes!(invalidate)),
+        &state.tokens,
+        Scope::Invalidate,
+    );
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(revocations))
+            .routes(routes!(revocation_stats)),
+        &state.tokens,
+        Scope::Read,
+    );
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .merge(status::routes())
+        .merge(invalidate)
+        .merge(read)
+        .merge(proofs::router(state))
+        .merge(entries::routes(state))
+        .merge(stats::routes(state))
+        .merge(rekor::routes(state))
+}
+
+/// The OpenAPI document of [`api`], with its title, version and the bearer scheme.
+pub fn openapi_document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let mut doc = api;
+    doc.info = utoipa::openapi::InfoBuilder::new()
+        .title("provd")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Rekor transparency-log anchoring and a provenance cache of policy verdicts. \
+             Every route but health, metrics, status, the dashboard and this document needs \
+             a bearer token with the scope named in its security requirement.",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(utoipa::openapi::Components::new)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    doc
 }
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    let invalidate = scoped(
-        Router::new().route("/api/v1/provcache/invalidate", post(invalidate)),
-        &state.tokens,
-        Scope::Invalidate,
-    );
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/provcache/revocations", get(revocations))
-            .route("/api/v1/provcache/revocations/stats", get(revocation_stats)),
-        &state.tokens,
-        Scope::Read,
-    );
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(invalidate)
-        .merge(read)
-        .merge(proofs::router(&state))
-        .merge(entries::routes(&state))
-        .merge(stats::routes(&state))
-        .merge(rekor::routes(&state))
-        .merge(bundles::routes(&state))
+    let bundles = bundles::routes(&state);
+    let (router, doc) = api(&state).split_for_parts();
+    let doc = Arc::new(openapi_document(doc));
+    router
+        .merge(bundles)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(trace::trace))
+        .layer(axum::Extension(doc))
         .with_state(state)
+}
+
+/// This API's OpenAPI 3 document, generated from the code.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(doc.as_ref().clone())
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process runs")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness: services and required actors.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready, with details")))]
 async fn readyz(State(s): State<AppState>) -> Response {
     let checks = futures::future::join_all(s.probes.iter().map(|p| async move {
         let r = tokio::time::timeout(Duration::from_secs(2), p.check())
@@ -171,6 +227,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics (text format, `provd_` prefix; `docs/metrics.md`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(
@@ -182,16 +241,24 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Invalidates cache entries by one criterion; the revocation is recorded in the ledger.
+#[utoipa::path(post, path = "/api/v1/provcache/invalidate", tag = "provcache",
+    request_body(content_type = "application/json", description = "exactly one of `veri_key`, `signer_set_hash`, `policy_hash`, `feed_epoch_before`, plus `reason`"),
+    params(("x-correlation-id" = Option<String>, Header, description = "carried into the event and the ledger")),
+    responses((status = 202, description = "accepted; the `revocation_id`"), (status = 400, description = "names the bad field")),
+    security(("bearer" = ["invalidate"])))]
 async fn invalidate(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InvalidateRequested>,
 ) -> Result<Response, ApiError> {
     body.validate().map_err(ApiError::BadRequest)?;
-    let correlation_id = headers
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+    // Without a correlation id of the caller's, the request id correlates the work.
+    let correlation_id = [trace::CORRELATION_ID, trace::REQUEST_ID]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned);
     let event = CloudEvent::new(format!("urn:provd:{}:api", s.node_id), body)
         .with_correlation_id(correlation_id);
@@ -225,6 +292,12 @@ struct RevocationsQuery {
 /// Largest page of ledger rows.
 const MAX_PAGE: i64 = 1000;
 
+/// Ledger rows after `since`.
+#[utoipa::path(get, path = "/api/v1/provcache/revocations", tag = "provcache",
+    params(("since" = Option<i64>, Query, description = "seq_no to start after (default 0)"),
+           ("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "rows, `next_since`, `has_more`")),
+    security(("bearer" = ["read"])))]
 async fn revocations(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<RevocationsQuery>,
@@ -251,6 +324,10 @@ async fn revocations(
     })))
 }
 
+/// The ledger's statistics.
+#[utoipa::path(get, path = "/api/v1/provcache/revocations/stats", tag = "provcache",
+    responses((status = 200, description = "totals by type, entries invalidated, head")),
+    security(("bearer" = ["read"])))]
 async fn revocation_stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     s.ledger.stats().await.map(Json).map_err(|e| {
         tracing::warn!(error = %e, "cannot read ledger statistics");

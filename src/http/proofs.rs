@@ -8,20 +8,22 @@ use actors::domain::evidence::{
     Chunk, ChunkBuilder, EvidenceError, Manifest, ManifestVerifier, parse_digest,
 };
 use axum::Json;
-use axum::Router;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::{ApiError, ApiQuery};
 use crate::config::Scope;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Chunks read from the store per query while verifying.
 const VERIFY_BATCH: u64 = 64;
@@ -49,22 +51,19 @@ fn count_upload(outcome: &'static str) {
 }
 
 /// The evidence routes: upload needs `write`, everything else `read`.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let write = scoped(
-        Router::new().route("/api/v1/proofs", post(upload)),
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let write = scoped_api(
+        OpenApiRouter::new().routes(routes!(upload)),
         &state.tokens,
         Scope::Write,
     );
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/proofs/{proof_root}", get(page))
-            .route("/api/v1/proofs/{proof_root}/manifest", get(manifest))
-            .route("/api/v1/proofs/{proof_root}/chunks/{index}", get(chunk))
-            .route(
-                "/api/v1/proofs/{proof_root}/chunks/{index}/proof",
-                get(proof),
-            )
-            .route("/api/v1/proofs/{proof_root}/verify", post(verify)),
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(page))
+            .routes(routes!(manifest))
+            .routes(routes!(chunk))
+            .routes(routes!(proof))
+            .routes(routes!(verify)),
         &state.tokens,
         Scope::Read,
     );
@@ -98,6 +97,11 @@ fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/proofs", tag = "evidence",
+    request_body(content_type = "application/octet-stream", description = "the evidence bytes"),
+    responses((status = 201, description = "stored; the manifest"), (status = 200, description = "already stored"),
+              (status = 400, description = "empty body or bad content type"), (status = 413, description = "too large")),
+    security(("bearer" = ["write"])))]
 async fn upload(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -192,6 +196,11 @@ struct PageQuery {
     page_size: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/proofs/{proof_root}", tag = "evidence",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>"), ("page" = Option<u64>, Query, description = "page, from 0"),
+           ("pageSize" = Option<u64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "chunk metadata"), (status = 404, description = "unknown root")),
+    security(("bearer" = ["read"])))]
 async fn page(
     State(s): State<AppState>,
     Path(proof_root): Path<String>,
@@ -228,6 +237,10 @@ async fn page(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/proofs/{proof_root}/manifest", tag = "evidence",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>")),
+    responses((status = 200, description = "the manifest"), (status = 404, description = "unknown root")),
+    security(("bearer" = ["read"])))]
 async fn manifest(
     State(s): State<AppState>,
     Path(proof_root): Path<String>,
@@ -235,6 +248,10 @@ async fn manifest(
     Ok(Json(load_manifest(&s, &proof_root).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/proofs/{proof_root}/chunks/{index}", tag = "evidence",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>"), ("index" = u64, Path, description = "chunk index")),
+    responses((status = 200, description = "the chunk's bytes"), (status = 404, description = "unknown root or index")),
+    security(("bearer" = ["read"])))]
 async fn chunk(
     State(s): State<AppState>,
     Path((proof_root, index)): Path<(String, String)>,
@@ -266,6 +283,10 @@ async fn chunk(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/proofs/{proof_root}/chunks/{index}/proof", tag = "evidence",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>"), ("index" = u64, Path, description = "chunk index")),
+    responses((status = 200, description = "the chunk's inclusion proof"), (status = 404, description = "unknown root or index")),
+    security(("bearer" = ["read"])))]
 async fn proof(
     State(s): State<AppState>,
     Path((proof_root, index)): Path<(String, String)>,
@@ -282,6 +303,10 @@ async fn proof(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/proofs/{proof_root}/verify", tag = "evidence",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>")),
+    responses((status = 200, description = "valid, bad and missing chunks"), (status = 404, description = "unknown root")),
+    security(("bearer" = ["read"])))]
 async fn verify(
     State(s): State<AppState>,
     Path(proof_root): Path<String>,

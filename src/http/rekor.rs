@@ -11,34 +11,36 @@ use actors::ports::{NewSubmission, StoredReceipt, SubmissionRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use axum::Json;
 use events::data::SubmissionRequested;
 use events::{CloudEvent, EventKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::{ApiError, ApiJson};
 use crate::config::Scope;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this module, each behind its scope.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let submit = scoped(
-        Router::new().route("/api/v1/rekor/submissions", post(submit)),
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let submit = scoped_api(
+        OpenApiRouter::new().routes(routes!(submit)),
         &state.tokens,
         Scope::Submit,
     );
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/rekor/submissions/{id}", get(get_submission))
-            .route("/api/v1/rekor/entries/{uuid}", get(get_entry)),
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(get_submission))
+            .routes(routes!(get_entry)),
         &state.tokens,
         Scope::Read,
     );
-    let admin = scoped(
-        Router::new().route("/api/v1/rekor/submissions/{id}/retry", post(retry)),
+    let admin = scoped_api(
+        OpenApiRouter::new().routes(routes!(retry)),
         &state.tokens,
         Scope::Admin,
     );
@@ -88,8 +90,15 @@ fn submission_json(s: &SubmissionRecord, receipt: Option<&StoredReceipt>) -> Val
 }
 
 /// Puts a submission in the queue. The message id makes a repeated publish one message.
-async fn enqueue(s: &AppState, msg_id: &str, request: SubmissionRequested) -> Result<(), ApiError> {
-    let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request);
+/// `correlation_id` travels in the CloudEvent, so the submitter logs its work under it.
+async fn enqueue(
+    s: &AppState,
+    msg_id: &str,
+    request: SubmissionRequested,
+    correlation_id: Option<String>,
+) -> Result<(), ApiError> {
+    let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request)
+        .with_correlation_id(correlation_id);
     let subject = s.subjects.subject(EventKind::SubmissionRequested);
     s.bus
         .publish(&subject, msg_id, event.to_json())
@@ -109,10 +118,23 @@ fn request(backend: &str, envelope: &Value, verifier_keys: &[String]) -> Submiss
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/rekor/submissions", tag = "rekor",
+    request_body(content_type = "application/json", description = "`envelope` (DSSE), `verifiers` (PEM), optional `backend`"),
+    responses((status = 202, description = "queued"), (status = 200, description = "already known; its status"),
+              (status = 400, description = "names the bad field"), (status = 503, description = "no backend or the bus is down")),
+    security(("bearer" = ["submit"])))]
 async fn submit(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
+    // The caller's correlation id, else this request's id (set by `http::trace`).
+    let correlation_id = [super::trace::CORRELATION_ID, super::trace::REQUEST_ID]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
     let Some(backends) = s.rekor.as_ref() else {
         return Err(ApiError::Unavailable(
             "no transparency-log backend is configured ([rekor.backends.<name>])".into(),
@@ -166,6 +188,7 @@ async fn submit(
         &s,
         &id,
         request(&new.backend, &new.envelope, &new.verifier_keys),
+        correlation_id,
     )
     .await?;
     let stored = s
@@ -180,6 +203,10 @@ async fn submit(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rekor/submissions/{id}", tag = "rekor",
+    params(("id" = String, Path, description = "submission id")),
+    responses((status = 200, description = "status, attempts, receipt once logged"), (status = 404, description = "unknown id")),
+    security(("bearer" = ["read"])))]
 async fn get_submission(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -198,6 +225,10 @@ async fn get_submission(
     Ok(Json(submission_json(&sub, receipt.as_ref())))
 }
 
+#[utoipa::path(get, path = "/api/v1/rekor/entries/{uuid}", tag = "rekor",
+    params(("uuid" = String, Path, description = "UUID (64 hex) or v1 entry ID (80 hex)")),
+    responses((status = 200, description = "the stored receipt"), (status = 404, description = "unknown entry")),
+    security(("bearer" = ["read"])))]
 async fn get_entry(
     State(s): State<AppState>,
     Path(uuid): Path<String>,
@@ -219,6 +250,11 @@ async fn get_entry(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/rekor/submissions/{id}/retry", tag = "rekor",
+    params(("id" = String, Path, description = "submission id")),
+    responses((status = 202, description = "queued again"), (status = 404, description = "unknown id"),
+              (status = 409, description = "not dead-lettered")),
+    security(("bearer" = ["admin"])))]
 async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let Some(sub) = s.submissions.requeue(&id).await.map_err(unavailable)? else {
         return Err(ApiError::NotFound(format!("no submission {id}")));
@@ -235,6 +271,7 @@ async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Resp
         &s,
         &msg_id,
         request(&sub.backend, &sub.envelope, &sub.verifier_keys),
+        None,
     )
     .await?;
     Ok((

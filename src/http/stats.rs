@@ -2,22 +2,24 @@
 //! serves `/metrics`, so the two always agree.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+
+use axum::Json;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::ApiError;
 use crate::config::Scope;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The tiers in read order.
 const TIERS: [&str; 3] = ["memory", "valkey", "postgres"];
 
 /// The stats route (scope `read`).
-pub fn routes(state: &AppState) -> Router<AppState> {
-    scoped(
-        Router::new().route("/api/v1/provcache/stats", get(stats)),
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    scoped_api(
+        OpenApiRouter::new().routes(routes!(stats)),
         &state.tokens,
         Scope::Read,
     )
@@ -42,6 +44,9 @@ fn sample(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
         .sum()
 }
 
+#[utoipa::path(get, path = "/api/v1/provcache/stats", tag = "provcache",
+    responses((status = 200, description = "hits, misses, hit ratio, write-behind, evidence, ledger")),
+    security(("bearer" = ["read"])))]
 async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let unavailable = |what: &'static str| {
         move |e: String| {
