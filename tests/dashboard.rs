@@ -2,8 +2,8 @@
 //! equals `GET /api/v1/status`, an open divergence is shown as open (red), and a screenshot is
 //! written to `target/dashboard.png`.
 //!
-//! The divergence is inserted into `rekor_divergences` directly: detection (log sync and the
-//! local log's fault modes) is built on another branch and will replace this insert.
+//! The divergence is real: the local log is switched to its wrong-key fault mode and provd's
+//! log sync detects it (`bad_signature`).
 
 mod common;
 mod ops_support;
@@ -124,25 +124,45 @@ async fn the_dashboard_shows_the_status_figures_and_an_open_divergence_in_headle
         .then_some(())
     })
     .await;
-    // A verified checkpoint and an open divergence, as the log monitor stores them.
-    let pool = t.app.store().pool();
-    sqlx::query(
-        "INSERT INTO rekor_checkpoints (backend, origin, tree_size, root_hash, note, observed_by) \
-         VALUES ('lab', $1, 1, $2, 'note', 'dashboard-test')",
-    )
-    .bind(&log.info.v1_origin)
-    .bind("ab".repeat(32))
-    .execute(pool)
-    .await
-    .expect("insert checkpoint");
-    let (divergence_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO rekor_divergences (backend, origin, kind, evidence, detected_by) \
-         VALUES ('lab', $1, 'fork', '{}', 'dashboard-test') RETURNING id",
-    )
-    .bind(&log.info.v1_origin)
-    .fetch_one(pool)
-    .await
-    .expect("insert divergence");
+    // A verified checkpoint, then an open divergence: the log starts signing with a wrong key.
+    eventually("a verified checkpoint", WAIT, || async {
+        let s = status(&t).await;
+        s["checkpoints"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+            .then_some(())
+    })
+    .await;
+    let r = t
+        .http
+        .post(format!("{}/__faults", log.base))
+        .json(&json!({"wrong_key": true}))
+        .send()
+        .await
+        .expect("faults");
+    assert!(r.status().is_success(), "faults refused: {r:?}");
+    let divergence_id = eventually("a divergence on each backend", WAIT, || async {
+        let body: Value = t
+            .http
+            .get(t.url("/api/v1/rekor/divergences?open=true"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        // One per backend: the same tree is read as Rekor v1 (`lab`) and v2 (`lab2`).
+        let all = body["divergences"].as_array()?;
+        if all.len() < 2 {
+            return None;
+        }
+        for d in all {
+            assert_eq!(d["kind"], "bad_signature", "{d}");
+        }
+        all[0]["id"].as_i64()
+    })
+    .await;
 
     let profile = tempfile::tempdir().expect("profile dir");
     let url = t.url("/dashboard");
@@ -194,7 +214,7 @@ async fn the_dashboard_shows_the_status_figures_and_an_open_divergence_in_headle
             ),
         }
     }
-    assert_eq!(shown["divergences.open"], "1");
+    assert_eq!(shown["divergences.open"], "2");
     assert_eq!(shown["status"], "unhealthy");
     assert!(
         dom.contains(&format!(

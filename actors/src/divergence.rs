@@ -74,6 +74,18 @@ pub fn describe_metrics<'a>(backends: impl IntoIterator<Item = &'a str>) {
             metrics::counter!("provd_rekor_divergences_total", "backend" => b.to_owned(), "kind" => k.as_str())
                 .absolute(0);
         }
+        metrics::counter!("provd_rekor_receipts_reverified_total", "backend" => b.to_owned())
+            .increment(0);
+        for outcome in ["advanced", "unchanged", "held", "diverged", "unavailable"] {
+            metrics::counter!("provd_rekor_sync_ticks_total", "backend" => b.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for channel in ["event", "webhook"] {
+        for outcome in ["sent", "failed"] {
+            metrics::counter!("provd_rekor_alerts_total", "channel" => channel, "outcome" => outcome)
+                .increment(0);
+        }
     }
 }
 

@@ -92,6 +92,13 @@ pub fn describe_metrics() {
         describe_counter!(name, help);
         metrics::counter!(name).increment(0);
     }
+    describe_counter!(
+        "provd_ledger_catch_ups_total",
+        "Replays of the ledger from this node's checkpoint, by trigger (start, reconnect)."
+    );
+    for trigger in ["start", "reconnect"] {
+        metrics::counter!("provd_ledger_catch_ups_total", "trigger" => trigger).increment(0);
+    }
 }
 
 /// The CloudEvent of one ledger row, with the revocation id as its id.

@@ -29,8 +29,8 @@ pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
 pub mod tcp_nodelay;
-pub mod webhook;
 pub mod tiles;
+pub mod webhook;
 
 use actors::ports::PortError;
 

@@ -82,6 +82,16 @@ pub fn describe_metrics() {
         "provd_bundle_chunks_fetched_total",
         "Lazily fetched evidence chunks by outcome (stored, refused)."
     );
+    // The series whose labels are known at start, at zero.
+    for density in ["lite", "standard", "strict"] {
+        metrics::counter!("provd_bundle_exports_total", "density" => density).increment(0);
+    }
+    for outcome in ["imported", "invalidated"] {
+        metrics::counter!("provd_bundle_imports_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["stored", "refused"] {
+        metrics::counter!("provd_bundle_chunks_fetched_total", "outcome" => outcome).increment(0);
+    }
 }
 
 /// What an import stored.

@@ -94,19 +94,7 @@ pub fn describe() {
         "provd_jetstream_consumer_pending",
         "Messages waiting on a durable JetStream consumer (undelivered plus unacknowledged), by consumer."
     );
-    describe_gauge!(
-        "provd_rekor_open_divergences",
-        "Divergences detected and not yet acknowledged (all logs; read from PostgreSQL)."
-    );
-    describe_gauge!(
-        "provd_rekor_checkpoint_age_seconds",
-        Unit::Seconds,
-        "Age of the latest stored checkpoint of a backend (0 until one is stored)."
-    );
-    describe_gauge!(
-        "provd_rekor_checkpoint_tree_size",
-        "Tree size of the latest stored checkpoint of a backend."
-    );
+    // The checkpoint and divergence gauges are described by `actors::divergence`.
     describe_counter!(
         "provd_rekor_submissions_total",
         "Submission-queue deliveries, by outcome."
@@ -174,7 +162,6 @@ pub fn register(config: &Config, actors: &[String]) {
         "provd_write_behind_flushed_lag_seconds",
         "provd_ledger_outbox_lag",
         "provd_ledger_replay_checkpoint_seq_no",
-        "provd_rekor_open_divergences",
         "provd_rekor_submission_queue_depth",
     ] {
         metrics::gauge!(name).increment(0.0);
@@ -207,9 +194,13 @@ pub fn register(config: &Config, actors: &[String]) {
         let _ = metrics::histogram!("provd_rekor_request_duration_seconds", "backend" => b.clone());
         metrics::counter!("provd_rekor_retries_total", "backend" => b.clone()).increment(0);
         metrics::gauge!("provd_rekor_circuit_open", "backend" => b.clone()).increment(0.0);
-        metrics::gauge!("provd_rekor_checkpoint_age_seconds", "backend" => b.clone())
-            .increment(0.0);
-        metrics::gauge!("provd_rekor_checkpoint_tree_size", "backend" => b).increment(0.0);
+        for gauge in [
+            "provd_rekor_checkpoint_age_seconds",
+            "provd_rekor_checkpoint_tree_size",
+            "provd_rekor_open_divergences",
+        ] {
+            metrics::gauge!(gauge, "backend" => b.clone()).increment(0.0);
+        }
     }
     metrics::counter!(
         "provd_http_requests_total",

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use actors::health::{ChildStatus, Health};
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::catalogue::SUBMISSION_STATUSES;
@@ -89,24 +88,8 @@ impl Sampler {
                 .map_or(0, |(_, n)| *n);
             metrics::gauge!("provd_rekor_submissions_stored", "status" => status).set(n as f64);
         }
-        metrics::gauge!("provd_rekor_open_divergences").set(snap.open_divergences as f64);
-        let now = Utc::now();
-        for backend in &self.backends {
-            // The newest checkpoint of the backend over all its origins (a shard rollover
-            // starts a new origin).
-            if let Some(cp) = snap
-                .checkpoints
-                .iter()
-                .filter(|c| &c.backend == backend)
-                .max_by_key(|c| c.observed_at)
-            {
-                let age = (now - cp.observed_at).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("provd_rekor_checkpoint_age_seconds", "backend" => backend.clone())
-                    .set(age);
-                metrics::gauge!("provd_rekor_checkpoint_tree_size", "backend" => backend.clone())
-                    .set(cp.tree_size as f64);
-            }
-        }
+        // The checkpoint and divergence gauges belong to the log sync (this node's view,
+        // per backend); the status report reads the tables directly.
     }
 
     /// Samples every [`INTERVAL`] until `stop`.

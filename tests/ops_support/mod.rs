@@ -28,6 +28,8 @@ pub struct LabLog {
     pub info: DevLogInfo,
     _stop: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
+    /// The tile cache of the provd that reads this log.
+    tiles_dir: tempfile::TempDir,
 }
 
 impl LabLog {
@@ -54,6 +56,7 @@ impl LabLog {
             info,
             _stop: stop,
             _dir: dir,
+            tiles_dir: tempfile::tempdir().expect("tile cache dir"),
         }
     }
 
@@ -70,6 +73,22 @@ impl LabLog {
                     keys: Some(vec![self.info.v1_public_key_pem.clone()]),
                     origin: Some(self.info.origin.clone()),
                     read_timeout: Some("5s".into()),
+                    // Short, so the log sync verifies checkpoints within a test.
+                    sync_interval: Some("200ms".into()),
+                    ..RawRekorBackend::default()
+                },
+            ),
+            // The same tree through the Rekor v2 (tlog-tiles) API, cached by the tile cache.
+            (
+                "lab2".to_owned(),
+                RawRekorBackend {
+                    kind: Some("private".into()),
+                    api: Some("v2".into()),
+                    url: Some(self.base.clone()),
+                    keys: Some(vec![self.info.v2_vkey.clone()]),
+                    origin: Some(self.info.origin.clone()),
+                    read_timeout: Some("5s".into()),
+                    sync_interval: Some("200ms".into()),
                     ..RawRekorBackend::default()
                 },
             )]
@@ -87,7 +106,18 @@ impl LabLog {
 /// Starts provd with the local log as its Rekor backend.
 pub async fn start_with_log(log: &LabLog) -> Option<TestApp> {
     let rekor = log.rekor().validate().expect("valid rekor config");
-    TestApp::start_with(move |c| c.rekor = rekor).await
+    let tiles = provd::config::TilesConfig {
+        cache_dir: log.tiles_dir.path().to_path_buf(),
+        max_bytes: 64 << 20,
+        backends: vec!["lab2".into()],
+        prefetch: true,
+        require_token: false,
+    };
+    TestApp::start_with(move |c| {
+        c.rekor = rekor;
+        c.tiles = Some(tiles);
+    })
+    .await
 }
 
 /// Drives traffic through every landed capability and waits until each has shown in the

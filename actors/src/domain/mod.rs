@@ -13,8 +13,8 @@
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
-pub mod divergence;
 pub mod bundle;
+pub mod divergence;
 pub mod dsse;
 pub mod entry;
 pub mod epoch;

@@ -163,7 +163,7 @@ impl TileCache {
 }
 
 /// Describes the cache's metrics for `/metrics`.
-pub fn describe_metrics() {
+pub fn describe_metrics(backends: &[String]) {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!(
         "provd_tile_cache_hits_total",
@@ -189,6 +189,23 @@ pub fn describe_metrics() {
         "provd_tile_prefetch_total",
         "Checkpoints whose tiles the tile-sync actor prefetched, by outcome"
     );
+    // The series whose labels are known at start, at zero.
+    for b in backends {
+        for kind in ["tile", "entries", "checkpoint"] {
+            for name in [
+                "provd_tile_cache_hits_total",
+                "provd_tile_cache_misses_total",
+                "provd_tile_cache_corrupt_total",
+                "provd_tile_cache_budget_skips_total",
+            ] {
+                metrics::counter!(name, "backend" => b.clone(), "kind" => kind).increment(0);
+            }
+        }
+    }
+    metrics::gauge!("provd_tile_cache_bytes").increment(0.0);
+    for outcome in ["ok", "retry", "refused"] {
+        metrics::counter!("provd_tile_prefetch_total", "outcome" => outcome).increment(0);
+    }
 }
 
 /// One tile log's part of the cache.
