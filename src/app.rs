@@ -465,14 +465,12 @@ impl App {
             divergences: Arc::new(store.clone()),
         };
         let tokens = state.tokens.clone();
-        let mut router = http::router(state).merge(http::checkpoints::router(
-            monitor,
-            &Arc::new(config.tokens.clone()),
-        ));
+        let mut extra = vec![http::checkpoints::router(monitor, &tokens)];
         if let (Some(cache), Some(tiles)) = (tile_cache, &config.tiles) {
-            crate::adapters::tiles::cache::describe_metrics();
-            router = router.merge(http::tiles::router(cache, &tokens, tiles.require_token));
+            crate::adapters::tiles::cache::describe_metrics(&tiles.backends);
+            extra.push(http::tiles::router(cache, &tokens, tiles.require_token));
         }
+        let router = http::router(state, extra);
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, router)

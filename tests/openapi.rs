@@ -5,16 +5,24 @@
 //! in both. This test checks the two ways that could still drift: every operation in the
 //! document is answered by a route (never by the fallback), and no route in `src/http` is
 //! registered around the document (a plain `.route(` or `Router::new()`), with as many
-//! operations in the document as handlers registered.
+//! operations in the document as handlers registered. Routes served only when configured
+//! (the tile proxy, with `[tiles]`) are in the document exactly when they are served.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::{ADMIN_TOKEN, TestApp};
+use provd::config::rekor::RawRekorBackend;
+use provd::config::{RawRekor, TilesConfig};
+use provd::devlog::{DevLog, DevLogConfig};
 use serde_json::Value;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+
+/// Files of `src/http` whose routes are served only when configured: the tile proxy, with
+/// `[tiles]`.
+const CONDITIONAL: [&str; 1] = ["tiles.rs"];
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
@@ -75,11 +83,10 @@ fn no_route_is_registered_around_the_document() {
     assert!(handlers.len() > 20, "{handlers:?}");
 }
 
-#[tokio::test]
-async fn the_openapi_document_covers_exactly_the_served_routes() {
-    let Some(t) = TestApp::start().await else {
-        return;
-    };
+/// Checks `t`'s document against the handlers registered in `src/http` (those of
+/// [`CONDITIONAL`] files only when `conditional`), the `expected` routes with their scope
+/// (`None`: open), and that every documented operation is served by its route.
+async fn check_document(t: &TestApp, conditional: bool, expected: &[((&str, &str), Option<&str>)]) {
     let resp = t
         .http
         .get(t.url("/api/openapi.json"))
@@ -99,25 +106,43 @@ async fn the_openapi_document_covers_exactly_the_served_routes() {
 
     // As many operations as registered handlers (each handler has one method and path).
     let (handlers, _) = registrations();
+    let handlers: Vec<&String> = handlers
+        .iter()
+        .filter(|h| conditional || !CONDITIONAL.iter().any(|f| h.starts_with(&format!("{f}:"))))
+        .collect();
     assert_eq!(
         ops.len(),
         handlers.len(),
         "operations {ops:#?} vs handlers {handlers:#?}"
     );
-    for (route, scope) in [
-        (("GET", "/api/v1/status"), None),
-        (("GET", "/dashboard"), None),
-        (("GET", "/metrics"), None),
-        (("GET", "/api/openapi.json"), None),
-        (("POST", "/api/v1/rekor/submissions"), Some("submit")),
-        (("GET", "/api/v1/proofs/{proof_root}"), Some("read")),
-    ] {
+    for (route, scope) in expected {
         let key = (route.0.to_owned(), route.1.to_owned());
         assert!(ops.contains(&key), "{route:?} is documented");
         let op = &doc["paths"][route.1][route.0.to_lowercase()];
         match scope {
-            Some(s) => assert_eq!(op["security"][0]["bearer"][0], s, "{route:?} scope"),
+            Some(s) => assert_eq!(op["security"][0]["bearer"][0], *s, "{route:?} scope"),
             None => assert!(op.get("security").is_none(), "{route:?} is open"),
+        }
+    }
+    // Path templates are OpenAPI's (`{name}`), never axum's wildcard (`{*name}`), and each
+    // names a documented path parameter.
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        assert!(
+            !path.contains("{*"),
+            "{path}: an axum wildcard in the document"
+        );
+        for seg in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_start_matches('{').trim_end_matches('}');
+            for m in METHODS {
+                let Some(op) = item.get(m) else { continue };
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path"),
+                    "{m} {path}: path parameter {name} is documented"
+                );
+            }
         }
     }
 
@@ -157,5 +182,133 @@ async fn the_openapi_document_covers_exactly_the_served_routes() {
         .await
         .expect("body");
     assert!(body.contains("no such route"), "{body}");
+}
+
+/// Routes served (and documented) in every configuration, with their scope.
+const ALWAYS: [((&str, &str), Option<&str>); 12] = [
+    (("GET", "/api/v1/status"), None),
+    (("GET", "/dashboard"), None),
+    (("GET", "/metrics"), None),
+    (("GET", "/api/openapi.json"), None),
+    (("POST", "/api/v1/rekor/submissions"), Some("submit")),
+    (("GET", "/api/v1/proofs/{proof_root}"), Some("read")),
+    (
+        ("GET", "/api/v1/provcache/entries/{veri_key}/bundle"),
+        Some("read"),
+    ),
+    (("GET", "/api/v1/proofs/{proof_root}/status"), Some("read")),
+    (("POST", "/api/v1/provcache/import"), Some("write")),
+    (
+        ("PUT", "/api/v1/provcache/entries/{veri_key}/receipt"),
+        Some("write"),
+    ),
+    (("GET", "/api/v1/rekor/checkpoints"), Some("read")),
+    (
+        ("POST", "/api/v1/rekor/divergences/{id}/ack"),
+        Some("admin"),
+    ),
+];
+
+#[tokio::test]
+async fn the_openapi_document_covers_exactly_the_served_routes() {
+    let Some(t) = TestApp::start().await else {
+        return;
+    };
+    check_document(&t, false, &ALWAYS).await;
+    // Without `[tiles]` the proxy is neither served nor documented.
+    let resp = t
+        .http
+        .get(t.url("/tiles/x/checkpoint"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.expect("body").contains("no such route"));
     t.finish().await;
+}
+
+/// With a Rekor backend (a local dev log) and `[tiles]` configured, the log monitoring and
+/// tile proxy routes are served and documented, the tile route under a plain template.
+#[tokio::test]
+async fn the_document_covers_the_configured_rekor_and_tile_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = DevLog::open(DevLogConfig {
+        data_dir: dir.path().join("log"),
+        ..DevLogConfig::default()
+    })
+    .expect("dev log opens");
+    let info = log.info().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(log.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let rekor = RawRekor {
+        default_backend: Some("lab".into()),
+        backends: [(
+            "lab".to_owned(),
+            RawRekorBackend {
+                kind: Some("private".into()),
+                api: Some("v2".into()),
+                url: Some(base),
+                keys: Some(vec![info.v2_vkey.clone()]),
+                origin: Some(info.origin.clone()),
+                max_attempts: Some(1),
+                read_timeout: Some("10s".into()),
+                ..RawRekorBackend::default()
+            },
+        )]
+        .into(),
+        queue: None,
+    }
+    .validate()
+    .expect("valid rekor config");
+    let tiles = TilesConfig {
+        cache_dir: dir.path().join("tiles"),
+        max_bytes: 64 << 20,
+        backends: vec!["lab".into()],
+        prefetch: false,
+        require_token: true,
+    };
+    let Some(t) = TestApp::start_with(move |c| {
+        c.rekor = rekor;
+        c.tiles = Some(tiles);
+    })
+    .await
+    else {
+        let _ = stop.send(());
+        return;
+    };
+    let mut expected = ALWAYS.to_vec();
+    expected.extend([
+        (("GET", "/api/v1/rekor/divergences"), Some("read")),
+        (("GET", "/tiles/{log}/checkpoint"), Some("read")),
+        (("GET", "/tiles/{log}/tile/{path}"), Some("read")),
+    ]);
+    check_document(&t, true, &expected).await;
+    // The documented tile route is the served wildcard: a multi-segment tile path reaches
+    // the proxy (which refuses a malformed one with its own code, not the fallback's).
+    let resp = t
+        .http
+        .get(t.url("/tiles/lab/tile/0/x/y"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.expect("body").contains("bad_tile_path"));
+    // And it keeps its scope.
+    let resp = t
+        .http
+        .get(t.url("/tiles/lab/tile/0/000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 401);
+    t.finish().await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), served).await;
 }

@@ -16,24 +16,25 @@ use actors::domain::bundle::{
 };
 use actors::domain::evidence::parse_digest;
 use actors::domain::verikey::parse_veri_key;
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::airgap::{AirgapError, BundleStore, import_bundle, status};
 use crate::config::Scope;
 use crate::config::bundles::BundlesConfig;
 use crate::config::rekor::TrustedLogKey;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Chunks read from the store per query while exporting.
 const EXPORT_BATCH: u64 = 64;
@@ -49,18 +50,18 @@ pub struct AirgapState {
 }
 
 /// The routes of this module, each behind its scope.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/provcache/entries/{veri_key}/bundle", get(export))
-            .route("/api/v1/proofs/{proof_root}/status", get(chunk_status)),
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(export))
+            .routes(routes!(chunk_status)),
         &state.tokens,
         Scope::Read,
     );
-    let write = scoped(
-        Router::new()
-            .route("/api/v1/provcache/import", post(import))
-            .route("/api/v1/provcache/entries/{veri_key}/receipt", put(link)),
+    let write = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(import))
+            .routes(routes!(link)),
         &state.tokens,
         Scope::Write,
     );
@@ -86,6 +87,16 @@ struct ExportQuery {
     density: Option<String>,
 }
 
+/// Exports an entry, its evidence and its linked Rekor receipt as an air-gap bundle
+/// (`docs/bundle-format.md`), streamed as it is read.
+#[utoipa::path(get, path = "/api/v1/provcache/entries/{veri_key}/bundle", tag = "airgap",
+    params(("veri_key" = String, Path, description = "sha256:<64 hex>"),
+           ("density" = Option<String>, Query, description = "`lite`, `standard` (default) or `strict`: how many evidence chunks the bundle carries")),
+    responses((status = 200, description = "the bundle", content_type = "application/json"),
+              (status = 400, description = "bad VeriKey or density"),
+              (status = 404, description = "no live entry, or no evidence stored for its proof root"),
+              (status = 409, description = "the entry has no evidence, or a chunk the density needs is not stored here")),
+    security(("bearer" = ["read"])))]
 async fn export(
     State(s): State<AppState>,
     Path(veri_key): Path<String>,
@@ -233,6 +244,15 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
     }))
 }
 
+/// Imports an air-gap bundle: verified completely before anything is stored.
+#[utoipa::path(post, path = "/api/v1/provcache/import", tag = "airgap",
+    request_body(content_type = "application/json", description = "a bundle (`docs/bundle-format.md`), at most `bundles.max_bundle_bytes`"),
+    responses((status = 201, description = "imported; every chunk of the proof root is stored"),
+              (status = 202, description = "imported; some chunks of the proof root are still missing"),
+              (status = 400, description = "refused, nothing stored: names the failed check"),
+              (status = 409, description = "refused: conflicts with what is stored"),
+              (status = 413, description = "over the size or chunk limit")),
+    security(("bearer" = ["write"])))]
 async fn import(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -278,6 +298,13 @@ async fn import(
     }
 }
 
+/// Which chunks of a proof root are stored here.
+#[utoipa::path(get, path = "/api/v1/proofs/{proof_root}/status", tag = "airgap",
+    params(("proof_root" = String, Path, description = "sha256:<64 hex>")),
+    responses((status = 200, description = "total, stored and missing chunks, `complete`"),
+              (status = 400, description = "bad proof root"),
+              (status = 404, description = "unknown root")),
+    security(("bearer" = ["read"])))]
 async fn chunk_status(
     State(s): State<AppState>,
     Path(proof_root): Path<String>,
@@ -308,6 +335,14 @@ struct LinkBody {
     rekor_uuid: String,
 }
 
+/// Links an entry to the stored Rekor receipt of its attestation, so exported bundles carry it.
+#[utoipa::path(put, path = "/api/v1/provcache/entries/{veri_key}/receipt", tag = "airgap",
+    params(("veri_key" = String, Path, description = "sha256:<64 hex>")),
+    request_body(content_type = "application/json", description = "`{\"rekor_uuid\": \"<uuid>\"}`"),
+    responses((status = 200, description = "linked; `veri_key` and `rekor_uuid`"),
+              (status = 400, description = "bad VeriKey or body"),
+              (status = 404, description = "no stored Rekor receipt with that UUID")),
+    security(("bearer" = ["write"])))]
 async fn link(
     State(s): State<AppState>,
     Path(veri_key): Path<String>,

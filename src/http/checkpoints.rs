@@ -9,24 +9,25 @@
 //!   `{"by": "<who>"}`: acknowledges one; the backend's readiness gate clears and its sync
 //!   advances at its next round.
 //!
-//! The routes carry their own state, so they merge into the main router without widening
-//! [`super::AppState`].
+//! The routes carry their own state, so they merge into the main router (and its OpenAPI
+//! document, through [`super::router`]'s extra routers) without widening [`super::AppState`].
 
 use std::sync::Arc;
 
 use actors::ports::{
     CheckpointQuery, CheckpointStore, Divergence, DivergenceStore, StoredCheckpoint,
 };
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::scoped;
+use super::auth::scoped_api;
 use super::error::{ApiError, ApiQuery};
 use crate::config::{Scope, Token};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the routes need.
 #[derive(Clone)]
@@ -37,17 +38,21 @@ pub struct MonitorState {
     pub divergences: Arc<dyn DivergenceStore>,
 }
 
-/// The routes, each behind its scope, with their state applied.
-pub fn router(state: MonitorState, tokens: &Arc<Vec<Token>>) -> Router {
-    let read = scoped(
-        Router::new()
-            .route("/api/v1/rekor/checkpoints", get(list_checkpoints))
-            .route("/api/v1/rekor/divergences", get(list_divergences)),
+/// The routes, each behind its scope, with their state applied: an [`OpenApiRouter`] for
+/// any state, to be merged into [`super::api`]'s before the document is split off.
+pub fn router<S>(state: MonitorState, tokens: &Arc<Vec<Token>>) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let read = scoped_api(
+        OpenApiRouter::new()
+            .routes(routes!(list_checkpoints))
+            .routes(routes!(list_divergences)),
         tokens,
         Scope::Read,
     );
-    let admin = scoped(
-        Router::new().route("/api/v1/rekor/divergences/{id}/ack", post(acknowledge)),
+    let admin = scoped_api(
+        OpenApiRouter::new().routes(routes!(acknowledge)),
         tokens,
         Scope::Admin,
     );
@@ -112,6 +117,14 @@ struct CheckpointsQuery {
     limit: Option<u32>,
 }
 
+/// Stored verified checkpoints of every node, newest first.
+#[utoipa::path(get, path = "/api/v1/rekor/checkpoints", tag = "rekor",
+    params(("backend" = Option<String>, Query, description = "only this backend's"),
+           ("origin" = Option<String>, Query, description = "only this checkpoint origin's"),
+           ("size" = Option<u64>, Query, description = "only checkpoints of this tree size"),
+           ("limit" = Option<u32>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "`checkpoints`"), (status = 400, description = "names the bad parameter")),
+    security(("bearer" = ["read"])))]
 async fn list_checkpoints(
     State(s): State<MonitorState>,
     ApiQuery(q): ApiQuery<CheckpointsQuery>,
@@ -139,6 +152,12 @@ struct DivergencesQuery {
     limit: Option<u32>,
 }
 
+/// Divergences with their evidence, newest first.
+#[utoipa::path(get, path = "/api/v1/rekor/divergences", tag = "rekor",
+    params(("open" = Option<bool>, Query, description = "only unacknowledged ones (default false)"),
+           ("limit" = Option<u32>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "`divergences`"), (status = 400, description = "names the bad parameter")),
+    security(("bearer" = ["read"])))]
 async fn list_divergences(
     State(s): State<MonitorState>,
     ApiQuery(q): ApiQuery<DivergencesQuery>,
@@ -159,6 +178,14 @@ struct AckBody {
     by: Option<String>,
 }
 
+/// Acknowledges a divergence: the backend's readiness gate clears and its sync advances at
+/// its next round.
+#[utoipa::path(post, path = "/api/v1/rekor/divergences/{id}/ack", tag = "rekor",
+    params(("id" = i64, Path, description = "divergence id (a positive integer)")),
+    request_body(content_type = "application/json", description = "optional `{\"by\": \"<who>\"}` (1-128 characters, default `api`)"),
+    responses((status = 200, description = "the acknowledged divergence"), (status = 400, description = "bad id or body"),
+              (status = 404, description = "no such divergence")),
+    security(("bearer" = ["admin"])))]
 async fn acknowledge(
     State(s): State<MonitorState>,
     Path(id): Path<String>,

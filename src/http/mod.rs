@@ -132,6 +132,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(entries::routes(state))
         .merge(stats::routes(state))
         .merge(rekor::routes(state))
+        .merge(bundles::routes(state))
 }
 
 /// The OpenAPI document of [`api`], with its title, version and the bearer scheme.
@@ -156,13 +157,14 @@ pub fn openapi_document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
     doc
 }
 
-/// The router.
-pub fn router(state: AppState) -> Router {
-    let bundles = bundles::routes(&state);
-    let (router, doc) = api(&state).split_for_parts();
+/// The router: [`api`] and the `extra` routes that carry their own state (log monitoring,
+/// the tile proxy when configured), merged before the document is split off, so
+/// `/api/openapi.json` documents exactly the routes served.
+pub fn router(state: AppState, extra: Vec<OpenApiRouter<AppState>>) -> Router {
+    let api = extra.into_iter().fold(api(&state), OpenApiRouter::merge);
+    let (router, doc) = api.split_for_parts();
     let doc = Arc::new(openapi_document(doc));
     router
-        .merge(bundles)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::Extension(doc))

@@ -17,28 +17,54 @@
 use std::sync::Arc;
 
 use actors::domain::tiles::Tile;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::auth::scoped;
+use super::auth::scoped_api;
 use crate::adapters::tiles::TilesError;
 use crate::adapters::tiles::cache::TileCache;
 use crate::config::{Scope, Token};
 
-/// The proxy's routes over `cache`; behind the `read` scope when `require_token`.
-pub fn router<S>(cache: Arc<TileCache>, tokens: &Arc<Vec<Token>>, require_token: bool) -> Router<S>
+/// The served path of the tile route: the C2SP tile path (`<L>/<N>[.p/<W>]`,
+/// `entries/<N>[.p/<W>]`) spans several segments, so it is an axum wildcard.
+const TILE_ROUTE: &str = "/tiles/{log}/tile/{*path}";
+/// The same path in the OpenAPI document, where `{*path}` is no valid template.
+const TILE_DOC_PATH: &str = "/tiles/{log}/tile/{path}";
+
+/// The proxy's routes over `cache`, behind the `read` scope when `require_token`: an
+/// [`OpenApiRouter`] for any state, to be merged into [`super::api`]'s before the document
+/// is split off.
+pub fn router<S>(
+    cache: Arc<TileCache>,
+    tokens: &Arc<Vec<Token>>,
+    require_token: bool,
+) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let routes = Router::new()
-        .route("/tiles/{log}/checkpoint", get(checkpoint))
-        .route("/tiles/{log}/tile/{*path}", get(tile));
+    // `routes!` registers each handler at its `#[utoipa::path]` path, so the tile route is
+    // served as the wildcard and documented under it; the document's key is then renamed to
+    // a plain template (the served route stays the wildcard).
+    let mut routes = OpenApiRouter::new()
+        .routes(routes!(checkpoint))
+        .routes(routes!(tile));
+    let paths = &mut routes.get_openapi_mut().paths.paths;
+    if let Some(item) = paths.remove(TILE_ROUTE) {
+        paths.insert(TILE_DOC_PATH.to_owned(), item);
+    }
     let routes = if require_token {
-        scoped(routes, tokens, Scope::Read)
+        // The scope depends on the configuration, so it joins the document here.
+        for item in routes.get_openapi_mut().paths.paths.values_mut() {
+            if let Some(op) = item.get.as_mut() {
+                op.security = Some(vec![SecurityRequirement::new("bearer", ["read"])]);
+            }
+        }
+        scoped_api(routes, tokens, Scope::Read)
     } else {
         routes
     };
@@ -71,6 +97,13 @@ fn error(e: TilesError) -> Response {
         .into_response()
 }
 
+/// The log's latest verified checkpoint (C2SP tlog-tiles), or the cached one while the log
+/// is unreachable.
+#[utoipa::path(get, path = "/tiles/{log}/checkpoint", tag = "tiles",
+    params(("log" = String, Path, description = "a configured tile backend's name or, percent-encoded, its checkpoint origin")),
+    responses((status = 200, description = "the checkpoint note (`Cache-Control: no-cache`)", content_type = "text/plain"),
+              (status = 404, description = "`unknown_log`"),
+              (status = 502, description = "`upstream_unavailable` or `unverified`")))]
 async fn checkpoint(State(cache): State<Arc<TileCache>>, Path(log): Path<String>) -> Response {
     let log = match cache.log(&log) {
         Ok(l) => l,
@@ -89,6 +122,16 @@ async fn checkpoint(State(cache): State<Arc<TileCache>>, Path(log): Path<String>
     }
 }
 
+/// A tile or entry bundle (C2SP tlog-tiles), verified against the latest verified
+/// checkpoint before it is served. Served as the wildcard route `/tiles/{log}/tile/{*path}`:
+/// `path` spans several segments.
+#[utoipa::path(get, path = "/tiles/{log}/tile/{*path}", tag = "tiles",
+    params(("log" = String, Path, description = "a configured tile backend's name or, percent-encoded, its checkpoint origin"),
+           ("path" = String, Path, description = "the rest of the C2SP tile path, `/` included: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`")),
+    responses((status = 200, description = "the tile's bytes; full tiles are immutable, partial ones `no-cache`; `X-Provd-Cache: hit|miss`", content_type = "application/octet-stream"),
+              (status = 400, description = "`bad_tile_path`"),
+              (status = 404, description = "`unknown_log` or `tile_not_found`"),
+              (status = 502, description = "`upstream_unavailable` or `unverified`")))]
 async fn tile(
     State(cache): State<Arc<TileCache>>,
     Path((log, path)): Path<(String, String)>,
