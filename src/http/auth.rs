@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
@@ -20,21 +19,8 @@ pub struct Guard {
     pub scope: Scope,
 }
 
-/// `router` with every route behind a bearer token that grants `scope`.
-pub fn scoped<S>(router: Router<S>, tokens: &Arc<Vec<Token>>, scope: Scope) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    router.route_layer(middleware::from_fn_with_state(
-        Guard {
-            tokens: tokens.clone(),
-            scope,
-        },
-        require_scope,
-    ))
-}
-
-/// [`scoped`] for a router whose routes are documented in the OpenAPI document.
+/// `router` with every route behind a bearer token that grants `scope` (routes documented
+/// in the OpenAPI document).
 pub fn scoped_api<S>(
     router: utoipa_axum::router::OpenApiRouter<S>,
     tokens: &Arc<Vec<Token>>,

@@ -64,34 +64,36 @@ impl LabLog {
     pub fn rekor(&self) -> RawRekor {
         RawRekor {
             default_backend: Some("lab".into()),
-            backends: [(
-                "lab".to_owned(),
-                RawRekorBackend {
-                    kind: Some("private".into()),
-                    api: Some("v1".into()),
-                    url: Some(self.base.clone()),
-                    keys: Some(vec![self.info.v1_public_key_pem.clone()]),
-                    origin: Some(self.info.origin.clone()),
-                    read_timeout: Some("5s".into()),
-                    // Short, so the log sync verifies checkpoints within a test.
-                    sync_interval: Some("200ms".into()),
-                    ..RawRekorBackend::default()
-                },
-            ),
-            // The same tree through the Rekor v2 (tlog-tiles) API, cached by the tile cache.
-            (
-                "lab2".to_owned(),
-                RawRekorBackend {
-                    kind: Some("private".into()),
-                    api: Some("v2".into()),
-                    url: Some(self.base.clone()),
-                    keys: Some(vec![self.info.v2_vkey.clone()]),
-                    origin: Some(self.info.origin.clone()),
-                    read_timeout: Some("5s".into()),
-                    sync_interval: Some("200ms".into()),
-                    ..RawRekorBackend::default()
-                },
-            )]
+            backends: [
+                (
+                    "lab".to_owned(),
+                    RawRekorBackend {
+                        kind: Some("private".into()),
+                        api: Some("v1".into()),
+                        url: Some(self.base.clone()),
+                        keys: Some(vec![self.info.v1_public_key_pem.clone()]),
+                        origin: Some(self.info.origin.clone()),
+                        read_timeout: Some("5s".into()),
+                        // Short, so the log sync verifies checkpoints within a test.
+                        sync_interval: Some("200ms".into()),
+                        ..RawRekorBackend::default()
+                    },
+                ),
+                // The same tree through the Rekor v2 (tlog-tiles) API, cached by the tile cache.
+                (
+                    "lab2".to_owned(),
+                    RawRekorBackend {
+                        kind: Some("private".into()),
+                        api: Some("v2".into()),
+                        url: Some(self.base.clone()),
+                        keys: Some(vec![self.info.v2_vkey.clone()]),
+                        origin: Some(self.info.origin.clone()),
+                        read_timeout: Some("5s".into()),
+                        sync_interval: Some("200ms".into()),
+                        ..RawRekorBackend::default()
+                    },
+                ),
+            ]
             .into(),
             queue: Some(RawRekorQueue {
                 batch_size: Some(8),
