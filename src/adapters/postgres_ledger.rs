@@ -95,6 +95,12 @@ impl PgStore {
     pub async fn reapply_rows(&self, rows: &[LedgerRow]) -> Result<Vec<String>, AdapterError> {
         let g = group(rows);
         let mut tx = self.pool().begin().await?;
+        // A replay may be lost in a crash: the ledger is durable and re-applying is
+        // idempotent. Not waiting for the WAL flush halves a batch's cost; WAL order keeps a
+        // lost re-application from being overtaken by a checkpoint that survived.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let mut deleted: Vec<String> = Vec::new();
         for (column, (values, ats)) in [
             (Column::VeriKey, &g.veri_keys),
@@ -209,7 +215,13 @@ impl PgStore {
         node_id: &str,
         seq_no: i64,
     ) -> Result<i64, AdapterError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool().begin().await?;
+        // A checkpoint lost in a crash only means re-applying some rows (idempotent); the WAL
+        // never keeps it while losing what it covers, which committed earlier.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let saved = sqlx::query_scalar(
             "INSERT INTO provcache.prov_replay_checkpoints (node_id, last_seq_no, updated_at) \
              VALUES ($1, $2, now()) ON CONFLICT (node_id) DO UPDATE SET \
              last_seq_no = GREATEST(provcache.prov_replay_checkpoints.last_seq_no, \
@@ -218,8 +230,10 @@ impl PgStore {
         )
         .bind(node_id)
         .bind(seq_no)
-        .fetch_one(self.pool())
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(saved)
     }
 
     /// The highest `seq_no` the outbox has published.
