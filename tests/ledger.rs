@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
 use actors::ports::EntryTier;
 use chrono::Utc;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key, publish};
 use provd::adapters::redis::RedisCache;
 use serde_json::{Value, json};
 
@@ -109,28 +109,6 @@ async fn row(t: &TestApp, revocation_id: &str) -> Value {
             .cloned()
     })
     .await
-}
-
-/// Publishes like `docs/events.md` shows: a plain client, `Nats-Msg-Id` = event id.
-async fn publish(t: &TestApp, subject: &str, event: &Value) {
-    let client = async_nats::connect(&t.services.nats_url)
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(client);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        "Nats-Msg-Id",
-        event["id"].as_str().expect("event id").to_owned(),
-    );
-    js.publish_with_headers(
-        format!("{}.{subject}", t.config.nats_prefix),
-        headers,
-        serde_json::to_vec(event).expect("json").into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("stored");
 }
 
 fn event(ty: &str, data: Value) -> Value {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
 use chrono::Utc;
-use common::{READ_TOKEN, TestApp, eventually, fresh_veri_key};
+use common::{READ_TOKEN, TestApp, eventually, fresh_veri_key, publish};
 use provd::adapters::redis::RedisCache;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -142,27 +142,6 @@ async fn status(t: &TestApp, key: &str) -> u16 {
         .expect("get entry")
         .status()
         .as_u16()
-}
-
-async fn publish(t: &TestApp, subject: &str, event: &Value) {
-    let client = async_nats::connect(&t.services.nats_url)
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(client);
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        "Nats-Msg-Id",
-        event["id"].as_str().expect("event id").to_owned(),
-    );
-    js.publish_with_headers(
-        format!("{}.{subject}", t.config.nats_prefix),
-        headers,
-        serde_json::to_vec(event).expect("json").into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("stored");
 }
 
 #[tokio::test]

@@ -10,76 +10,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::domain::dsse::Envelope;
-use actors::domain::keys::{Algorithm, PrivateKey};
 use actors::ports::{RekorClient, RekorSubmission};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use common::lab_log::LabLog;
 use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, TestDb, eventually, metric_value};
 use provd::adapters::rekor::build_backend;
 use provd::app::App;
 use provd::config::RawRekor;
 use provd::config::rekor::RawRekorBackend;
-use provd::devlog::{DevLog, DevLogConfig, DevLogInfo, Faults, ForkFault};
+use provd::devlog::{Faults, ForkFault};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);
 const FORK_HEADER: &str = "x-dev-log-fork";
 
-/// The local log, served in-process on port 0 with fault modes allowed.
-struct LabLog {
-    base: String,
-    info: DevLogInfo,
-    http: reqwest::Client,
-    signer: PrivateKey,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
 impl LabLog {
-    async fn start() -> LabLog {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = DevLog::open(DevLogConfig {
-            data_dir: dir.path().to_path_buf(),
-            allow_faults: true,
-            ..DevLogConfig::default()
-        })
-        .expect("dev log opens");
-        let info = log.info().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(log.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        let signer = PrivateKey::generate(Algorithm::P256, &mut |buf: &mut [u8]| {
-            getrandom::fill(buf).map_err(|e| e.to_string())
-        })
-        .expect("key");
-        LabLog {
-            base,
-            info,
-            http: reqwest::Client::new(),
-            signer,
-            _stop: stop,
-            _dir: dir,
-        }
-    }
-
-    async fn set_faults(&self, faults: &Faults) {
-        let resp = self
-            .http
-            .post(format!("{}/__faults", self.base))
-            .json(faults)
-            .send()
-            .await
-            .expect("faults");
-        assert!(resp.status().is_success(), "faults refused: {resp:?}");
-    }
-
     /// A backend on this log polled every `interval`, optionally sending `headers`.
     fn backend(&self, api: &str, interval: &str, headers: &[(&str, &str)]) -> RawRekorBackend {
         RawRekorBackend {

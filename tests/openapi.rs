@@ -12,10 +12,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::lab_log::LabLog;
 use common::{ADMIN_TOKEN, TestApp};
 use provd::config::rekor::RawRekorBackend;
 use provd::config::{RawRekor, TilesConfig};
-use provd::devlog::{DevLog, DevLogConfig};
 use serde_json::Value;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
@@ -231,21 +231,7 @@ async fn the_openapi_document_covers_exactly_the_served_routes() {
 /// tile proxy routes are served and documented, the tile route under a plain template.
 #[tokio::test]
 async fn the_document_covers_the_configured_rekor_and_tile_routes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = DevLog::open(DevLogConfig {
-        data_dir: dir.path().join("log"),
-        ..DevLogConfig::default()
-    })
-    .expect("dev log opens");
-    let info = log.info().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(log.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let log = LabLog::start().await;
     let rekor = RawRekor {
         default_backend: Some("lab".into()),
         backends: [(
@@ -253,9 +239,9 @@ async fn the_document_covers_the_configured_rekor_and_tile_routes() {
             RawRekorBackend {
                 kind: Some("private".into()),
                 api: Some("v2".into()),
-                url: Some(base),
-                keys: Some(vec![info.v2_vkey.clone()]),
-                origin: Some(info.origin.clone()),
+                url: Some(log.base.clone()),
+                keys: Some(vec![log.info.v2_vkey.clone()]),
+                origin: Some(log.info.origin.clone()),
                 max_attempts: Some(1),
                 read_timeout: Some("10s".into()),
                 ..RawRekorBackend::default()
@@ -267,7 +253,7 @@ async fn the_document_covers_the_configured_rekor_and_tile_routes() {
     .validate()
     .expect("valid rekor config");
     let tiles = TilesConfig {
-        cache_dir: dir.path().join("tiles"),
+        cache_dir: log.scratch_dir("tiles"),
         max_bytes: 64 << 20,
         backends: vec!["lab".into()],
         prefetch: false,
@@ -279,7 +265,6 @@ async fn the_document_covers_the_configured_rekor_and_tile_routes() {
     })
     .await
     else {
-        let _ = stop.send(());
         return;
     };
     let mut expected = ALWAYS.to_vec();
@@ -309,6 +294,4 @@ async fn the_document_covers_the_configured_rekor_and_tile_routes() {
         .expect("request");
     assert_eq!(resp.status(), 401);
     t.finish().await;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), served).await;
 }

@@ -12,62 +12,16 @@ use actors::domain::dsse::Envelope;
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
 use actors::domain::receipt::{Receipt, TransparencyLogEntry, TrustedLog};
 use actors::ports::{RekorClient, RekorError, RekorSubmission};
+use common::lab_log::LabLog;
 use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually};
 use futures::StreamExt;
 use provd::adapters::rekor::build_backend;
 use provd::config::RawRekor;
 use provd::config::rekor::{RawRekorBackend, RawRekorQueue, RekorBackendConfig};
-use provd::devlog::{DevLog, DevLogConfig, DevLogInfo, Faults};
+use provd::devlog::Faults;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-
-/// The local log, served in-process on port 0 with fault modes allowed.
-struct LabLog {
-    base: String,
-    info: DevLogInfo,
-    http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
 
 impl LabLog {
-    async fn start() -> LabLog {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = DevLog::open(DevLogConfig {
-            data_dir: dir.path().to_path_buf(),
-            allow_faults: true,
-            ..DevLogConfig::default()
-        })
-        .expect("dev log opens");
-        let info = log.info().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(log.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        LabLog {
-            base,
-            info,
-            http: reqwest::Client::new(),
-            _stop: stop,
-            _dir: dir,
-        }
-    }
-
-    async fn set_faults(&self, faults: &Faults) {
-        let resp = self
-            .http
-            .post(format!("{}/__faults", self.base))
-            .json(faults)
-            .send()
-            .await
-            .expect("faults");
-        assert!(resp.status().is_success(), "faults refused: {resp:?}");
-    }
-
     fn trusted(&self, api: &str) -> TrustedLog {
         if api == "v1" {
             self.info.trusted_v1()

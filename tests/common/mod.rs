@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod lab_log;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -348,4 +350,26 @@ pub fn fresh_veri_key() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
+}
+
+/// Publishes like `docs/events.md` shows: a plain client, `Nats-Msg-Id` = event id.
+pub async fn publish(t: &TestApp, subject: &str, event: &serde_json::Value) {
+    let client = async_nats::connect(&t.services.nats_url)
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        event["id"].as_str().expect("event id").to_owned(),
+    );
+    js.publish_with_headers(
+        format!("{}.{subject}", t.config.nats_prefix),
+        headers,
+        serde_json::to_vec(event).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
 }

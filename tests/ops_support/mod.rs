@@ -11,55 +11,15 @@ use actors::domain::dsse::Envelope;
 use actors::domain::keys::{Algorithm, PrivateKey};
 use provd::config::RawRekor;
 use provd::config::rekor::{RawRekorBackend, RawRekorQueue};
-use provd::devlog::{DevLog, DevLogConfig, DevLogInfo};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
+pub use crate::common::lab_log::LabLog;
 use crate::common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key};
 
 /// Long enough for a write-behind flush (5 s interval) and a Rekor submission.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The local log, in-process on port 0.
-pub struct LabLog {
-    /// Its base URL.
-    pub base: String,
-    /// Its keys and origin.
-    pub info: DevLogInfo,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-    /// The tile cache of the provd that reads this log.
-    tiles_dir: tempfile::TempDir,
-}
-
 impl LabLog {
-    /// Starts it.
-    pub async fn start() -> LabLog {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = DevLog::open(DevLogConfig {
-            data_dir: dir.path().to_path_buf(),
-            allow_faults: true,
-            ..DevLogConfig::default()
-        })
-        .expect("dev log opens");
-        let info = log.info().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(log.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        LabLog {
-            base,
-            info,
-            _stop: stop,
-            _dir: dir,
-            tiles_dir: tempfile::tempdir().expect("tile cache dir"),
-        }
-    }
-
     /// A `[rekor]` section with this log as the Rekor v1 backend `lab`.
     pub fn rekor(&self) -> RawRekor {
         RawRekor {
@@ -109,7 +69,7 @@ impl LabLog {
 pub async fn start_with_log(log: &LabLog) -> Option<TestApp> {
     let rekor = log.rekor().validate().expect("valid rekor config");
     let tiles = provd::config::TilesConfig {
-        cache_dir: log.tiles_dir.path().to_path_buf(),
+        cache_dir: log.scratch_dir("tiles"),
         max_bytes: 64 << 20,
         backends: vec!["lab2".into()],
         prefetch: true,
