@@ -485,7 +485,6 @@ impl App {
             store: store.clone(),
             bus: bus.clone(),
             node_id: config.node_id.clone(),
-            backends: config.rekor.backends.keys().cloned().collect(),
             probes: vec![
                 Arc::new(PgProbe(store.clone())),
                 Arc::new(RedisProbe(cache.clone())),

@@ -90,9 +90,73 @@ pub struct OpsSnapshot {
     pub submissions_by_status: Vec<(String, i64)>,
 }
 
+/// The part of [`OpsSnapshot`] the gauge sampler reads every few seconds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SampledFigures {
+    /// The ledger's head `seq_no` (0 when empty).
+    pub ledger_head: i64,
+    /// How far the outbox has published.
+    pub outbox_published: i64,
+    /// Every node's replay checkpoint.
+    pub replay: Vec<ReplayView>,
+    /// Rekor submissions by status.
+    pub submissions_by_status: Vec<(String, i64)>,
+}
+
 impl PgStore {
+    /// Reads the figures behind the sampled gauges.
+    pub async fn sampled_figures(&self) -> Result<SampledFigures, AdapterError> {
+        let pool = self.pool();
+        let ledger_head: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(seq_no), 0) FROM provcache.prov_revocations")
+                .fetch_one(pool)
+                .await?;
+        let outbox_published: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(published_seq_no), 0) FROM provcache.prov_ledger_outbox",
+        )
+        .fetch_one(pool)
+        .await?;
+        let replay = sqlx::query(
+            "SELECT node_id, last_seq_no, updated_at FROM provcache.prov_replay_checkpoints \
+             ORDER BY node_id",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let checkpoint: i64 = r.try_get("last_seq_no")?;
+            Ok(ReplayView {
+                node_id: r.try_get("node_id")?,
+                checkpoint,
+                lag: (ledger_head - checkpoint).max(0),
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let submissions_by_status = sqlx::query(
+            "SELECT status, count(*) AS n FROM rekor_submissions GROUP BY status ORDER BY status",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(SampledFigures {
+            ledger_head,
+            outbox_published,
+            replay,
+            submissions_by_status,
+        })
+    }
+
     /// Reads the operator's view of the database.
     pub async fn ops_snapshot(&self) -> Result<OpsSnapshot, AdapterError> {
+        let SampledFigures {
+            ledger_head,
+            outbox_published,
+            replay,
+            submissions_by_status,
+        } = self.sampled_figures().await?;
         let pool = self.pool();
         let checkpoints = sqlx::query(
             "SELECT DISTINCT ON (backend, origin) backend, origin, tree_size, root_hash, observed_at \
@@ -134,32 +198,6 @@ impl PgStore {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let ledger_head: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(seq_no), 0) FROM provcache.prov_revocations")
-                .fetch_one(pool)
-                .await?;
-        let outbox_published: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(published_seq_no), 0) FROM provcache.prov_ledger_outbox",
-        )
-        .fetch_one(pool)
-        .await?;
-        let replay = sqlx::query(
-            "SELECT node_id, last_seq_no, updated_at FROM provcache.prov_replay_checkpoints \
-             ORDER BY node_id",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let checkpoint: i64 = r.try_get("last_seq_no")?;
-            Ok(ReplayView {
-                node_id: r.try_get("node_id")?,
-                checkpoint,
-                lag: (ledger_head - checkpoint).max(0),
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let invalidations_per_hour = sqlx::query(
             "SELECT date_trunc('hour', revoked_at) AS hour, count(*) AS n \
              FROM provcache.prov_revocations \
@@ -176,14 +214,6 @@ impl PgStore {
                 count: r.try_get("n")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let submissions_by_status = sqlx::query(
-            "SELECT status, count(*) AS n FROM rekor_submissions GROUP BY status ORDER BY status",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(OpsSnapshot {
             checkpoints,

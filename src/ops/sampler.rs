@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::catalogue::SUBMISSION_STATUSES;
 use crate::adapters::jetstream::JetStreamBus;
 use crate::adapters::postgres::PgStore;
-use crate::adapters::postgres_ops::OpsSnapshot;
+use crate::adapters::postgres_ops::SampledFigures;
 use crate::http::Probe;
 
 /// How often the gauges are refreshed.
@@ -31,8 +31,6 @@ pub struct Sampler {
     pub bus: JetStreamBus,
     /// This node (its replay checkpoint is exported).
     pub node_id: String,
-    /// The configured backends (their checkpoint gauges are exported).
-    pub backends: Vec<String>,
     /// The services `/readyz` checks (`provd_service_up`).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The supervised actors (`provd_actor_up`).
@@ -59,7 +57,7 @@ impl Sampler {
             let up = child.status == ChildStatus::Running;
             metrics::gauge!("provd_actor_up", "actor" => name).set(if up { 1.0 } else { 0.0 });
         }
-        match self.store.ops_snapshot().await {
+        match self.store.sampled_figures().await {
             Ok(snap) => self.record(&snap),
             Err(e) => tracing::debug!(error = %e, "cannot sample the store's gauges"),
         }
@@ -74,7 +72,7 @@ impl Sampler {
         }
     }
 
-    fn record(&self, snap: &OpsSnapshot) {
+    fn record(&self, snap: &SampledFigures) {
         metrics::gauge!("provd_ledger_outbox_lag")
             .set((snap.ledger_head - snap.outbox_published).max(0) as f64);
         if let Some(mine) = snap.replay.iter().find(|r| r.node_id == self.node_id) {
@@ -88,8 +86,6 @@ impl Sampler {
                 .map_or(0, |(_, n)| *n);
             metrics::gauge!("provd_rekor_submissions_stored", "status" => status).set(n as f64);
         }
-        // The checkpoint and divergence gauges belong to the log sync (this node's view,
-        // per backend); the status report reads the tables directly.
     }
 
     /// Samples every [`INTERVAL`] until `stop`.
