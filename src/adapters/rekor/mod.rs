@@ -199,6 +199,14 @@ pub(crate) const MAX_JSON_BYTES: usize = 16 << 20;
 /// The largest entry bundle: 256 entries of at most 65 535 bytes, plus length prefixes.
 pub(crate) const MAX_TILE_BYTES: usize = 256 * (2 + 65_535);
 
+/// The backend's URL as the base that API paths are joined to.
+pub(crate) fn base_url(backend: &RekorBackendConfig) -> Result<reqwest::Url, BuildError> {
+    reqwest::Url::parse(&format!("{}/", backend.url)).map_err(|e| BuildError::Http {
+        backend: backend.name.clone(),
+        message: format!("bad url: {e}"),
+    })
+}
+
 /// Builds a reqwest client with the backend's connect timeout.
 pub(crate) fn http_client(backend: &RekorBackendConfig) -> Result<reqwest::Client, BuildError> {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -63,14 +63,9 @@ fn is_entry_id(s: &str) -> bool {
 impl V1Client {
     /// A client for the backend's URL and trusted keys.
     pub fn new(backend: &RekorBackendConfig) -> Result<Self, BuildError> {
-        let base =
-            reqwest::Url::parse(&format!("{}/", backend.url)).map_err(|e| BuildError::Http {
-                backend: backend.name.clone(),
-                message: format!("bad url: {e}"),
-            })?;
         Ok(V1Client {
             name: backend.name.clone(),
-            base,
+            base: super::base_url(backend)?,
             http: super::http_client(backend)?,
             trust: Trust::new(&backend.name, &backend.origin, true, &backend.keys)?,
             entry_kind: backend.entry_kind,

@@ -40,17 +40,13 @@ pub struct V2Client {
 impl V2Client {
     /// A client for the backend's shard URL and trusted keys.
     pub fn new(backend: &RekorBackendConfig) -> Result<Self, BuildError> {
-        let base =
-            reqwest::Url::parse(&format!("{}/", backend.url)).map_err(|e| BuildError::Http {
-                backend: backend.name.clone(),
-                message: format!("bad url: {e}"),
-            })?;
+        let http = super::http_client(backend)?;
         Ok(V2Client {
             name: backend.name.clone(),
-            base,
-            http: super::http_client(backend)?,
+            base: super::base_url(backend)?,
             trust: Trust::new(&backend.name, &backend.origin, false, &backend.keys)?,
-            tiles: TileClient::for_backend(backend)?,
+            tiles: TileClient::with_http(backend, http.clone())?,
+            http,
             write_timeout: backend.write_timeout,
         })
     }

@@ -59,11 +59,18 @@ impl TileClient {
 
     /// The client for a configured backend's URL, connect and read timeouts.
     pub fn for_backend(backend: &RekorBackendConfig) -> Result<Self, BuildError> {
-        Self::new(&backend.url, http_client(backend)?, backend.read_timeout).map_err(|message| {
-            BuildError::Http {
-                backend: backend.name.clone(),
-                message,
-            }
+        Self::with_http(backend, http_client(backend)?)
+    }
+
+    /// [`TileClient::for_backend`] over an HTTP client the caller already built for the
+    /// backend (the Rekor v2 client shares its connection pool).
+    pub fn with_http(
+        backend: &RekorBackendConfig,
+        http: reqwest::Client,
+    ) -> Result<Self, BuildError> {
+        Self::new(&backend.url, http, backend.read_timeout).map_err(|message| BuildError::Http {
+            backend: backend.name.clone(),
+            message,
         })
     }
 
