@@ -8,6 +8,8 @@
 //! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
 //! * [`webhook`]: the divergence alert webhook.
+//! * [`sqlite`]: the embedded mode's store (SQLite file in the data directory).
+//! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
@@ -16,6 +18,7 @@
 //! * [`tiles`]: C2SP tile logs: the tile client, the filesystem tile cache, the mirror and
 //!   the proof builder.
 
+pub mod durable;
 pub mod hot_sweep;
 pub mod jetstream;
 pub mod memory;
@@ -28,6 +31,7 @@ pub mod postgres_ops;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
+pub mod sqlite;
 pub mod tcp_nodelay;
 pub mod tiles;
 pub mod webhook;
@@ -40,6 +44,9 @@ pub enum AdapterError {
     /// PostgreSQL failed.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// SQLite failed (embedded mode).
+    #[error("sqlite: {0}")]
+    Sqlite(#[source] sqlx::Error),
     /// A migration failed.
     #[error("postgres migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -75,6 +82,14 @@ impl From<AdapterError> for PortError {
             // one more try too; a real schema problem will keep failing and be visible.
             AdapterError::Postgres(_) | AdapterError::Migrate(_) => PortError::Unavailable {
                 service: "postgres",
+                message: e.to_string(),
+            },
+            AdapterError::Sqlite(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                PortError::Rejected(e.to_string())
+            }
+            // Busy, locked, full disk or I/O: another try may succeed.
+            AdapterError::Sqlite(_) => PortError::Unavailable {
+                service: "sqlite",
                 message: e.to_string(),
             },
             AdapterError::Redis(_) => PortError::Unavailable {

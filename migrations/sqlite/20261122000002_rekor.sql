@@ -1,0 +1,1 @@
+-- Placeholder: filled in before this migration first lands.

@@ -1,0 +1,72 @@
+//! What a deployment mode provides as a whole: one durable store (PostgreSQL or SQLite)
+//! and one event bus (NATS JetStream or the in-process bus).
+//!
+//! Actors only ever see the narrow ports of `actors::ports`; these two traits gather the
+//! ports each adapter implements, plus the few operator queries the composition root, the
+//! HTTP API, the CLI and the tests need, so `app.rs` builds the service the same way in
+//! either mode.
+
+use actors::domain::invalidation::LedgerRow;
+use actors::ports::{
+    CheckpointStore, DivergenceStore, EntryStore, EventBus, EvidenceStore, InvalidationStore,
+    LedgerOutboxStore, RejectedEvent, RejectedEventStore, ReplayStore, SubmissionStore,
+};
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::AdapterError;
+use super::postgres::{LedgerStats, NewItem};
+use super::postgres_ops::{OpsSnapshot, SampledFigures};
+use crate::airgap::BundleStore;
+
+/// Everything provd keeps durably, in one database: PostgreSQL (distributed mode) or a
+/// SQLite file (embedded mode).
+#[async_trait]
+pub trait DurableStore:
+    EntryStore
+    + InvalidationStore
+    + RejectedEventStore
+    + EvidenceStore
+    + LedgerOutboxStore
+    + ReplayStore
+    + SubmissionStore
+    + CheckpointStore
+    + DivergenceStore
+    + BundleStore
+{
+    /// `postgres` or `sqlite`: the service name in probes, metrics and messages.
+    fn kind(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), AdapterError>;
+    /// Ledger rows with `seq_no > since`, oldest first, at most `limit`.
+    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, AdapterError>;
+    /// The seed's ledger statistics.
+    async fn ledger_stats(&self) -> Result<LedgerStats, AdapterError>;
+    /// Entries in the durable tier.
+    async fn count_items(&self) -> Result<i64, AdapterError>;
+    /// Inserts one item as the seed's `prov_items` row (tests and tools).
+    async fn insert_item(&self, item: &NewItem) -> Result<(), AdapterError>;
+    /// Whether an item with this VeriKey is stored.
+    async fn item_exists(&self, veri_key: &str) -> Result<bool, AdapterError>;
+    /// The most recently rejected events, newest first.
+    async fn rejected_events(&self, limit: i64) -> Result<Vec<RejectedEvent>, AdapterError>;
+    /// The figures the sampler turns into gauges.
+    async fn sampled_figures(&self) -> Result<SampledFigures, AdapterError>;
+    /// The figures of `/api/v1/status`.
+    async fn ops_snapshot(&self) -> Result<OpsSnapshot, AdapterError>;
+}
+
+/// The event bus of a deployment mode, with what operators and tests need beyond the port.
+#[async_trait]
+pub trait ServiceBus: EventBus {
+    /// `nats` or `local`: the service name in probes, metrics and messages.
+    fn kind(&self) -> &'static str;
+    /// Checks the bus is usable (connected, streams present).
+    async fn ping(&self) -> Result<(), AdapterError>;
+    /// Counts reconnects to the broker; `None` when the bus cannot disconnect.
+    fn reconnects(&self) -> Option<watch::Receiver<u64>>;
+    /// Messages waiting on each durable consumer, by consumer name.
+    async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError>;
+    /// Removes this deployment's streams (tests clean up with it).
+    async fn delete_streams(&self) -> Result<(), AdapterError>;
+}
