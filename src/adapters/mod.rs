@@ -9,6 +9,12 @@
 //! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
 //! * [`webhook`]: the divergence alert webhook.
 //! * [`sqlite`]: the embedded mode's store (SQLite file in the data directory).
+//! * [`sqlite_provcache`]: provcache entries, invalidations with their ledger rows, and
+//!   rejected events in SQLite.
+//! * [`sqlite_evidence`]: evidence chunks and manifests in SQLite.
+//! * [`sqlite_ledger`]: the ledger outbox position, replay checkpoints and batched replay
+//!   in SQLite.
+//! * [`sqlite_bundles`]: air-gap bundle imports, fetched chunks and receipt links in SQLite.
 //! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
@@ -32,6 +38,10 @@ pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
 pub mod sqlite;
+pub mod sqlite_bundles;
+pub mod sqlite_evidence;
+pub mod sqlite_ledger;
+pub mod sqlite_provcache;
 pub mod tcp_nodelay;
 pub mod tiles;
 pub mod webhook;
