@@ -403,6 +403,10 @@ async fn replay_deletes_only_entries_accepted_no_later_than_the_revocation() {
             feed_id: Some("osv".into()),
             before: epoch("1.10.0"),
         },
+        Criterion::FeedEpochBefore {
+            feed_id: None,
+            before: epoch("2.0.0"),
+        },
     ];
     // Accepted before the revocation, within the 2 s margin after it, and past it.
     let times = [

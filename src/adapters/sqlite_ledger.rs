@@ -124,10 +124,19 @@ impl SqliteStore {
             for (f, before, at) in &g.feeds {
                 rules.entry(f.as_deref()).or_default().push((before, *at));
             }
+            // Only the named feeds' entries, unless a row applies to every feed; the list
+            // goes in as one JSON array.
+            let any_feed = rules.contains_key(&None);
+            let feed_ids: Vec<&str> = rules.keys().filter_map(|f| *f).collect();
+            let feed_ids = serde_json::to_string(&feed_ids)
+                .map_err(|e| AdapterError::Corrupt(e.to_string()))?;
             let candidates: Vec<(String, Option<String>, String, i64)> = sqlx::query_as(
                 "SELECT veri_key, feed_id, feed_epoch, updated_at FROM provcache_items \
-                 WHERE feed_epoch IS NOT NULL",
+                 WHERE feed_epoch IS NOT NULL \
+                 AND (? OR feed_id IN (SELECT value FROM json_each(?)))",
             )
+            .bind(any_feed)
+            .bind(feed_ids)
             .fetch_all(&mut *tx)
             .await
             .sq()?;
