@@ -9,6 +9,10 @@
 //! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
 //! * [`webhook`]: the divergence alert webhook.
 //! * [`sqlite`]: the embedded mode's store (SQLite file in the data directory).
+//! * [`sqlite_rekor`]: Rekor submissions and receipts in the SQLite file.
+//! * [`sqlite_monitor`]: verified checkpoints, divergences and their outbox in the SQLite
+//!   file.
+//! * [`sqlite_ops`]: the operator figures read from the SQLite file.
 //! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
@@ -32,6 +36,9 @@ pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
 pub mod sqlite;
+pub mod sqlite_monitor;
+pub mod sqlite_ops;
+pub mod sqlite_rekor;
 pub mod tcp_nodelay;
 pub mod tiles;
 pub mod webhook;
