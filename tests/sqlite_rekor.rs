@@ -82,6 +82,13 @@ async fn submissions_move_through_their_lifecycle_and_receipts_round_trip() {
     again.envelope = json!({"other": true});
     let second = store.ensure_submission(&again).await.expect("ensure again");
     assert_eq!(second, first);
+    // Racing callers all get the one stored row.
+    let raced = futures::future::join_all((0..16).map(|_| {
+        let (store, again) = (store.clone(), again.clone());
+        async move { store.ensure_submission(&again).await.expect("ensure") }
+    }))
+    .await;
+    assert!(raced.iter().all(|r| *r == first));
     assert_eq!(
         count(&store, "SELECT count(*) FROM rekor_submissions").await,
         1
@@ -450,11 +457,21 @@ async fn divergences_are_raised_once_acknowledged_and_delivered_through_the_outb
             .expect("raise"),
         None
     );
-    let rollback = store
-        .raise_divergence(&divergence(DivergenceKind::Rollback, "node-1", "5"))
-        .await
-        .expect("raise")
-        .expect("new");
+    // Raised by many tasks at once, a divergence is still stored and returned once.
+    let raced = futures::future::join_all((0..16).map(|n| {
+        let store = store.clone();
+        async move {
+            let mut d = divergence(DivergenceKind::Rollback, "node-1", "5");
+            if n > 0 {
+                d.detected_by = format!("node-{}", n + 2);
+            }
+            store.raise_divergence(&d).await.expect("raise")
+        }
+    }))
+    .await;
+    let mut raised_once: Vec<_> = raced.into_iter().flatten().collect();
+    assert_eq!(raised_once.len(), 1, "one of the racing raises stores it");
+    let rollback = raised_once.pop().expect("one");
     let theirs = store
         .raise_divergence(&divergence(DivergenceKind::BadSignature, "node-2", "x"))
         .await
