@@ -15,6 +15,10 @@
 //! * [`sqlite_ledger`]: the ledger outbox position, replay checkpoints and batched replay
 //!   in SQLite.
 //! * [`sqlite_bundles`]: air-gap bundle imports, fetched chunks and receipt links in SQLite.
+//! * [`sqlite_rekor`]: Rekor submissions and receipts in the SQLite file.
+//! * [`sqlite_monitor`]: verified checkpoints, divergences and their outbox in the SQLite
+//!   file.
+//! * [`sqlite_ops`]: the operator figures read from the SQLite file.
 //! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
@@ -42,6 +46,9 @@ pub mod sqlite_bundles;
 pub mod sqlite_evidence;
 pub mod sqlite_ledger;
 pub mod sqlite_provcache;
+pub mod sqlite_monitor;
+pub mod sqlite_ops;
+pub mod sqlite_rekor;
 pub mod tcp_nodelay;
 pub mod tiles;
 pub mod webhook;
