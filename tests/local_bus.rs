@@ -506,6 +506,36 @@ async fn wildcard_filters() {
 }
 
 #[tokio::test]
+async fn a_narrow_filter_moves_past_messages_it_skips() {
+    let dir = TempDir::new().unwrap();
+    let (store, bus) = open(&dir).await;
+    for i in 0..50 {
+        publish(&bus, "prov.events.other", "", &format!("o{i}")).await;
+    }
+    let mut sub = bus
+        .subscribe(&spec(
+            &PROV_EVENTS,
+            "narrow",
+            "prov.events.mine",
+            StartPosition::All,
+        ))
+        .await
+        .unwrap();
+    assert_nothing(&mut sub, "a message outside the filter").await;
+    // The position is past every message looked at, so they are not scanned again.
+    let cursor: i64 =
+        sqlx::query_scalar("SELECT cursor FROM bus_consumers WHERE durable = 'narrow'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(cursor, 50);
+    publish(&bus, "prov.events.mine", "", "mine").await;
+    let got = take(&mut sub, 1).await;
+    assert_eq!(texts(&got), ["mine"]);
+    assert_eq!(got[0].pending(), Some(0));
+}
+
+#[tokio::test]
 async fn work_queue_acks_delete_and_limits_keep() {
     let dir = TempDir::new().unwrap();
     let (store, bus) = open(&dir).await;

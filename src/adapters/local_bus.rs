@@ -261,8 +261,8 @@ impl LocalBus {
         .await
         .sq()?;
         let mut conn = self.inner.reader.acquire().await.sq()?;
-        let waiting = count_undelivered(&mut *conn, stream, cursor, &filter).await?;
-        let unacked = count_unacked(&mut *conn, stream, durable).await?;
+        let waiting = count_undelivered(&mut conn, stream, cursor, &filter).await?;
+        let unacked = count_unacked(&mut conn, stream, durable).await?;
         Ok(waiting + unacked)
     }
 
@@ -281,8 +281,8 @@ impl LocalBus {
             .await
             .sq()?;
             for (durable, filter, cursor) in consumers {
-                let waiting = count_undelivered(&mut *conn, &s.name, cursor, &filter).await?;
-                let unacked = count_unacked(&mut *conn, &s.name, &durable).await?;
+                let waiting = count_undelivered(&mut conn, &s.name, cursor, &filter).await?;
+                let unacked = count_unacked(&mut conn, &s.name, &durable).await?;
                 out.push((durable, waiting + unacked));
             }
         }
@@ -803,7 +803,7 @@ impl LocalSubscription {
             });
         }
 
-        let outstanding = count_unacked(&mut *tx, name, &self.durable).await? as i64;
+        let outstanding = count_unacked(&mut tx, name, &self.durable).await? as i64;
         let room = (max - taken.len() as i64).min(self.max_ack_pending - outstanding);
         let mut cursor: i64 =
             sqlx::query_scalar("SELECT cursor FROM bus_consumers WHERE stream = ? AND durable = ?")
@@ -855,6 +855,15 @@ impl LocalSubscription {
                 added += 1;
             }
             if exhausted {
+                // Nothing past the cursor matches any more: skip to the stream's end, so
+                // the next look does not scan the same non-matching messages again.
+                let last_seq: i64 =
+                    sqlx::query_scalar("SELECT last_seq FROM bus_streams WHERE name = ?")
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .sq()?;
+                cursor = cursor.max(last_seq);
                 break;
             }
         }
@@ -880,7 +889,7 @@ impl LocalSubscription {
             (0, next)
         } else {
             (
-                count_undelivered(&mut *tx, name, cursor, &self.filter).await?,
+                count_undelivered(&mut tx, name, cursor, &self.filter).await?,
                 None,
             )
         };
