@@ -23,6 +23,8 @@
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
+//! * [`local_bus`]: the embedded mode's durable in-process bus, JetStream's semantics on
+//!   the SQLite file.
 //! * [`rekor`]: transparency-log clients (Rekor v1, Rekor v2, stub) behind the resilient
 //!   wrapper, and `build_backends` for the configured ones.
 //! * [`tiles`]: C2SP tile logs: the tile client, the filesystem tile cache, the mirror and
@@ -31,6 +33,7 @@
 pub mod durable;
 pub mod hot_sweep;
 pub mod jetstream;
+pub mod local_bus;
 pub mod memory;
 pub mod postgres;
 pub mod postgres_bundles;
