@@ -37,6 +37,9 @@ const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
 /// Publishes to one stream between two age prunes.
 const PRUNE_EVERY: u64 = 512;
 
+/// How often every stream is pruned by age, whether or not it receives messages.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// One stream as this process knows it: its definition under the prefix, and what wakes
 /// the subscriptions waiting on it.
 #[derive(Debug)]
@@ -174,10 +177,36 @@ impl LocalBus {
                 .execute(&mut *tx)
                 .await
                 .sq()?;
+        }
+        tx.commit().await.sq()?;
+        bus.prune_streams().await?;
+        // Streams that receive little are pruned by age on a timer too; the task holds the
+        // bus weakly, so it ends with the last handle.
+        let weak = Arc::downgrade(&bus.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = (LocalBus { inner }).prune_streams().await {
+                    tracing::warn!(error = %e, "cannot prune the local bus's streams");
+                }
+            }
+        });
+        Ok(bus)
+    }
+
+    /// Applies every stream's limits now: drops messages older than its max age, message
+    /// ids older than its duplicate window and the oldest messages beyond its max bytes.
+    /// Publishing and a timer call it too.
+    pub async fn prune_streams(&self) -> Result<(), AdapterError> {
+        let mut tx = self.inner.writer.begin().await.sq()?;
+        for s in &self.inner.streams {
             prune(&mut tx, s, now_us()).await?;
         }
         tx.commit().await.sq()?;
-        Ok(bus)
+        Ok(())
     }
 
     /// The deployment's subjects.
