@@ -26,6 +26,10 @@ ci:
 bench:
     cargo bench --workspace
 
-# Run the service against the localhost services.
-run: services
+# Run the service embedded (SQLite in ./provd-data, in-process cache and bus): no services.
+run:
     cargo run --release -- serve
+
+# Run the service against PostgreSQL, Redis and NATS on localhost.
+run-distributed: services
+    PROVD_DATABASE_URL=postgres://postgres@127.0.0.1:5432/provd PROVD_REDIS_URL=redis://127.0.0.1:6379 PROVD_NATS_URL=nats://127.0.0.1:4222 cargo run --release -- serve

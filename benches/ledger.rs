@@ -143,7 +143,7 @@ async fn invalidation(store: &PgStore, redis_url: &str, prefix: &str) {
         "bench.provcache.writes".into(),
         false,
     );
-    let hot = HotTiers::new(Some(memory.clone()), redis.clone());
+    let hot = HotTiers::new(Some(memory.clone()), Some(redis.clone()));
 
     // Warm-up round, not measured.
     fill(store, &memory, &redis, &entries[..10_000]).await;
@@ -352,8 +352,8 @@ async fn replay(store: &PgStore, redis_url: &str, prefix: &str) {
 
         let node = format!("bench-{batch}-{tiers:?}");
         let hot: Arc<dyn HotTierSweep> = match tiers {
-            Tiers::Both => Arc::new(HotTiers::new(Some(memory.clone()), redis.clone())),
-            Tiers::RedisOnly => Arc::new(HotTiers::new(None, redis.clone())),
+            Tiers::Both => Arc::new(HotTiers::new(Some(memory.clone()), Some(redis.clone()))),
+            Tiers::RedisOnly => Arc::new(HotTiers::new(None, Some(redis.clone()))),
             Tiers::DurableOnly => Arc::new(NoHot),
         };
         let replayer = Replayer::new(Arc::new(store.clone()), hot, node);
@@ -385,7 +385,7 @@ async fn replay(store: &PgStore, redis_url: &str, prefix: &str) {
     }
     // Leave Redis clean.
     let keys: Vec<String> = entries.iter().map(|e| e.veri_key.clone()).collect();
-    HotTiers::new(None, redis)
+    HotTiers::new(None, Some(redis))
         .sweep(
             &(0..10_000)
                 .map(|i| Criterion::SignerSetHash(format!("sha256:set-{}", i * 5 + 2)))

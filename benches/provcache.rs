@@ -31,6 +31,10 @@ struct NoStore;
 
 #[async_trait]
 impl EntryStore for NoStore {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
     async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
         Ok(None)
     }

@@ -223,7 +223,13 @@ fn main() {
         })
         .expect("key");
         let app = App::start(config).await.expect("provd starts");
-        let pool = app.store().pool().clone();
+        let pool = app
+            .parts()
+            .postgres
+            .as_ref()
+            .expect("distributed mode")
+            .pool()
+            .clone();
 
         // Warm-up: connections, streams, consumers, prepared statements.
         // Every envelope is new to the log: each phase signs its own.

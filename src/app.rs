@@ -25,11 +25,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::AdapterError;
+use crate::adapters::durable::{DurableStore, ServiceBus};
 use crate::adapters::hot_sweep::HotTiers;
 use crate::adapters::jetstream::JetStreamBus;
+use crate::adapters::local_bus::LocalBus;
 use crate::adapters::memory::MemoryTier;
 use crate::adapters::postgres::PgStore;
 use crate::adapters::redis::RedisCache;
+use crate::adapters::sqlite::SqliteStore;
 use crate::config::{Config, mask_url};
 use crate::http::{self, AppState, EntryCount, LedgerQuery, Probe};
 use crate::telemetry;
@@ -67,6 +70,9 @@ pub enum AppError {
     EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
 }
 
+/// The in-process tier's size when it is the only hot tier and none was configured.
+const EMBEDDED_MEMORY_ENTRIES: u64 = 100_000;
+
 /// A running provd.
 pub struct App {
     addr: SocketAddr,
@@ -77,18 +83,187 @@ pub struct App {
     supervisor_join: JoinHandle<()>,
     shutdown_timeout: Duration,
     health: Health,
-    store: PgStore,
-    bus: JetStreamBus,
-    cache: RedisCache,
+    parts: Parts,
     provcache: Arc<ProvCache>,
     replayer: Replayer,
 }
 
-struct PgProbe(PgStore);
-#[async_trait]
-impl Probe for PgProbe {
-    fn name(&self) -> &'static str {
+/// The store, hot tier and bus a configuration selects: each part distributed when its URL
+/// is set, embedded otherwise.
+#[derive(Clone)]
+pub struct Parts {
+    /// The durable store (PostgreSQL or SQLite).
+    pub store: Arc<dyn DurableStore>,
+    /// The event bus (JetStream or the in-process bus).
+    pub bus: Arc<dyn ServiceBus>,
+    /// Valkey/Redis, when configured; the in-process tier runs either way.
+    pub redis: Option<RedisCache>,
+    /// The PostgreSQL store, in distributed mode (tools and tests reach its pool).
+    pub postgres: Option<PgStore>,
+    /// The SQLite file, when the store or the bus is embedded.
+    pub sqlite: Option<SqliteStore>,
+}
+
+/// How each part runs, as `provd serve` prints it: `(part, mode)`.
+pub fn describe_modes(config: &Config) -> Vec<(&'static str, String)> {
+    let file = config.data_dir.join(crate::adapters::sqlite::DB_FILE);
+    vec![
+        (
+            "store",
+            match &config.database_url {
+                Some(url) => format!("distributed: PostgreSQL at {}", mask_url(url)),
+                None => format!("embedded: SQLite file {}", file.display()),
+            },
+        ),
+        (
+            "cache",
+            match &config.redis_url {
+                Some(url) => format!(
+                    "distributed: Valkey/Redis at {} below the in-process tier",
+                    mask_url(url)
+                ),
+                None => "embedded: the in-process tier only".to_owned(),
+            },
+        ),
+        (
+            "bus",
+            match &config.nats_url {
+                Some(url) => format!("distributed: NATS JetStream at {}", mask_url(url)),
+                None => format!(
+                    "embedded: the in-process bus, persisted in {}",
+                    file.display()
+                ),
+            },
+        ),
+    ]
+}
+
+/// The services `/readyz` checks and `provd_service_up` reports, by probe name: the store
+/// (`postgres` or `sqlite`), `redis` when configured, the bus (`nats` or `local-bus`).
+pub fn service_names(config: &Config) -> Vec<&'static str> {
+    let mut names = vec![if config.database_url.is_some() {
         "postgres"
+    } else {
+        "sqlite"
+    }];
+    if config.redis_url.is_some() {
+        names.push("redis");
+    }
+    names.push(if config.nats_url.is_some() {
+        "nats"
+    } else {
+        "local-bus"
+    });
+    names
+}
+
+/// Opens the SQLite file in the data directory and applies its migrations.
+async fn open_sqlite(config: &Config) -> Result<SqliteStore, AppError> {
+    let file = config.data_dir.join(crate::adapters::sqlite::DB_FILE);
+    let store = SqliteStore::open(&config.data_dir)
+        .await
+        .map_err(|source| AppError::Startup {
+            what: format!("cannot open the SQLite database {}", file.display()),
+            source,
+        })?;
+    store.migrate().await.map_err(|source| AppError::Startup {
+        what: format!("cannot migrate the SQLite database {}", file.display()),
+        source,
+    })?;
+    Ok(store)
+}
+
+/// Opens the durable store the configuration selects and applies its migrations (`provd
+/// migrate`, the CLI's store commands, and `serve` at start). The SQLite file is returned
+/// too when it was opened, for the in-process bus to share.
+pub async fn open_store(
+    config: &Config,
+) -> Result<(Arc<dyn DurableStore>, Option<PgStore>, Option<SqliteStore>), AppError> {
+    match &config.database_url {
+        Some(url) => {
+            let store = migrate_postgres(url).await?;
+            Ok((Arc::new(store.clone()), Some(store), None))
+        }
+        None => {
+            let store = open_sqlite(config).await?;
+            Ok((Arc::new(store.clone()), None, Some(store)))
+        }
+    }
+}
+
+/// Opens the bus the configuration selects (`sqlite` is the embedded store's file, opened
+/// here when the store is PostgreSQL but the bus is embedded).
+pub async fn open_bus(
+    config: &Config,
+    sqlite: &mut Option<SqliteStore>,
+) -> Result<Arc<dyn ServiceBus>, AppError> {
+    let subjects = Subjects::new(config.nats_prefix.clone());
+    match &config.nats_url {
+        Some(url) => {
+            let bus = JetStreamBus::connect(url, subjects)
+                .await
+                .map_err(|source| AppError::Startup {
+                    what: format!(
+                        "cannot connect to NATS at {} (is it running? `just services` starts \
+                         it; remove `nats_url` for the in-process bus)",
+                        mask_url(url)
+                    ),
+                    source,
+                })?
+                .with_stream_max_bytes(config.nats_stream_max_bytes);
+            Ok(Arc::new(bus))
+        }
+        None => {
+            let file = match sqlite {
+                Some(f) => f.clone(),
+                None => {
+                    let f = open_sqlite(config).await?;
+                    *sqlite = Some(f.clone());
+                    f
+                }
+            };
+            let bus =
+                LocalBus::open(&file, subjects)
+                    .await
+                    .map_err(|source| AppError::Startup {
+                        what: format!(
+                            "cannot open the in-process bus in {}",
+                            file.path().display()
+                        ),
+                        source,
+                    })?;
+            Ok(Arc::new(bus))
+        }
+    }
+}
+
+/// Opens every part the configuration selects.
+pub async fn open_parts(config: &Config) -> Result<Parts, AppError> {
+    let (store, postgres, mut sqlite) = open_store(config).await?;
+    let bus = open_bus(config, &mut sqlite).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            RedisCache::new(url, &config.redis_prefix).map_err(|source| AppError::Startup {
+                what: format!("invalid Redis URL {}", mask_url(url)),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Parts {
+        store,
+        bus,
+        redis,
+        postgres,
+        sqlite,
+    })
+}
+
+struct StoreProbe(Arc<dyn DurableStore>);
+#[async_trait]
+impl Probe for StoreProbe {
+    fn name(&self) -> &'static str {
+        self.0.kind()
     }
     async fn check(&self) -> Result<(), String> {
         self.0.ping().await.map_err(|e| e.to_string())
@@ -106,38 +281,57 @@ impl Probe for RedisProbe {
     }
 }
 
-struct NatsProbe(JetStreamBus);
+struct BusProbe(Arc<dyn ServiceBus>);
 #[async_trait]
-impl Probe for NatsProbe {
+impl Probe for BusProbe {
     fn name(&self) -> &'static str {
-        "nats"
+        self.0.kind()
     }
     async fn check(&self) -> Result<(), String> {
-        if !self.0.is_connected() {
-            return Err("not connected".into());
-        }
-        self.0.ensure_streams().await.map_err(|e| e.to_string())
+        self.0.ping().await.map_err(|e| e.to_string())
     }
 }
 
+/// The store as the HTTP handlers see it.
+struct StoreQueries(Arc<dyn DurableStore>);
+
 #[async_trait]
-impl LedgerQuery for PgStore {
+impl LedgerQuery for StoreQueries {
     async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, String> {
-        PgStore::revocations(self, since, limit)
+        self.0
+            .revocations(since, limit)
             .await
             .map_err(|e| e.to_string())
     }
     async fn stats(&self) -> Result<serde_json::Value, String> {
-        let stats = self.ledger_stats().await.map_err(|e| e.to_string())?;
+        let stats = self.0.ledger_stats().await.map_err(|e| e.to_string())?;
         serde_json::to_value(stats).map_err(|e| e.to_string())
     }
 }
 
 #[async_trait]
-impl EntryCount for PgStore {
+impl EntryCount for StoreQueries {
     async fn entry_count(&self) -> Result<i64, String> {
-        self.count_items().await.map_err(|e| e.to_string())
+        self.0.count_items().await.map_err(|e| e.to_string())
     }
+}
+
+#[async_trait]
+impl http::status::OpsQuery for StoreQueries {
+    async fn snapshot(&self) -> Result<crate::adapters::postgres_ops::OpsSnapshot, String> {
+        self.0.ops_snapshot().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The probes `/readyz` and the sampler check: the store, Valkey/Redis when configured, the
+/// bus.
+fn probes(parts: &Parts) -> Vec<Arc<dyn Probe>> {
+    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(StoreProbe(parts.store.clone()))];
+    if let Some(redis) = &parts.redis {
+        probes.push(Arc::new(RedisProbe(redis.clone())));
+    }
+    probes.push(Arc::new(BusProbe(parts.bus.clone())));
+    probes
 }
 
 /// The log-monitoring actors: one log sync per backend, this node's divergence detector
@@ -145,8 +339,8 @@ impl EntryCount for PgStore {
 fn monitor_children(
     config: &Config,
     backends: &RekorBackends,
-    store: &PgStore,
-    bus: &JetStreamBus,
+    store: &Arc<dyn DurableStore>,
+    bus: &Arc<dyn ServiceBus>,
     subjects: &Subjects,
     health: &Health,
 ) -> Result<Vec<ChildSpec>, AppError> {
@@ -155,7 +349,7 @@ fn monitor_children(
     use actors::ports::AlertSink;
 
     divergence::describe_metrics(backends.clients.keys().map(String::as_str));
-    let raiser = Raiser::new(Arc::new(store.clone()), config.node_id.clone());
+    let raiser = Raiser::new(store.clone(), config.node_id.clone());
     let source = format!("urn:provd:node:{}", config.node_id);
     let mut children = Vec::new();
     for (name, client) in &backends.clients {
@@ -166,10 +360,10 @@ fn monitor_children(
             .map_or(Duration::from_secs(10), |b| b.sync_interval);
         let deps = LogSyncDeps {
             client: client.clone(),
-            checkpoints: Arc::new(store.clone()),
-            divergences: Arc::new(store.clone()),
+            checkpoints: store.clone(),
+            divergences: store.clone(),
             raiser: raiser.clone(),
-            bus: Arc::new(bus.clone()),
+            bus: bus.clone(),
             subjects: subjects.clone(),
             source: source.clone(),
             health: health.clone(),
@@ -181,9 +375,9 @@ fn monitor_children(
         ));
     }
     let detector = DetectorDeps {
-        bus: Arc::new(bus.clone()),
-        checkpoints: Arc::new(store.clone()),
-        rejects: Arc::new(store.clone()),
+        bus: bus.clone(),
+        checkpoints: store.clone(),
+        rejects: store.clone(),
         raiser: raiser.clone(),
         subjects: subjects.clone(),
         clients: backends.clients.clone(),
@@ -199,8 +393,8 @@ fn monitor_children(
         None => None,
     };
     let outbox = OutboxDeps {
-        store: Arc::new(store.clone()),
-        bus: Arc::new(bus.clone()),
+        store: store.clone(),
+        bus: bus.clone(),
         webhook,
         raiser,
         subjects: subjects.clone(),
@@ -212,14 +406,15 @@ fn monitor_children(
     Ok(children)
 }
 
-/// Connects to PostgreSQL and applies migrations (`provd migrate`, and `serve` at start).
-pub async fn migrate(config: &Config) -> Result<PgStore, AppError> {
-    let url = mask_url(&config.database_url);
-    let store = PgStore::connect(&config.database_url)
+/// Connects to PostgreSQL and applies migrations.
+async fn migrate_postgres(database_url: &str) -> Result<PgStore, AppError> {
+    let url = mask_url(database_url);
+    let store = PgStore::connect(database_url)
         .await
         .map_err(|source| AppError::Startup {
             what: format!(
-                "cannot reach PostgreSQL at {url} (is it running? `just services` starts it)"
+                "cannot reach PostgreSQL at {url} (is it running? `just services` starts it; \
+                 remove `database_url` for the embedded SQLite store)"
             ),
             source,
         })?;
@@ -234,21 +429,9 @@ impl App {
     /// Starts everything and returns once the HTTP server listens.
     pub async fn start(config: Config) -> Result<App, AppError> {
         let metrics = telemetry::metrics();
-        let store = migrate(&config).await?;
-        let cache = RedisCache::new(&config.redis_url, &config.redis_prefix).map_err(|source| {
-            AppError::Startup {
-                what: format!("invalid Redis URL {}", mask_url(&config.redis_url)),
-                source,
-            }
-        })?;
+        let parts = open_parts(&config).await?;
+        let (store, bus) = (parts.store.clone(), parts.bus.clone());
         let subjects = Subjects::new(config.nats_prefix.clone());
-        let bus = JetStreamBus::connect(&config.nats_url, subjects.clone())
-            .await
-            .map_err(|source| AppError::Startup {
-                what: format!("cannot connect to NATS at {}", mask_url(&config.nats_url)),
-                source,
-            })?
-            .with_stream_max_bytes(config.nats_stream_max_bytes);
 
         let health = Health::new();
         // Not ready until the ledger consumer has caught up from its checkpoint.
@@ -264,28 +447,35 @@ impl App {
             metrics::counter!("provd_entries_invalidated_total", "type" => ty).absolute(0);
         }
         let mut tiers: Vec<Arc<dyn EntryTier>> = Vec::new();
-        let memory = (config.provcache.memory_entries > 0)
-            .then(|| MemoryTier::new(config.provcache.memory_entries));
+        // Without Valkey/Redis the in-process tier is the hot tier, so it always runs: a
+        // write-behind write must be readable before its flush.
+        let memory_entries = match (config.provcache.memory_entries, &parts.redis) {
+            (0, None) => EMBEDDED_MEMORY_ENTRIES,
+            (n, _) => n,
+        };
+        let memory = (memory_entries > 0).then(|| MemoryTier::new(memory_entries));
         if let Some(m) = &memory {
             tiers.push(Arc::new(m.clone()));
         }
-        tiers.push(Arc::new(cache.clone()));
+        if let Some(redis) = &parts.redis {
+            tiers.push(Arc::new(redis.clone()));
+        }
         let replayer = Replayer::new(
-            Arc::new(store.clone()),
-            Arc::new(HotTiers::new(memory.clone(), cache.clone())),
+            store.clone(),
+            Arc::new(HotTiers::new(memory.clone(), parts.redis.clone())),
             config.node_id.clone(),
         );
         let provcache = Arc::new(ProvCache::new(
             tiers,
-            Arc::new(store.clone()),
-            Arc::new(bus.clone()),
+            store.clone(),
+            bus.clone(),
             subjects.prefixed(PROVCACHE_WRITES_SUBJECT),
             config.provcache.write_behind,
         ));
         let deps = InvalidatorDeps {
-            bus: Arc::new(bus.clone()),
-            store: Arc::new(store.clone()),
-            rejects: Arc::new(store.clone()),
+            bus: bus.clone(),
+            store: store.clone(),
+            rejects: store.clone(),
             // Invalidations purge every hot tier: in-process and Valkey/Redis.
             cache: provcache.clone(),
             subjects: subjects.clone(),
@@ -305,8 +495,8 @@ impl App {
         // The flusher runs even with write-behind off: it drains writes queued before a
         // restart with the setting changed.
         let wb_deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: Arc::new(store.clone()),
+            bus: bus.clone(),
+            store: store.clone(),
             // Writes the flusher drops as invalidated leave the hot tiers too.
             cache: provcache.clone(),
             subjects: subjects.clone(),
@@ -325,8 +515,8 @@ impl App {
         // checkpoint (before `/readyz` turns green, and after each NATS reconnect) and then
         // purges its own hot tiers for every published row.
         let outbox_deps = LedgerOutboxDeps {
-            bus: Arc::new(bus.clone()),
-            store: Arc::new(store.clone()),
+            bus: bus.clone(),
+            store: store.clone(),
             subjects: subjects.clone(),
             source: format!("urn:provd:{}", config.node_id),
         };
@@ -337,13 +527,13 @@ impl App {
             )
         }));
         let consumer_deps = LedgerConsumerDeps {
-            bus: Arc::new(bus.clone()),
-            store: Arc::new(store.clone()),
+            bus: bus.clone(),
+            store: store.clone(),
             replayer: replayer.clone(),
             subjects: subjects.clone(),
             started_at: deps.started_at,
             health: health.clone(),
-            reconnects: Some(bus.reconnects()),
+            reconnects: bus.reconnects(),
         };
         children.push(ChildSpec::new(ledger::CONSUMER_NAME, true, move || {
             (LedgerConsumer::new(consumer_deps.clone()), ())
@@ -356,9 +546,9 @@ impl App {
         };
         if let Some(backends) = &rekor {
             let sub_deps = SubmitterDeps {
-                bus: Arc::new(bus.clone()),
-                store: Arc::new(store.clone()),
-                rejects: Arc::new(store.clone()),
+                bus: bus.clone(),
+                store: store.clone(),
+                rejects: store.clone(),
                 backends: backends.clone(),
                 subjects: subjects.clone(),
                 source: format!("urn:provd:node:{}", config.node_id),
@@ -386,8 +576,8 @@ impl App {
             && tiles.prefetch
         {
             let tile_deps = actors::tile_sync::TileSyncDeps {
-                bus: Arc::new(bus.clone()),
-                rejects: Arc::new(store.clone()),
+                bus: bus.clone(),
+                rejects: store.clone(),
                 tiles: cache.clone(),
                 subjects: subjects.clone(),
                 node_id: config.node_id.clone(),
@@ -405,31 +595,28 @@ impl App {
         .await
         .map_err(|e| AppError::Actors(e.to_string()))?;
 
+        let queries = Arc::new(StoreQueries(store.clone()));
         let state = AppState {
-            bus: Arc::new(bus.clone()),
-            ledger: Arc::new(store.clone()),
-            counts: Arc::new(store.clone()),
-            probes: vec![
-                Arc::new(PgProbe(store.clone())),
-                Arc::new(RedisProbe(cache.clone())),
-                Arc::new(NatsProbe(bus.clone())),
-            ],
+            bus: bus.clone(),
+            ledger: queries.clone(),
+            counts: queries.clone(),
+            probes: probes(&parts),
             health: health.clone(),
             metrics: metrics.clone(),
             tokens: Arc::new(config.tokens.clone()),
             subjects,
             node_id: config.node_id.clone(),
-            evidence: Arc::new(store.clone()),
+            evidence: store.clone(),
             evidence_limits: EvidenceLimits::new(
                 config.provcache.chunk_size as u64,
                 config.provcache.max_chunks_per_entry as u64,
             )?,
             cache: provcache.clone(),
             default_ttl: config.provcache.default_ttl,
-            submissions: Arc::new(store.clone()),
+            submissions: store.clone(),
             rekor,
             airgap: Arc::new(http::bundles::AirgapState {
-                store: Arc::new(store.clone()),
+                store: store.clone(),
                 config: config.bundles.clone(),
                 log_keys: config
                     .rekor
@@ -438,7 +625,7 @@ impl App {
                     .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.clone())))
                     .collect(),
             }),
-            ops: Arc::new(store.clone()),
+            ops: queries,
         };
         http::proofs::describe_metrics();
         crate::airgap::describe_metrics();
@@ -461,8 +648,8 @@ impl App {
         })?;
         let cancel = CancellationToken::new();
         let monitor = http::checkpoints::MonitorState {
-            checkpoints: Arc::new(store.clone()),
-            divergences: Arc::new(store.clone()),
+            checkpoints: store.clone(),
+            divergences: store.clone(),
         };
         let tokens = state.tokens.clone();
         let mut extra = vec![http::checkpoints::router(monitor, &tokens)];
@@ -485,11 +672,7 @@ impl App {
             store: store.clone(),
             bus: bus.clone(),
             node_id: config.node_id.clone(),
-            probes: vec![
-                Arc::new(PgProbe(store.clone())),
-                Arc::new(RedisProbe(cache.clone())),
-                Arc::new(NatsProbe(bus.clone())),
-            ],
+            probes: probes(&parts),
             health: health.clone(),
         };
         let upkeep = tokio::spawn(async move {
@@ -503,7 +686,14 @@ impl App {
             }
             let _ = sampled.await;
         });
-        tracing::info!(%addr, node_id = %config.node_id, "provd listening");
+        tracing::info!(
+            %addr,
+            node_id = %config.node_id,
+            store = store.kind(),
+            bus = bus.kind(),
+            redis = parts.redis.is_some(),
+            "provd listening"
+        );
         Ok(App {
             addr,
             cancel,
@@ -513,9 +703,7 @@ impl App {
             supervisor_join,
             shutdown_timeout: config.shutdown_timeout,
             health,
-            store,
-            bus,
-            cache,
+            parts,
             provcache,
             replayer,
         })
@@ -531,19 +719,24 @@ impl App {
         &self.health
     }
 
-    /// The PostgreSQL store.
-    pub fn store(&self) -> &PgStore {
-        &self.store
+    /// The durable store (PostgreSQL or SQLite).
+    pub fn store(&self) -> &Arc<dyn DurableStore> {
+        &self.parts.store
     }
 
-    /// The event bus.
-    pub fn bus(&self) -> &JetStreamBus {
-        &self.bus
+    /// The event bus (JetStream or the in-process bus).
+    pub fn bus(&self) -> &Arc<dyn ServiceBus> {
+        &self.parts.bus
     }
 
-    /// The hot tier.
-    pub fn cache(&self) -> &RedisCache {
-        &self.cache
+    /// Valkey/Redis, when configured.
+    pub fn redis(&self) -> Option<&RedisCache> {
+        self.parts.redis.as_ref()
+    }
+
+    /// Every part, including the concrete PostgreSQL or SQLite store (tools and tests).
+    pub fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// The provenance cache over its tiers.

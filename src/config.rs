@@ -164,12 +164,14 @@ pub enum LogFormat {
 pub struct Config {
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// PostgreSQL URL.
-    pub database_url: String,
-    /// Redis / Valkey URL.
-    pub redis_url: String,
-    /// NATS URL.
-    pub nats_url: String,
+    /// PostgreSQL URL; `None`: the SQLite file in [`Config::data_dir`] (embedded mode).
+    pub database_url: Option<String>,
+    /// Redis / Valkey URL; `None`: the in-process tier only.
+    pub redis_url: Option<String>,
+    /// NATS URL; `None`: the in-process bus, persisted in the SQLite file.
+    pub nats_url: Option<String>,
+    /// Where embedded mode keeps its SQLite file (`provd.db`).
+    pub data_dir: PathBuf,
     /// Prefix for NATS subjects and stream names (empty: the documented names).
     pub nats_prefix: String,
     /// Largest size of each JetStream stream in bytes; JetStream reserves it up front, so
@@ -238,6 +240,8 @@ pub struct RawConfig {
     pub redis_url: Option<String>,
     /// See [`Config::nats_url`].
     pub nats_url: Option<String>,
+    /// See [`Config::data_dir`].
+    pub data_dir: Option<String>,
     /// See [`Config::nats_prefix`].
     pub nats_prefix: Option<String>,
     /// See [`Config::nats_stream_max_bytes`].
@@ -275,12 +279,8 @@ pub struct RawConfig {
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default PostgreSQL URL (the database is created when missing).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/provd";
-/// Default Redis URL.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// Default NATS URL.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default data directory of embedded mode.
+pub const DEFAULT_DATA_DIR: &str = "./provd-data";
 
 impl RawConfig {
     /// Reads a TOML file.
@@ -315,6 +315,7 @@ impl RawConfig {
                 "DATABASE_URL" => self.database_url = v,
                 "REDIS_URL" => self.redis_url = v,
                 "NATS_URL" => self.nats_url = v,
+                "DATA_DIR" => self.data_dir = v,
                 "NATS_PREFIX" => self.nats_prefix = v,
                 "NATS_STREAM_MAX_BYTES" => {
                     let n = parse_env_u64(&name, &value)?;
@@ -368,21 +369,25 @@ impl RawConfig {
         let database_url = url_with_scheme(
             "database_url",
             self.database_url,
-            DEFAULT_DATABASE_URL,
             &["postgres", "postgresql"],
         )?;
         let redis_url = url_with_scheme(
             "redis_url",
             self.redis_url,
-            DEFAULT_REDIS_URL,
             &["redis", "rediss", "valkey", "valkeys"],
         )?;
-        let nats_url = url_with_scheme(
-            "nats_url",
-            self.nats_url,
-            DEFAULT_NATS_URL,
-            &["nats", "tls"],
-        )?;
+        let nats_url = url_with_scheme("nats_url", self.nats_url, &["nats", "tls"])?;
+        let data_dir = match self.data_dir.as_deref().map(str::trim) {
+            None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
+            Some(d) => PathBuf::from(d),
+        };
+        if data_dir.is_file() {
+            return Err(invalid(
+                "data_dir",
+                data_dir.display(),
+                "expected a directory, found a file",
+            ));
+        }
         let nats_prefix = self.nats_prefix.unwrap_or_default();
         if !nats_prefix.split('.').filter(|t| !t.is_empty()).all(|t| {
             t.chars()
@@ -565,6 +570,7 @@ impl RawConfig {
             database_url,
             redis_url,
             nats_url,
+            data_dir,
             nats_prefix,
             nats_stream_max_bytes,
             redis_prefix,
@@ -602,18 +608,20 @@ fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration, C
         .map_err(|_| invalid(key, v, "expected a duration such as 500ms, 5s, 10m or 24h"))
 }
 
+/// A service URL with one of `schemes`; absent or empty is `None` (the embedded part).
 fn url_with_scheme(
     key: &str,
     value: Option<String>,
-    default: &str,
     schemes: &[&str],
-) -> Result<String, ConfigError> {
-    let v = value.unwrap_or_else(|| default.to_owned());
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
     let ok = v
         .split_once("://")
         .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty());
     if ok {
-        Ok(v)
+        Ok(Some(v))
     } else {
         Err(invalid(
             key,
@@ -665,9 +673,10 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let raw = RawConfig {
             listen: Some(self.listen.to_string()),
-            database_url: Some(mask_url(&self.database_url)),
-            redis_url: Some(mask_url(&self.redis_url)),
-            nats_url: Some(mask_url(&self.nats_url)),
+            database_url: self.database_url.as_deref().map(mask_url),
+            redis_url: self.redis_url.as_deref().map(mask_url),
+            nats_url: self.nats_url.as_deref().map(mask_url),
+            data_dir: Some(self.data_dir.display().to_string()),
             nats_prefix: Some(self.nats_prefix.clone()),
             nats_stream_max_bytes: self.nats_stream_max_bytes,
             redis_prefix: Some(self.redis_prefix.clone()),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, both_modes, eventually, fresh_veri_key};
 use serde_json::{Value, json};
 
 /// Evidence size: 21 chunks of 1024 bytes (the last one shorter).
@@ -175,19 +175,17 @@ async fn assert_nothing_stored(b: &TestApp, veri_key: &str, root: &str) {
     assert_eq!(s, 404, "entry stored");
     let (s, _) = get_json(b, &format!("/api/v1/proofs/{root}/manifest")).await;
     assert_eq!(s, 404, "manifest stored");
-    let pool = sqlx::PgPool::connect(&b.db.url).await.expect("db");
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM provcache.prov_evidence_chunks WHERE proof_root = $1",
-    )
-    .bind(root)
-    .fetch_one(&pool)
-    .await
-    .expect("count");
+    // Roots are `sha256:` and hex, safe to write into the query.
+    assert!(root.bytes().all(|c| c.is_ascii_alphanumeric() || c == b':'));
+    let n = b
+        .query_i64(&format!(
+            "SELECT count(*) FROM provcache.prov_evidence_chunks WHERE proof_root = '{root}'"
+        ))
+        .await;
     assert_eq!(n, 0, "chunks stored");
-    pool.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn strict_bundle_is_complete_on_import() {
     let Some(a) = start_node().await else { return };
     let Some(b) = start_node().await else { return };
@@ -213,8 +211,9 @@ async fn strict_bundle_is_complete_on_import() {
     a.finish().await;
     b.finish().await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn lite_and_standard_complete_by_lazy_fetch_over_http() {
     let Some(a) = start_node().await else { return };
     let Some(b) = start_node().await else { return };
@@ -251,7 +250,7 @@ async fn lite_and_standard_complete_by_lazy_fetch_over_http() {
             .arg("import")
             .arg(&file)
             .args(["--lazy-fetch", "--backend", &a.url(""), "--batch-size", "4"])
-            .args(["--database-url", &b.db.url])
+            .args(b.store_args())
             .env("PROVD_BACKEND_TOKEN", READ_TOKEN));
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("complete: every chunk"), "{out}");
@@ -266,22 +265,19 @@ async fn lite_and_standard_complete_by_lazy_fetch_over_http() {
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("21 of 21 chunks, complete"), "{out}");
         // Start the next density from an empty B evidence store.
-        let pool = sqlx::PgPool::connect(&b.db.url).await.expect("db");
-        sqlx::query("DELETE FROM provcache.prov_evidence_chunks")
-            .execute(&pool)
+        b.execute("DELETE FROM provcache.prov_evidence_chunks")
             .await
             .expect("reset chunks");
-        sqlx::query("DELETE FROM provcache.prov_evidence_manifests")
-            .execute(&pool)
+        b.execute("DELETE FROM provcache.prov_evidence_manifests")
             .await
             .expect("reset manifests");
-        pool.close().await;
     }
     a.finish().await;
     b.finish().await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn lite_and_standard_complete_by_lazy_fetch_from_a_chunks_directory() {
     let Some(a) = start_node().await else { return };
     let (veri_key, root) = seed(&a).await;
@@ -308,7 +304,7 @@ async fn lite_and_standard_complete_by_lazy_fetch_from_a_chunks_directory() {
             .arg("--lazy-fetch")
             .arg("--chunks-dir")
             .arg(&chunks)
-            .args(["--database-url", &b.db.url]));
+            .args(b.store_args()));
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("complete: every chunk"), "{out}");
         assert_same_evidence(&a, &b, &root).await;
@@ -317,6 +313,7 @@ async fn lite_and_standard_complete_by_lazy_fetch_from_a_chunks_directory() {
         b.finish().await;
     }
     a.finish().await;
+}
 }
 
 fn flip_chunk_byte(v: &mut Value) {
@@ -328,7 +325,7 @@ fn flip_chunk_byte(v: &mut Value) {
     v["chunks"][2]["data"] = Value::String(B64.encode(d));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn tampered_bundles_are_refused_and_nothing_is_stored() {
     let Some(a) = start_node().await else { return };
     let Some(b) = start_node().await else { return };
@@ -410,7 +407,7 @@ async fn tampered_bundles_are_refused_and_nothing_is_stored() {
         .arg(&by_other)
         .arg("--trusted-key")
         .arg(&trusted_pub)
-        .args(["--database-url", &b.db.url]));
+        .args(b.store_args()));
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("signature check failed"), "{out}");
     assert_nothing_stored(&b, &veri_key, &root).await;
@@ -426,7 +423,7 @@ async fn tampered_bundles_are_refused_and_nothing_is_stored() {
         .arg(&by_trusted)
         .arg("--trusted-key")
         .arg(&wrong_pub)
-        .args(["--database-url", &b.db.url]));
+        .args(b.store_args()));
     assert_eq!(code, 1, "{out}");
     assert_nothing_stored(&b, &veri_key, &root).await;
     // The tampered cases also fail `provd verify` with the check named, exit 1.
@@ -444,6 +441,7 @@ async fn tampered_bundles_are_refused_and_nothing_is_stored() {
     assert_eq!(code, 2);
     a.finish().await;
     b.finish().await;
+}
 }
 
 /// Generates a key pair with `provd keys generate`; returns (private PEM path, public PEM path).
@@ -530,7 +528,7 @@ fn spki_der(pem: &str) -> Vec<u8> {
     B64.decode(b64).expect("PEM base64")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn signed_bundle_verifies_with_provd_verify_and_independently() {
     let Some(a) = start_node().await else { return };
     let (veri_key, _) = seed(&a).await;
@@ -615,12 +613,13 @@ async fn signed_bundle_verifies_with_provd_verify_and_independently() {
     }
     a.finish().await;
 }
+}
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
     let Some(a) = start_node().await else { return };
     let Some(b) = TestApp::start_with(|c| {
@@ -647,10 +646,7 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
     let config = dir.path().join("provd.toml");
     std::fs::write(
         &config,
-        format!(
-            "database_url = \"{}\"\n[bundles]\nmax_bundle_bytes = 8192\n",
-            b.db.url
-        ),
+        "[bundles]\nmax_bundle_bytes = 8192\n",
     )
     .expect("config");
     let file = dir.path().join("strict.json");
@@ -659,7 +655,8 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
         .arg("--config")
         .arg(&config)
         .arg("import")
-        .arg(&file));
+        .arg(&file)
+        .args(b.store_args()));
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("limits check failed"), "{out}");
     let (code, out, _) = run(provd()
@@ -696,7 +693,7 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
         .arg("--lazy-fetch")
         .arg("--chunks-dir")
         .arg(&chunks)
-        .args(["--database-url", &b.db.url]));
+        .args(b.store_args()));
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         out.contains("refused chunk 0: path \"../../secret\" leaves the chunks directory"),
@@ -718,12 +715,13 @@ async fn oversize_bundle_and_escaping_chunks_dir_path_are_refused() {
         .arg("--lazy-fetch")
         .arg("--chunks-dir")
         .arg(&chunks)
-        .args(["--database-url", &b.db.url]));
+        .args(b.store_args()));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("fetched 1 chunks"), "{out}");
     assert_same_evidence(&a, &b, &root).await;
     a.finish().await;
     b.finish().await;
+}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,7 +753,7 @@ async fn start_dev_log() -> (
     (base, info, stop, dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_modes! {
 async fn bundle_carries_the_verified_rekor_receipt_of_the_attestation() {
     use actors::domain::dsse::Envelope;
     use actors::domain::keys::{Algorithm, PrivateKey};
@@ -895,9 +893,10 @@ async fn bundle_carries_the_verified_rekor_receipt_of_the_attestation() {
     a.finish().await;
     b.finish().await;
 }
+}
 
+both_modes! {
 /// An entry node B invalidated after it was written does not come back through an import.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_does_not_resurrect_an_entry_invalidated_on_the_importing_node() {
     let Some(a) = start_node().await else { return };
     let Some(b) = start_node().await else { return };
@@ -934,10 +933,11 @@ async fn import_does_not_resurrect_an_entry_invalidated_on_the_importing_node() 
     a.finish().await;
     b.finish().await;
 }
+}
 
+both_modes! {
 /// With `bundles.trusted_keys` set, the import endpoint takes only bundles signed by one of
 /// them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_endpoint_requires_a_trusted_signature_when_keys_are_configured() {
     let Some(a) = start_node().await else { return };
     let (veri_key, root) = seed(&a).await;
@@ -984,4 +984,5 @@ async fn import_endpoint_requires_a_trusted_signature_when_keys_are_configured()
     assert_same_evidence(&a, &b, &root).await;
     a.finish().await;
     b.finish().await;
+}
 }

@@ -1,4 +1,5 @@
-//! Merkle-chunked evidence and the proofs API against the real server and PostgreSQL.
+//! Merkle-chunked evidence and the proofs API against the real server, in both modes (PostgreSQL
+//! and SQLite).
 //!
 //! Roots and proofs are checked with an independent RFC 6962 implementation written here on
 //! `sha2`, not through provd's code.
@@ -7,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, both_modes};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,20 +118,55 @@ async fn get_json(t: &TestApp, path: &str) -> (u16, Value) {
 }
 
 async fn stored_rows(t: &TestApp) -> (i64, i64) {
-    let pool = t.app.store().pool();
-    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM provcache.prov_evidence_chunks")
-        .fetch_one(pool)
-        .await
-        .expect("count chunks");
-    let manifests: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM provcache.prov_evidence_manifests")
-            .fetch_one(pool)
-            .await
-            .expect("count manifests");
+    let chunks = t
+        .query_i64("SELECT count(*) FROM provcache.prov_evidence_chunks")
+        .await;
+    let manifests = t
+        .query_i64("SELECT count(*) FROM provcache.prov_evidence_manifests")
+        .await;
     (chunks, manifests)
 }
 
-#[tokio::test]
+/// Flips one byte of a stored chunk behind provd's back, as disk corruption would.
+async fn corrupt_chunk(t: &TestApp, root: &str, index: i64, offset: usize) -> u64 {
+    let parts = t.app.parts();
+    if let Some(pg) = &parts.postgres {
+        return sqlx::query(
+            "UPDATE provcache.prov_evidence_chunks \
+             SET blob = set_byte(blob, $3, (get_byte(blob, $3) + 1) % 256) \
+             WHERE proof_root = $1 AND chunk_index = $2",
+        )
+        .bind(root)
+        .bind(index)
+        .bind(i32::try_from(offset).expect("offset"))
+        .execute(pg.pool())
+        .await
+        .expect("corrupt a chunk")
+        .rows_affected();
+    }
+    let lite = parts.sqlite.as_ref().expect("embedded mode");
+    let mut blob: Vec<u8> = sqlx::query_scalar(
+        "SELECT blob FROM prov_evidence_chunks WHERE proof_root = ?1 AND chunk_index = ?2",
+    )
+    .bind(root)
+    .bind(index)
+    .fetch_one(lite.reader())
+    .await
+    .expect("read the chunk");
+    blob[offset] = blob[offset].wrapping_add(1);
+    sqlx::query(
+        "UPDATE prov_evidence_chunks SET blob = ?1 WHERE proof_root = ?2 AND chunk_index = ?3",
+    )
+    .bind(blob)
+    .bind(root)
+    .bind(index)
+    .execute(lite.writer())
+    .await
+    .expect("corrupt a chunk")
+    .rows_affected()
+}
+
+both_modes! {
 async fn a_5_mib_upload_has_the_independent_root_and_every_chunk_proof_verifies() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -220,8 +256,9 @@ async fn a_5_mib_upload_has_the_independent_root_and_every_chunk_proof_verifies(
     assert!(t.metric("provd_evidence_bytes_total", &[]).await >= 5.0 * 1024.0 * 1024.0);
     t.finish().await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn verify_names_a_corrupted_stored_chunk() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -232,15 +269,7 @@ async fn verify_names_a_corrupted_stored_chunk() {
     let m: Value = resp.json().await.expect("manifest");
     let root = m["proof_root"].as_str().expect("root").to_owned();
 
-    let changed = sqlx::query(
-        "UPDATE provcache.prov_evidence_chunks SET blob = set_byte(blob, 100, (get_byte(blob, 100) + 1) % 256) \
-         WHERE proof_root = $1 AND chunk_index = 7",
-    )
-    .bind(&root)
-    .execute(t.app.store().pool())
-    .await
-    .expect("corrupt a chunk")
-    .rows_affected();
+    let changed = corrupt_chunk(&t, &root, 7, 100).await;
     assert_eq!(changed, 1);
 
     let r = t
@@ -259,6 +288,7 @@ async fn verify_names_a_corrupted_stored_chunk() {
     assert_eq!(report["manifest_root_matches"], true);
     assert_ne!(report["computed_root"], root.as_str());
     t.finish().await;
+}
 }
 
 /// Sends a chunked-encoding request (no Content-Length) and returns the status line and body.
@@ -285,7 +315,7 @@ async fn send_chunked(t: &TestApp, body: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[tokio::test]
+both_modes! {
 async fn oversize_evidence_is_refused_with_413_and_nothing_is_stored() {
     let Some(t) = TestApp::start_with(|c| {
         c.provcache.chunk_size = 1024;
@@ -321,8 +351,9 @@ async fn oversize_evidence_is_refused_with_413_and_nothing_is_stored() {
     assert_eq!(stored_rows(&t).await, (8, 2));
     t.finish().await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn paging_returns_the_right_slices() {
     let Some(t) = TestApp::start_with(|c| c.provcache.chunk_size = 1024).await else {
         return;
@@ -368,8 +399,9 @@ async fn paging_returns_the_right_slices() {
     }
     t.finish().await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn auth_malformed_and_unknown_requests_get_json_errors() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -464,6 +496,7 @@ async fn auth_malformed_and_unknown_requests_get_json_errors() {
     assert_eq!(upload(&t, Vec::new(), "text/plain").await.status(), 400);
     assert_eq!(upload(&t, b"x".to_vec(), "nonsense").await.status(), 400);
     t.finish().await;
+}
 }
 
 #[test]

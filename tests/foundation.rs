@@ -1,4 +1,5 @@
-//! The foundation's first path, end to end against real PostgreSQL, Redis and NATS.
+//! The foundation's first path, end to end in both modes: against real PostgreSQL, Redis
+//! and NATS, and embedded (SQLite, the in-process tier and bus).
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use actors::supervisor::{ChildSpec, SupervisorMsg};
 use chrono::Utc;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually};
+use common::{ADMIN_TOKEN, Mode, READ_TOKEN, TestApp, both_modes, eventually};
 use provd::adapters::postgres::NewItem;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
@@ -28,25 +29,25 @@ fn item(veri_key: &str, policy: &str, signer_set: &str, keys: &[&str]) -> NewIte
     }
 }
 
-/// Seeds PostgreSQL and Redis with entries.
+/// Seeds the durable tier and, in distributed mode, Redis with entries.
 async fn seed(t: &TestApp, items: &[NewItem]) {
     for i in items {
         t.app.store().insert_item(i).await.expect("insert item");
-        t.app
-            .cache()
-            .put_entry(&i.veri_key, b"{}", 3600)
-            .await
-            .expect("redis put");
+        if let Some(redis) = t.app.redis() {
+            redis
+                .put_entry(&i.veri_key, b"{}", 3600)
+                .await
+                .expect("redis put");
+        }
     }
 }
 
+/// Whether Redis holds the key (always false in embedded mode, which has no Redis).
 async fn in_redis(t: &TestApp, key: &str) -> bool {
-    t.app
-        .cache()
-        .get_entry(key)
-        .await
-        .expect("redis get")
-        .is_some()
+    match t.app.redis() {
+        Some(redis) => redis.get_entry(key).await.expect("redis get").is_some(),
+        None => false,
+    }
 }
 
 async fn ledger(t: &TestApp, since: i64) -> Vec<Value> {
@@ -72,8 +73,8 @@ async fn wait_for_revocation(t: &TestApp, revocation_id: &str) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn an_invalidation_through_the_api_reaches_the_ledger_postgres_and_redis() {
+both_modes! {
+async fn an_invalidation_through_the_api_reaches_the_ledger_the_store_and_redis() {
     let Some(t) = TestApp::start().await else {
         return;
     };
@@ -125,7 +126,7 @@ async fn an_invalidation_through_the_api_reaches_the_ledger_postgres_and_redis()
         (!in_redis(&t, "sha256:k1").await && !in_redis(&t, "sha256:k2").await).then_some(())
     })
     .await;
-    assert!(in_redis(&t, "sha256:k3").await);
+    assert_eq!(in_redis(&t, "sha256:k3").await, t.app.redis().is_some());
 
     let stats: Value = t
         .http
@@ -150,6 +151,7 @@ async fn an_invalidation_through_the_api_reaches_the_ledger_postgres_and_redis()
         "counter went from {before} to {after}"
     );
     t.finish().await;
+}
 }
 
 #[tokio::test]
@@ -252,7 +254,7 @@ async fn an_invalidation_published_on_nats_reaches_the_ledger_and_a_malformed_on
     t.finish().await;
 }
 
-#[tokio::test]
+both_modes! {
 async fn the_ledger_rejects_update_delete_and_truncate() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -272,16 +274,16 @@ async fn the_ledger_rejects_update_delete_and_truncate() {
         .to_owned();
     wait_for_revocation(&t, &id).await;
 
-    let pool = t.app.store().pool();
-    for sql in [
+    let mut statements = vec![
         "UPDATE provcache.prov_revocations SET reason = 'rewritten'",
         "DELETE FROM provcache.prov_revocations",
-        "TRUNCATE provcache.prov_revocations",
-    ] {
-        let err = sqlx::query(sql)
-            .execute(pool)
-            .await
-            .expect_err("the ledger must refuse");
+    ];
+    // SQLite has no TRUNCATE (an unqualified DELETE is its truncate, refused above).
+    if t.mode() == Mode::Distributed {
+        statements.push("TRUNCATE provcache.prov_revocations");
+    }
+    for sql in statements {
+        let err = t.execute(sql).await.expect_err("the ledger must refuse");
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     let rows = ledger(&t, 0).await;
@@ -289,8 +291,9 @@ async fn the_ledger_rejects_update_delete_and_truncate() {
     assert_eq!(rows[0]["reason"], "test");
     t.finish().await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn requests_without_a_token_or_scope_are_refused() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -386,7 +389,9 @@ async fn requests_without_a_token_or_scope_are_refused() {
     t.finish().await;
 }
 
-#[tokio::test]
+}
+
+both_modes! {
 async fn metrics_and_readiness_are_served_in_their_formats() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -410,11 +415,14 @@ async fn metrics_and_readiness_are_served_in_their_formats() {
     })
     .await;
     assert_eq!(ready["status"], "ready");
-    for svc in ["postgres", "redis", "nats"] {
+    let services = ready["services"].as_object().expect("services");
+    assert_eq!(services.len(), t.services_expected().len(), "{ready}");
+    for svc in t.services_expected() {
         assert_eq!(ready["services"][svc]["status"], "ok", "{ready}");
     }
     assert_eq!(ready["actors"]["invalidator-explicit"]["status"], "running");
     t.finish().await;
+}
 }
 
 /// A child that panics as soon as it gets a message, to exercise the real supervisor.
@@ -440,7 +448,7 @@ impl Actor for Doomed {
     }
 }
 
-#[tokio::test]
+both_modes! {
 async fn a_killed_or_panicking_actor_is_restarted_and_counted() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -515,4 +523,5 @@ async fn a_killed_or_panicking_actor_is_restarted_and_counted() {
     let r = t.http.get(t.url("/healthz")).send().await.expect("healthz");
     assert_eq!(r.status(), 200);
     t.finish().await;
+}
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
 use actors::ports::EntryTier;
 use chrono::Utc;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key, publish};
+use common::{
+    ADMIN_TOKEN, Mode, READ_TOKEN, TestApp, both_modes, eventually, fresh_veri_key, publish,
+};
 use provd::adapters::redis::RedisCache;
 use serde_json::{Value, json};
 
@@ -20,6 +22,10 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn two_nodes(flush: Duration) -> Option<(TestApp, TestApp)> {
     let a = TestApp::start_with(|c| c.provcache.flush_interval = flush).await?;
     let (db, prefix) = (a.config.database_url.clone(), a.config.nats_prefix.clone());
+    assert!(
+        db.is_some(),
+        "two nodes share a PostgreSQL database (distributed mode)"
+    );
     let b = TestApp::start_with(|c| {
         c.database_url = db;
         c.nats_prefix = prefix;
@@ -31,9 +37,9 @@ async fn two_nodes(flush: Duration) -> Option<(TestApp, TestApp)> {
 
 /// Stops B without touching what it shares with A (streams, database).
 async fn stop_b(b: TestApp) {
-    let TestApp { app, db, .. } = b;
+    let TestApp { app, data, .. } = b;
     app.stop().await;
-    db.drop_db().await;
+    data.remove().await;
 }
 
 fn entry(key: &str, signer_set: &str, keys: &[&str], policy: &str, feed: (&str, &str)) -> Entry {
@@ -75,7 +81,13 @@ async fn status(t: &TestApp, key: &str) -> u16 {
 }
 
 async fn in_redis(t: &TestApp, key: &str) -> bool {
-    t.app.cache().get_entry(key).await.expect("redis").is_some()
+    t.app
+        .redis()
+        .expect("distributed mode has Redis")
+        .get_entry(key)
+        .await
+        .expect("redis")
+        .is_some()
 }
 
 async fn stats(t: &TestApp) -> Value {
@@ -126,7 +138,7 @@ fn event(ty: &str, data: Value) -> Value {
 async fn checkpoint(t: &TestApp) -> i64 {
     t.app
         .store()
-        .replay_checkpoint(&t.config.node_id)
+        .checkpoint(&t.config.node_id)
         .await
         .expect("checkpoint")
 }
@@ -147,7 +159,7 @@ async fn caught_up(t: &TestApp) {
 /// Stores the entries durably and reads each through both nodes, so both hot tiers hold it.
 async fn seed_both(a: &TestApp, b: &TestApp, entries: &[Entry]) {
     let writes: Vec<EntryWrite> = entries.iter().map(write).collect();
-    a.app.store().upsert_writes(&writes).await.expect("seed");
+    a.app.store().upsert_entries(&writes).await.expect("seed");
     for e in entries {
         for n in [a, b] {
             assert_eq!(status(n, &e.veri_key).await, 200);
@@ -364,7 +376,7 @@ async fn a_node_that_was_down_catches_up_before_it_reports_ready() {
     seed_both(&a, &b, &[revoked.clone(), old_feed.clone(), kept.clone()]).await;
     caught_up(&b).await;
     let b_config = b.config.clone();
-    let b_db = b.db;
+    let b_data = b.data;
     b.app.stop().await;
     // B shared A's durable invalidator consumers; a pull request it left at the server
     // expires after its 1 s wait, and a message the server handed to it would only come
@@ -385,7 +397,11 @@ async fn a_node_that_was_down_catches_up_before_it_reports_ready() {
     row(&a, feed["id"].as_str().expect("id")).await;
     let ledger_head = head(&a).await;
     // B's hot tier still holds what was revoked while it was away.
-    let b_redis = RedisCache::new(&b_config.redis_url, &b_config.redis_prefix).expect("redis");
+    let b_redis = RedisCache::new(
+        b_config.redis_url.as_deref().expect("redis url"),
+        &b_config.redis_prefix,
+    )
+    .expect("redis");
     assert!(
         b_redis
             .get_entry(&revoked.veri_key)
@@ -445,7 +461,7 @@ async fn a_node_that_was_down_catches_up_before_it_reports_ready() {
     );
     let cp = b
         .store()
-        .replay_checkpoint(&b_config.node_id)
+        .checkpoint(&b_config.node_id)
         .await
         .expect("checkpoint");
     assert_eq!(cp, ledger_head);
@@ -465,7 +481,7 @@ async fn a_node_that_was_down_catches_up_before_it_reports_ready() {
         assert_eq!(s, expected);
     }
     b.stop().await;
-    b_db.drop_db().await;
+    b_data.remove().await;
     a.finish().await;
 }
 
@@ -474,9 +490,18 @@ async fn provd_replay(a: &TestApp, redis_prefix: &str, args: &[&str]) -> std::pr
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_provd"));
     cmd.arg("replay")
         .args(args)
-        .env("PROVD_DATABASE_URL", &a.config.database_url)
-        .env("PROVD_REDIS_URL", &a.config.redis_url)
-        .env("PROVD_NATS_URL", &a.config.nats_url)
+        .env(
+            "PROVD_DATABASE_URL",
+            a.config.database_url.as_deref().expect("database url"),
+        )
+        .env(
+            "PROVD_REDIS_URL",
+            a.config.redis_url.as_deref().expect("redis url"),
+        )
+        .env(
+            "PROVD_NATS_URL",
+            a.config.nats_url.as_deref().expect("nats url"),
+        )
         .env("PROVD_REDIS_PREFIX", redis_prefix)
         .env("PROVD_NODE_ID", "node-c")
         .env("PROVD_LOG", "warn")
@@ -531,7 +556,7 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
     ];
     // The snapshot: taken before the revocations, with the durable rows as they were.
     let snapshot: Vec<EntryWrite> = all.iter().map(write).collect();
-    a.app.store().upsert_writes(&snapshot).await.expect("seed");
+    a.app.store().upsert_entries(&snapshot).await.expect("seed");
     let events = [
         (
             "prov.events.signer.revoked",
@@ -564,7 +589,8 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
 
     // Node C's hot tier and the durable rows are restored from the snapshot.
     let c_prefix = format!("{}c:", a.config.redis_prefix);
-    let c_redis = RedisCache::new(&a.config.redis_url, &c_prefix).expect("redis");
+    let c_redis = RedisCache::new(a.config.redis_url.as_deref().expect("redis url"), &c_prefix)
+        .expect("redis");
     for e in &all {
         c_redis
             .put(&std::sync::Arc::new(e.clone()))
@@ -591,14 +617,21 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
         .bind(e.created_at)
         .bind(w.accepted_at)
         .bind(e.expires_at)
-        .execute(a.app.store().pool())
+        .execute(
+            a.app
+                .parts()
+                .postgres
+                .as_ref()
+                .expect("distributed mode")
+                .pool(),
+        )
         .await
         .expect("restore durable rows");
     }
     assert!(
         a.app
             .store()
-            .entry(&doomed_key.veri_key)
+            .get_entry(&doomed_key.veri_key)
             .await
             .expect("pg")
             .is_some()
@@ -627,7 +660,7 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
         assert!(
             a.app
                 .store()
-                .entry(&e.veri_key)
+                .get_entry(&e.veri_key)
                 .await
                 .expect("pg")
                 .is_none()
@@ -643,13 +676,13 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
     assert!(
         a.app
             .store()
-            .entry(&kept.veri_key)
+            .get_entry(&kept.veri_key)
             .await
             .expect("pg")
             .is_some()
     );
     assert_eq!(
-        a.app.store().replay_checkpoint("node-c").await.expect("cp"),
+        a.app.store().checkpoint("node-c").await.expect("cp"),
         ledger_head
     );
 
@@ -687,18 +720,30 @@ async fn put_via(t: &TestApp, e: &Entry) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn writes_racing_invalidations_never_resurrect_on_either_node() {
-    let Some((a, b)) = two_nodes(Duration::from_millis(50)).await else {
-        return;
+both_modes! {
+/// Two nodes in distributed mode; embedded mode is one node.
+async fn writes_racing_invalidations_never_resurrect_on_any_node() {
+    let (a, b) = if common::mode() == Mode::Distributed {
+        let Some((a, b)) = two_nodes(Duration::from_millis(50)).await else {
+            return;
+        };
+        (a, Some(b))
+    } else {
+        let Some(a) =
+            TestApp::start_with(|c| c.provcache.flush_interval = Duration::from_millis(50)).await
+        else {
+            return;
+        };
+        (a, None)
     };
+    let nodes: Vec<&TestApp> = std::iter::once(&a).chain(b.as_ref()).collect();
     const ITERATIONS: usize = 20;
     const WRITERS: usize = 6;
     for i in 0..ITERATIONS {
         let iteration_deadline = Instant::now() + WAIT;
         let key = format!("key-race-{i}");
         let set = format!("sha256:set-race-{i}");
-        let (a_ref, b_ref) = (&a, &b);
+        let nodes = &nodes;
         // Writers on both nodes keep writing entries signed with `key` while the key is
         // revoked; each records when its write was answered.
         let invalidated_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -707,7 +752,7 @@ async fn writes_racing_invalidations_never_resurrect_on_either_node() {
             let set = set.clone();
             let invalidated_at = invalidated_at.clone();
             async move {
-                let node = if w % 2 == 0 { a_ref } else { b_ref };
+                let node = nodes[w % nodes.len()];
                 let mut answered_before = Vec::new();
                 for _ in 0..(3 + (i + w) % 4) {
                     let e = entry(
@@ -743,7 +788,7 @@ async fn writes_racing_invalidations_never_resurrect_on_either_node() {
         let doomed: Vec<String> = answered.into_iter().flatten().collect();
         let r = row(&a, ev["id"].as_str().expect("id")).await;
         let seq = r["seq_no"].as_i64().expect("seq");
-        for n in [&a, &b] {
+        for n in nodes {
             eventually("the node to apply the revocation", WAIT, || async {
                 (checkpoint(n).await >= seq).then_some(())
             })
@@ -763,7 +808,7 @@ async fn writes_racing_invalidations_never_resurrect_on_either_node() {
         };
         eventually("the write-behind queue to drain", WAIT, drained).await;
         for k in &doomed {
-            for n in [&a, &b] {
+            for n in nodes {
                 assert_eq!(
                     status(n, k).await,
                     404,
@@ -771,22 +816,24 @@ async fn writes_racing_invalidations_never_resurrect_on_either_node() {
                     n.config.node_id
                 );
             }
-            assert!(a.app.store().entry(k).await.expect("pg").is_none());
+            assert!(a.app.store().get_entry(k).await.expect("pg").is_none());
         }
         assert!(
             Instant::now() < iteration_deadline,
             "iteration {i} took too long"
         );
     }
-    stop_b(b).await;
+    if let Some(b) = b {
+        stop_b(b).await;
+    }
     a.finish().await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
     use actors::domain::epoch::FeedEpoch;
     use actors::domain::invalidation::{Criterion, Invalidation, RevocationType};
-    use actors::ports::InvalidationStore;
 
     let Some(t) = TestApp::start().await else {
         return;
@@ -838,14 +885,14 @@ async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
         let out = t
             .app
             .store()
-            .upsert_writes(&[w, unrelated.clone()])
+            .upsert_entries(&[w, unrelated.clone()])
             .await
             .expect("flush");
         assert_eq!((out.written, out.invalidated), (1, 1), "{c:?}");
         assert!(
             t.app
                 .store()
-                .entry(&e.veri_key)
+                .get_entry(&e.veri_key)
                 .await
                 .expect("pg")
                 .is_none()
@@ -853,13 +900,14 @@ async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
         assert!(
             t.app
                 .store()
-                .entry(&unrelated.entry.veri_key)
+                .get_entry(&unrelated.entry.veri_key)
                 .await
                 .expect("pg")
                 .is_some()
         );
     }
     t.finish().await;
+}
 }
 
 #[test]

@@ -158,7 +158,7 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
     let b_nats = nats.url();
     let Some(b) = TestApp::start_with(|c| {
         c.database_url = db;
-        c.nats_url = b_nats;
+        c.nats_url = Some(b_nats);
     })
     .await
     else {
@@ -175,11 +175,15 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
             entry: (*e).clone(),
         })
         .collect();
-    a.app.store().upsert_writes(&writes).await.expect("seed");
+    a.app.store().upsert_entries(&writes).await.expect("seed");
     for e in [&revoked, &kept] {
         assert_eq!(status(&b, &e.veri_key).await, 200, "B reads {}", e.veri_key);
     }
-    let b_redis = RedisCache::new(&b.config.redis_url, &b.config.redis_prefix).expect("redis");
+    let b_redis = RedisCache::new(
+        b.config.redis_url.as_deref().expect("redis url"),
+        &b.config.redis_prefix,
+    )
+    .expect("redis");
     let in_b = |key: String| {
         let r = b_redis.clone();
         async move { r.get_entry(&key).await.expect("redis").is_some() }
@@ -212,7 +216,7 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
     assert!(
         b.app
             .store()
-            .replay_checkpoint(&b.config.node_id)
+            .checkpoint(&b.config.node_id)
             .await
             .expect("checkpoint")
             < head
@@ -221,12 +225,7 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
     // B's NATS comes back: B catches up from the ledger by itself.
     nats.spawn();
     eventually("B's checkpoint to reach the ledger head", WAIT, || async {
-        let cp = b
-            .app
-            .store()
-            .replay_checkpoint(&b.config.node_id)
-            .await
-            .ok()?;
+        let cp = b.app.store().checkpoint(&b.config.node_id).await.ok()?;
         (cp >= head).then_some(())
     })
     .await;
@@ -248,8 +247,8 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
     })
     .await;
 
-    let TestApp { app, db, .. } = b;
+    let TestApp { app, data, .. } = b;
     app.stop().await;
-    db.drop_db().await;
+    data.remove().await;
     a.finish().await;
 }

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::lab_log::LabLog;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, TestDb, eventually, metric_value};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, TestData, TestDb, eventually, metric_value};
 use provd::adapters::rekor::build_backend;
 use provd::app::App;
 use provd::config::RawRekor;
@@ -258,12 +258,8 @@ impl TestApp {
     }
 
     async fn receipts_unverified(&self) -> i64 {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM rekor_entries WHERE verified_at IS NULL")
-                .fetch_one(self.app.store().pool())
-                .await
-                .expect("count");
-        n
+        self.query_i64("SELECT count(*) FROM rekor_entries WHERE verified_at IS NULL")
+            .await
     }
 }
 
@@ -300,11 +296,7 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
         assert_eq!(resp.status(), 202);
     }
     eventually("3 receipts stored", WAIT, || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rekor_entries")
-            .fetch_one(app.app.store().pool())
-            .await
-            .expect("count");
-        (n == 3).then_some(())
+        (app.query_i64("SELECT count(*) FROM rekor_entries").await == 3).then_some(())
     })
     .await;
     log.grow(&writer, 2).await;
@@ -680,7 +672,7 @@ async fn a_split_view_served_to_one_of_two_nodes_is_detected_through_shared_obse
     let Some(a) = TestApp::start_with(move |c| c.rekor = rekor_a).await else {
         return;
     };
-    let db_b = TestDb::create(&a.services).await;
+    let db_b = TestData::Postgres(TestDb::create(&a.services).await);
     let mut config_b = common::test_config(&a.services, &db_b);
     config_b.nats_prefix = a.config.nats_prefix.clone();
     config_b.rekor = rekor_b;
@@ -723,7 +715,7 @@ async fn a_split_view_served_to_one_of_two_nodes_is_detected_through_shared_obse
     .await;
 
     b.stop().await;
-    db_b.drop_db().await;
+    db_b.remove().await;
     a.finish().await;
 }
 
@@ -747,7 +739,7 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
         return;
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let db_b = TestDb::create(&services).await;
+    let db_b = TestData::Postgres(TestDb::create(&services).await);
     let mut config_b = common::test_config(&services, &db_b);
     config_b.rekor = log
         .rekor(vec![(
@@ -761,7 +753,7 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
     eventually("node B stored the forked view", WAIT, || async {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM rekor_checkpoints WHERE tree_size = 6")
-                .fetch_one(b.store().pool())
+                .fetch_one(b.parts().postgres.as_ref().expect("postgres").pool())
                 .await
                 .expect("count");
         (n > 0).then_some(())
@@ -797,7 +789,7 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
     );
 
     b.stop().await;
-    db_b.drop_db().await;
+    db_b.remove().await;
     a.finish().await;
 }
 
@@ -826,7 +818,7 @@ async fn a_restart_resumes_from_the_stored_checkpoint() {
     let TestApp {
         app,
         config,
-        db,
+        data,
         http,
         services,
         ..
@@ -847,7 +839,7 @@ async fn a_restart_resumes_from_the_stored_checkpoint() {
         app,
         http,
         config,
-        db,
+        data,
         services,
     };
     let fork = again.until_divergence("fork").await;

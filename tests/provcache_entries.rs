@@ -1,5 +1,6 @@
-//! Provenance-cache entries against real PostgreSQL, Redis and NATS: VeriKey, the tiered
-//! read path, write-behind, TTLs, and a dead Redis.
+//! Provenance-cache entries in both modes (PostgreSQL, Redis and NATS; SQLite, the
+//! in-process tier and bus): VeriKey, the tiered read path, write-behind, TTLs, and a dead
+//! Redis.
 
 mod common;
 
@@ -7,9 +8,8 @@ use std::time::Duration;
 
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
 use actors::domain::invalidation::Invalidation;
-use actors::ports::InvalidationStore;
 use chrono::Utc;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, dead_port, eventually, fresh_veri_key};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, both_modes, dead_port, eventually, fresh_veri_key};
 use events::CloudEvent;
 use events::data::InvalidateRequested;
 use serde_json::{Value, json};
@@ -86,7 +86,7 @@ fn body(key: &str, ttl: Value) -> Value {
     })
 }
 
-#[tokio::test]
+both_modes! {
 async fn a_durable_only_entry_is_read_through_and_then_served_hot() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -95,21 +95,16 @@ async fn a_durable_only_entry_is_read_through_and_then_served_hot() {
     let e = entry(&key, "sha256:policy", chrono::Duration::hours(1));
     t.app
         .store()
-        .upsert_writes(&[write(e.clone())])
+        .upsert_entries(&[write(e.clone())])
         .await
-        .expect("seed postgres");
-    assert!(
-        t.app
-            .cache()
-            .get_entry(&key)
-            .await
-            .expect("redis")
-            .is_none()
-    );
+        .expect("seed the durable tier");
+    if let Some(redis) = t.app.redis() {
+        assert!(redis.get_entry(&key).await.expect("redis").is_none());
+    }
 
     let (status, tier, got) = get(&t, &key).await;
     assert_eq!(status, 200);
-    assert_eq!(tier.as_deref(), Some("postgres"));
+    assert_eq!(tier.as_deref(), Some(t.app.provcache().durable_tier()));
     assert_eq!(got["veri_key"], key);
     assert_eq!(got["trust_score"], 87);
     assert_eq!(got["verdict_hash"], e.verdict_hash);
@@ -120,14 +115,9 @@ async fn a_durable_only_entry_is_read_through_and_then_served_hot() {
     assert_eq!(status, 200);
     assert_eq!(tier.as_deref(), Some("memory"));
     assert_eq!(again, got);
-    assert!(
-        t.app
-            .cache()
-            .get_entry(&key)
-            .await
-            .expect("redis")
-            .is_some()
-    );
+    if let Some(redis) = t.app.redis() {
+        assert!(redis.get_entry(&key).await.expect("redis").is_some());
+    }
 
     // An unknown key is a 404 JSON error, a malformed one a 400.
     let (status, _, err) = get(&t, &fresh_veri_key()).await;
@@ -137,6 +127,7 @@ async fn a_durable_only_entry_is_read_through_and_then_served_hot() {
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "bad_request");
     t.finish().await;
+}
 }
 
 #[tokio::test]
@@ -148,7 +139,8 @@ async fn a_valkey_hit_fills_the_memory_tier_and_expired_entries_are_misses() {
     let key = fresh_veri_key();
     let e = entry(&key, "sha256:policy", chrono::Duration::hours(1));
     t.app
-        .cache()
+        .redis()
+        .expect("distributed mode has Redis")
         .put_entry(&key, &serde_json::to_vec(&e).expect("json"), 3600)
         .await
         .expect("redis put");
@@ -163,7 +155,7 @@ async fn a_valkey_hit_fills_the_memory_tier_and_expired_entries_are_misses() {
     e.expires_at = Utc::now() - chrono::Duration::seconds(1);
     t.app
         .store()
-        .upsert_writes(&[write(e)])
+        .upsert_entries(&[write(e)])
         .await
         .expect("seed postgres");
     let (status, _, err) = get(&t, &old).await;
@@ -183,7 +175,7 @@ async fn a_valkey_hit_fills_the_memory_tier_and_expired_entries_are_misses() {
     t.finish().await;
 }
 
-#[tokio::test]
+both_modes! {
 async fn writes_are_queued_then_flushed_and_the_verikey_endpoint_matches_the_docs() {
     let Some(t) =
         TestApp::start_with(|c| c.provcache.flush_interval = Duration::from_millis(200)).await
@@ -237,7 +229,7 @@ async fn writes_are_queued_then_flushed_and_the_verikey_endpoint_matches_the_doc
     assert_eq!((status, tier.as_deref()), (200, Some("memory")));
     assert_eq!(got["policy_hash"], "sha256:eeee");
     let stored = eventually("the flushed entry", WAIT, || async {
-        t.app.store().entry(&key).await.expect("pg")
+        t.app.store().get_entry(&key).await.expect("pg")
     })
     .await;
     assert_eq!(stored.signer_key_ids, vec!["key-z".to_owned()]);
@@ -259,9 +251,10 @@ async fn writes_are_queued_then_flushed_and_the_verikey_endpoint_matches_the_doc
     assert_eq!(err["error"]["code"], "bad_request");
     t.finish().await;
 }
+}
 
-#[tokio::test]
-async fn a_write_invalidated_while_in_flight_never_reaches_postgres() {
+both_modes! {
+async fn a_write_invalidated_while_in_flight_never_reaches_the_durable_tier() {
     let Some(t) = TestApp::start().await else {
         return;
     };
@@ -286,11 +279,11 @@ async fn a_write_invalidated_while_in_flight_never_reaches_postgres() {
     );
     let inv = Invalidation::explicit(&event).expect("invalidation");
     t.app.store().invalidate(&inv).await.expect("invalidate");
-    let outcome = t.app.store().upsert_writes(&[w1, w2]).await.expect("flush");
+    let outcome = t.app.store().upsert_entries(&[w1, w2]).await.expect("flush");
     assert_eq!(outcome.written, 1);
     assert_eq!(outcome.invalidated, 1);
-    assert!(t.app.store().entry(&doomed).await.expect("pg").is_none());
-    assert!(t.app.store().entry(&other).await.expect("pg").is_some());
+    assert!(t.app.store().get_entry(&doomed).await.expect("pg").is_none());
+    assert!(t.app.store().get_entry(&other).await.expect("pg").is_some());
 
     // An older version arriving late never replaces a newer one.
     let mut newer = write(entry(&other, "sha256:kept", chrono::Duration::hours(1)));
@@ -298,24 +291,25 @@ async fn a_write_invalidated_while_in_flight_never_reaches_postgres() {
     let mut older = write(entry(&other, "sha256:kept", chrono::Duration::hours(1)));
     older.accepted_at = newer.accepted_at - chrono::Duration::seconds(1);
     older.entry.trust_score = 99;
-    t.app.store().upsert_writes(&[newer]).await.expect("flush");
-    t.app.store().upsert_writes(&[older]).await.expect("flush");
+    t.app.store().upsert_entries(&[newer]).await.expect("flush");
+    t.app.store().upsert_entries(&[older]).await.expect("flush");
     let got = t
         .app
         .store()
-        .entry(&other)
+        .get_entry(&other)
         .await
         .expect("pg")
         .expect("entry");
     assert_eq!(got.trust_score, 5);
     t.finish().await;
 }
+}
 
 #[tokio::test]
 async fn with_redis_on_a_dead_port_gets_and_puts_go_through_postgres() {
     let port = dead_port();
     let Some(t) = TestApp::start_with(|c| {
-        c.redis_url = format!("redis://127.0.0.1:{port}");
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}"));
         // Without the in-process tier every read must reach PostgreSQL.
         c.provcache.memory_entries = 0;
     })
@@ -327,7 +321,7 @@ async fn with_redis_on_a_dead_port_gets_and_puts_go_through_postgres() {
     let (status, accepted) = put(&t, body(&key, json!("1h"))).await;
     assert_eq!(status, 201, "{accepted}");
     assert_eq!(accepted["status"], "committed");
-    assert!(t.app.store().entry(&key).await.expect("pg").is_some());
+    assert!(t.app.store().get_entry(&key).await.expect("pg").is_some());
     for _ in 0..3 {
         let (status, tier, got) = get(&t, &key).await;
         assert_eq!((status, tier.as_deref()), (200, Some("postgres")));

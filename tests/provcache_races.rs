@@ -1,21 +1,35 @@
-//! Invalidations racing the hot tiers, against real PostgreSQL, Redis and NATS: an entry
-//! invalidated while its write waits in the write-behind queue must leave Valkey and the
-//! in-process tier too, not only PostgreSQL.
+//! Invalidations racing the hot tiers, in both modes: an entry invalidated while its write
+//! waits in the write-behind queue must leave Valkey and the in-process tier too, not only
+//! the durable store.
 
 mod common;
 
 use std::time::Duration;
 
 use actors::domain::invalidation::Invalidation;
-use actors::ports::InvalidationStore;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually, fresh_veri_key};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, both_modes, eventually, fresh_veri_key};
 use events::CloudEvent;
 use events::data::InvalidateRequested;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-#[tokio::test]
+async fn tier_serving(t: &TestApp, key: &str) -> (u16, Option<String>) {
+    let resp = t
+        .http
+        .get(t.url(&format!("/api/v1/provcache/entries/{key}")))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    let tier = resp
+        .headers()
+        .get("x-provcache-tier")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (resp.status().as_u16(), tier)
+}
+
+both_modes! {
 async fn a_queued_write_invalidated_before_its_flush_leaves_the_hot_tiers() {
     let Some(t) =
         TestApp::start_with(|c| c.provcache.flush_interval = Duration::from_secs(2)).await
@@ -41,14 +55,11 @@ async fn a_queued_write_invalidated_before_its_flush_leaves_the_hot_tiers() {
         .await
         .expect("put");
     assert_eq!(resp.status(), 202);
-    assert!(
-        t.app
-            .cache()
-            .get_entry(&key)
-            .await
-            .expect("redis")
-            .is_some()
-    );
+    if let Some(redis) = t.app.redis() {
+        assert!(redis.get_entry(&key).await.expect("redis").is_some());
+    }
+    // Served hot before its flush.
+    assert_eq!(tier_serving(&t, &key).await, (200, Some("memory".to_owned())));
 
     // The policy is withdrawn while the write still waits for its flush: the invalidation
     // deletes nothing from PostgreSQL, so its own purge does not name this key.
@@ -71,30 +82,18 @@ async fn a_queued_write_invalidated_before_its_flush_leaves_the_hot_tiers() {
         "the invalidated entry to leave the hot tiers",
         WAIT,
         || async {
-            let gone = t
-                .app
-                .cache()
-                .get_entry(&key)
-                .await
-                .expect("redis")
-                .is_none();
+            let gone = match t.app.redis() {
+                Some(redis) => redis.get_entry(&key).await.expect("redis").is_none(),
+                // Embedded: the in-process tier is the only hot tier.
+                None => tier_serving(&t, &key).await.0 == 404,
+            };
             gone.then_some(())
         },
     )
     .await;
-    let resp = t
-        .http
-        .get(t.url(&format!("/api/v1/provcache/entries/{key}")))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        resp.status(),
-        404,
-        "served from {:?}",
-        resp.headers().get("x-provcache-tier")
-    );
-    assert!(t.app.store().entry(&key).await.expect("pg").is_none());
+    let (status, tier) = tier_serving(&t, &key).await;
+    assert_eq!(status, 404, "served from {tier:?}");
+    assert!(t.app.store().get_entry(&key).await.expect("pg").is_none());
     t.finish().await;
+}
 }

@@ -69,7 +69,7 @@ async fn provd_status_exits_1_while_redis_is_down_and_0_after_it_returns() {
     let port = common::dead_port();
     let redis = PrivateRedis::start(&redis_bin, port);
     let url = format!("redis://127.0.0.1:{port}");
-    let Some(t) = TestApp::start_with(|c| c.redis_url = url.clone()).await else {
+    let Some(t) = TestApp::start_with(|c| c.redis_url = Some(url.clone())).await else {
         redis.stop();
         return;
     };

@@ -17,7 +17,7 @@ use actors::domain::merkle::{
 };
 use actors::domain::note::{Verifier, verify_checkpoint};
 use actors::domain::tiles::{Tile, TileKind, entry_bundles_for_size, hash_tiles_for_size};
-use actors::ports::{EventBus, RekorClient, RekorSubmission};
+use actors::ports::{RekorClient, RekorSubmission};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{TestApp, eventually};

@@ -1,6 +1,7 @@
-//! Crash safety of the write-behind path: the real `provd serve` binary is killed with
-//! SIGKILL while flushes are in flight, started again, and every accepted write still
-//! reaches PostgreSQL.
+//! Crash safety of the write-behind path, in both modes: the real `provd serve` binary is
+//! killed with SIGKILL while flushes are in flight, started again, and every accepted write
+//! still reaches the durable store (PostgreSQL, or the SQLite file whose in-process bus
+//! redelivers what was delivered but not acknowledged when the process died).
 
 mod common;
 
@@ -8,12 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDb, dead_port, eventually, fresh_veri_key, services};
+use common::{TestData, both_modes, dead_port, eventually, fresh_veri_key};
 use events::Subjects;
 use futures::StreamExt;
 use provd::adapters::jetstream::JetStreamBus;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 const ENTRIES: usize = 20_000;
 const CONCURRENCY: usize = 64;
@@ -30,19 +32,33 @@ impl Drop for Provd {
     }
 }
 
-fn spawn(db_url: &str, prefix: &str, port: u16, services: &common::Services, log: &Path) -> Provd {
+fn spawn(
+    data: &TestData,
+    prefix: &str,
+    port: u16,
+    services: &common::Services,
+    log: &Path,
+) -> Provd {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_provd"))
-        .arg("serve")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provd"));
+    cmd.arg("serve")
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROVD_DATABASE_URL", db_url)
-        .env("PROVD_REDIS_URL", &services.redis_url)
-        .env("PROVD_NATS_URL", &services.nats_url)
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    match data {
+        TestData::Postgres(db) => {
+            cmd.env("PROVD_DATABASE_URL", &db.url)
+                .env("PROVD_REDIS_URL", &services.redis_url)
+                .env("PROVD_NATS_URL", &services.nats_url);
+        }
+        TestData::Embedded(dir) => {
+            cmd.env("PROVD_DATA_DIR", dir.path());
+        }
+    }
+    let child = cmd
         .env("PROVD_NATS_PREFIX", prefix)
         .env("PROVD_NATS_STREAM_MAX_BYTES", "67108864")
         .env("PROVD_REDIS_PREFIX", format!("{prefix}:"))
@@ -78,13 +94,55 @@ async fn wait_ready(http: &reqwest::Client, base: &str, log: &Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// How many of `keys` the durable store holds, read the way an operator would: straight
+/// from the database, not through provd.
+async fn count_stored(data: &TestData, keys: &[String]) -> i64 {
+    match data {
+        TestData::Postgres(db) => {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("connect");
+            let n = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM provcache.provcache_items WHERE veri_key = ANY($1)",
+            )
+            .bind(keys)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+            pool.close().await;
+            n
+        }
+        TestData::Embedded(dir) => {
+            let opts = SqliteConnectOptions::new()
+                .filename(dir.path().join("provd.db"))
+                .read_only(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await
+                .expect("open the SQLite file");
+            let n = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM provcache_items \
+                 WHERE veri_key IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(keys).expect("json"))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+            pool.close().await;
+            n
+        }
+    }
+}
+
+both_modes! {
 async fn every_accepted_write_survives_a_sigkill_during_flushes() {
-    let Some(services) = services() else {
+    let Some((data, services)) = TestData::create().await else {
         return;
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let db = TestDb::create(&services).await;
     let prefix = format!("crash{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("provd.log");
@@ -95,7 +153,7 @@ async fn every_accepted_write_survives_a_sigkill_during_flushes() {
         .build()
         .expect("client");
 
-    let mut first = spawn(&db.url, &prefix, port, &services, &log);
+    let mut first = spawn(&data, &prefix, port, &services, &log);
     wait_ready(&http, &base, &log).await;
 
     let keys: Vec<String> = (0..ENTRIES).map(|_| fresh_veri_key()).collect();
@@ -137,46 +195,31 @@ async fn every_accepted_write_survives_a_sigkill_during_flushes() {
         odd
     });
 
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect");
-    let count = |pool: sqlx::PgPool, keys: Vec<String>| async move {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM provcache.provcache_items WHERE veri_key = ANY($1)",
-        )
-        .bind(keys)
-        .fetch_one(&pool)
-        .await
-        .expect("count")
-    };
     // SIGKILL: no graceful drain, whatever is held or mid-flush is cut off.
     first.child.kill().expect("sigkill");
     let _ = first.child.wait();
-    let at_kill = count(pool.clone(), keys.clone()).await;
-    eprintln!("at SIGKILL: {at_kill} of {ENTRIES} entries were in PostgreSQL");
+    let at_kill = count_stored(&data, &keys).await;
+    eprintln!("at SIGKILL: {at_kill} of {ENTRIES} entries were in the durable store");
     assert!(
         (at_kill as usize) < ENTRIES,
         "the kill must find writes still unflushed"
     );
 
-    let second = spawn(&db.url, &prefix, port, &services, &log);
+    let second = spawn(&data, &prefix, port, &services, &log);
     wait_ready(&http, &base, &log).await;
     eventually(
-        "all 20 000 entries in PostgreSQL",
+        "all 20 000 entries in the durable store",
         Duration::from_secs(180),
-        || {
-            let (pool, keys) = (pool.clone(), keys.clone());
-            async move { (count(pool, keys).await as usize == ENTRIES).then_some(()) }
-        },
+        || async { (count_stored(&data, &keys).await as usize == ENTRIES).then_some(()) },
     )
     .await;
     drop(second);
 
-    pool.close().await;
-    if let Ok(bus) = JetStreamBus::connect(&services.nats_url, Subjects::new(prefix)).await {
+    if matches!(data, TestData::Postgres(_))
+        && let Ok(bus) = JetStreamBus::connect(&services.nats_url, Subjects::new(prefix)).await
+    {
         let _ = bus.delete_streams().await;
     }
-    db.drop_db().await;
+    data.remove().await;
+}
 }

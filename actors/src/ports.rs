@@ -257,6 +257,9 @@ pub struct UpsertOutcome {
 /// The durable tier of entries (PostgreSQL; SQLite in embedded mode).
 #[async_trait]
 pub trait EntryStore: Send + Sync + 'static {
+    /// The tier's name in the `X-Provcache-Tier` header and the `tier` metric label
+    /// (`postgres`, `sqlite`).
+    fn name(&self) -> &'static str;
     /// The live entry with this VeriKey.
     async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError>;
     /// Upserts the writes and their signer-set members in one transaction: the newest

@@ -30,16 +30,15 @@ pub enum CacheError {
 pub enum Served {
     /// A hot tier, by name (`memory`, `valkey`).
     Tier(&'static str),
-    /// The durable store.
-    Durable,
+    /// The durable store, by name (`postgres`, `sqlite`).
+    Durable(&'static str),
 }
 
 impl Served {
     /// The `X-Provcache-Tier` value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Served::Tier(name) => name,
-            Served::Durable => "postgres",
+            Served::Tier(name) | Served::Durable(name) => name,
         }
     }
 }
@@ -84,10 +83,10 @@ struct Meters {
 }
 
 impl Meters {
-    fn new() -> Self {
+    fn new(durable: &'static str) -> Self {
         Meters {
-            durable_hits: metrics::counter!("provd_provcache_hits_total", "tier" => "postgres"),
-            durable_misses: metrics::counter!("provd_provcache_misses_total", "tier" => "postgres"),
+            durable_hits: metrics::counter!("provd_provcache_hits_total", "tier" => durable),
+            durable_misses: metrics::counter!("provd_provcache_misses_total", "tier" => durable),
             queued: metrics::counter!("provd_provcache_writes_total", "path" => "write_behind"),
             direct: metrics::counter!("provd_provcache_writes_total", "path" => "direct"),
             fallbacks: metrics::counter!("provd_provcache_write_behind_fallbacks_total"),
@@ -133,6 +132,11 @@ fn now_ms() -> i64 {
 }
 
 impl ProvCache {
+    /// The durable tier's name (`postgres`, `sqlite`): its `tier` label and header value.
+    pub fn durable_tier(&self) -> &'static str {
+        self.store.name()
+    }
+
     /// A cache over `tiers` (top first) and `store`. Writes are published on
     /// `write_subject` when `write_behind` is on.
     pub fn new(
@@ -142,6 +146,7 @@ impl ProvCache {
         write_subject: String,
         write_behind: bool,
     ) -> Self {
+        let meters = Meters::new(store.name());
         ProvCache {
             tiers: tiers
                 .into_iter()
@@ -167,7 +172,7 @@ impl ProvCache {
             retry_after: Duration::from_secs(1),
             purges: AtomicU64::new(0),
             recheck_down_until: AtomicI64::new(0),
-            meters: Meters::new(),
+            meters,
         }
     }
 
@@ -238,7 +243,7 @@ impl ProvCache {
                         }
                     }
                 }
-                Ok(Some((e, Served::Durable)))
+                Ok(Some((e, Served::Durable(self.store.name()))))
             }
             Ok(_) => {
                 self.meters.durable_misses.increment(1);
@@ -498,6 +503,9 @@ mod tests {
 
     #[async_trait]
     impl EntryStore for FakeStore {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
         async fn get_entry(&self, k: &str) -> Result<Option<Entry>, PortError> {
             let got = self.entries.lock().expect("lock").get(k).cloned();
             let hook = self.after_get.lock().expect("lock").take();
@@ -584,7 +592,7 @@ mod tests {
             .await
             .expect("remove");
         let (got, served) = cache.get(&key).await.expect("get").expect("hit");
-        assert_eq!(served, Served::Durable);
+        assert_eq!(served, Served::Durable("fake"));
         assert_eq!(*got, e);
         assert!(!valkey.has(&key));
 
@@ -596,7 +604,7 @@ mod tests {
             .await
             .expect("remove");
         let (_, served) = cache.get(&key).await.expect("get").expect("hit");
-        assert_eq!(served, Served::Durable);
+        assert_eq!(served, Served::Durable("fake"));
         assert!(valkey.has(&key));
         memory
             .remove(std::slice::from_ref(&key))
@@ -707,7 +715,7 @@ mod tests {
             v.clear();
         }));
         let (_, served) = cache.get(&key).await.expect("get").expect("hit");
-        assert_eq!(served, Served::Durable);
+        assert_eq!(served, Served::Durable("fake"));
         assert!(
             !memory.has(&key) && !valkey.has(&key),
             "the fill resurrected it"

@@ -343,6 +343,10 @@ mod tests {
 
     #[async_trait]
     impl EntryStore for Recorder {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
         async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
             Ok(None)
         }
@@ -501,6 +505,10 @@ mod tests {
 
     #[async_trait]
     impl EntryStore for Pair {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
         async fn get_entry(&self, _veri_key: &str) -> Result<Option<Entry>, PortError> {
             Ok(None)
         }

@@ -65,8 +65,107 @@ pub trait ServiceBus: EventBus {
     async fn ping(&self) -> Result<(), AdapterError>;
     /// Counts reconnects to the broker; `None` when the bus cannot disconnect.
     fn reconnects(&self) -> Option<watch::Receiver<u64>>;
+    /// Messages not yet delivered or acknowledged on one durable consumer.
+    async fn consumer_pending(&self, stream: &str, durable: &str) -> Result<u64, AdapterError>;
     /// Messages waiting on each durable consumer, by consumer name.
     async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError>;
     /// Removes this deployment's streams (tests clean up with it).
     async fn delete_streams(&self) -> Result<(), AdapterError>;
+}
+
+/// Calls the store's inherent methods of the same names.
+macro_rules! durable_store_via_inherent {
+    ($ty:ty, $kind:literal) => {
+        #[async_trait]
+        impl DurableStore for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            async fn ping(&self) -> Result<(), AdapterError> {
+                <$ty>::ping(self).await
+            }
+            async fn revocations(
+                &self,
+                since: i64,
+                limit: i64,
+            ) -> Result<Vec<LedgerRow>, AdapterError> {
+                <$ty>::revocations(self, since, limit).await
+            }
+            async fn ledger_stats(&self) -> Result<LedgerStats, AdapterError> {
+                <$ty>::ledger_stats(self).await
+            }
+            async fn count_items(&self) -> Result<i64, AdapterError> {
+                <$ty>::count_items(self).await
+            }
+            async fn insert_item(&self, item: &NewItem) -> Result<(), AdapterError> {
+                <$ty>::insert_item(self, item).await
+            }
+            async fn item_exists(&self, veri_key: &str) -> Result<bool, AdapterError> {
+                <$ty>::item_exists(self, veri_key).await
+            }
+            async fn rejected_events(
+                &self,
+                limit: i64,
+            ) -> Result<Vec<RejectedEvent>, AdapterError> {
+                <$ty>::rejected_events(self, limit).await
+            }
+            async fn sampled_figures(&self) -> Result<SampledFigures, AdapterError> {
+                <$ty>::sampled_figures(self).await
+            }
+            async fn ops_snapshot(&self) -> Result<OpsSnapshot, AdapterError> {
+                <$ty>::ops_snapshot(self).await
+            }
+        }
+    };
+}
+
+durable_store_via_inherent!(super::postgres::PgStore, "postgres");
+durable_store_via_inherent!(super::sqlite::SqliteStore, "sqlite");
+
+#[async_trait]
+impl ServiceBus for super::jetstream::JetStreamBus {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+    async fn ping(&self) -> Result<(), AdapterError> {
+        if !self.is_connected() {
+            return Err(AdapterError::Nats("not connected".into()));
+        }
+        self.ensure_streams().await
+    }
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        Some(super::jetstream::JetStreamBus::reconnects(self))
+    }
+    async fn consumer_pending(&self, stream: &str, durable: &str) -> Result<u64, AdapterError> {
+        super::jetstream::JetStreamBus::consumer_pending(self, stream, durable).await
+    }
+    async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError> {
+        super::jetstream::JetStreamBus::consumers_pending(self).await
+    }
+    async fn delete_streams(&self) -> Result<(), AdapterError> {
+        super::jetstream::JetStreamBus::delete_streams(self).await
+    }
+}
+
+#[async_trait]
+impl ServiceBus for super::local_bus::LocalBus {
+    fn kind(&self) -> &'static str {
+        "local-bus"
+    }
+    async fn ping(&self) -> Result<(), AdapterError> {
+        super::local_bus::LocalBus::ping(self).await
+    }
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        // In the process: it never disconnects, so nothing has to catch up after a gap.
+        None
+    }
+    async fn consumer_pending(&self, stream: &str, durable: &str) -> Result<u64, AdapterError> {
+        super::local_bus::LocalBus::consumer_pending(self, stream, durable).await
+    }
+    async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError> {
+        super::local_bus::LocalBus::consumers_pending(self).await
+    }
+    async fn delete_streams(&self) -> Result<(), AdapterError> {
+        super::local_bus::LocalBus::delete_streams(self).await
+    }
 }

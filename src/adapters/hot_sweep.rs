@@ -258,16 +258,16 @@ impl RedisCache {
     }
 }
 
-/// A node's hot tiers: the optional in-process tier and Valkey/Redis.
+/// A node's hot tiers: the in-process tier and Valkey/Redis, each when it runs.
 #[derive(Debug, Clone)]
 pub struct HotTiers {
     memory: Option<MemoryTier>,
-    redis: RedisCache,
+    redis: Option<RedisCache>,
 }
 
 impl HotTiers {
     /// The tiers a sweep purges.
-    pub fn new(memory: Option<MemoryTier>, redis: RedisCache) -> Self {
+    pub fn new(memory: Option<MemoryTier>, redis: Option<RedisCache>) -> Self {
         HotTiers { memory, redis }
     }
 }
@@ -286,7 +286,9 @@ impl HotTierSweep for HotTiers {
                 removed.extend(m.remove_matching(|e| set.matches(e)).await);
             }
         }
-        removed.extend(self.redis.sweep_criteria(criteria, veri_keys).await?);
+        if let Some(redis) = &self.redis {
+            removed.extend(redis.sweep_criteria(criteria, veri_keys).await?);
+        }
         Ok(removed.into_iter().collect())
     }
 }

@@ -602,6 +602,10 @@ impl PgStore {
 
 #[async_trait]
 impl EntryStore for PgStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
         Ok(self.entry(veri_key).await?)
     }

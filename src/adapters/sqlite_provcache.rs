@@ -509,6 +509,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl EntryStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {
         Ok(self.entry(veri_key).await?)
     }

@@ -64,11 +64,17 @@ pub async fn replay(
     options: ReplayOptions,
     progress: impl FnMut(ReplayProgress),
 ) -> anyhow::Result<ReplayReport> {
-    let store = app::migrate(config).await?;
-    let redis = RedisCache::new(&config.redis_url, &config.redis_prefix)
-        .with_context(|| format!("invalid Redis URL {}", mask_url(&config.redis_url)))?;
+    let (store, _, _) = app::open_store(config).await?;
+    // The in-process tier lives in the server; its own ledger consumer sweeps it.
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            RedisCache::new(url, &config.redis_prefix)
+                .with_context(|| format!("invalid Redis URL {}", mask_url(url)))?,
+        ),
+        None => None,
+    };
     let replayer = Replayer::new(
-        Arc::new(store),
+        store,
         Arc::new(HotTiers::new(None, redis)),
         config.node_id.clone(),
     );

@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use actors::ports::EventBus;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use events::{Subjects, decode};
 
-use crate::adapters::jetstream::JetStreamBus;
 use crate::app;
 use crate::config::{Config, RawConfig};
 use crate::telemetry;
@@ -17,15 +15,21 @@ use crate::telemetry;
 /// Connection flags shared by commands that reach services.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnectionFlags {
-    /// PostgreSQL URL (overrides `database_url` and `PROVD_DATABASE_URL`).
+    /// PostgreSQL URL (overrides `database_url` and `PROVD_DATABASE_URL`); without one, the
+    /// SQLite file in the data directory.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
-    /// Redis / Valkey URL (overrides `redis_url` and `PROVD_REDIS_URL`).
+    /// Redis / Valkey URL (overrides `redis_url` and `PROVD_REDIS_URL`); without one, the
+    /// in-process tier only.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
-    /// NATS URL (overrides `nats_url` and `PROVD_NATS_URL`).
+    /// NATS URL (overrides `nats_url` and `PROVD_NATS_URL`); without one, the in-process bus.
     #[arg(long, value_name = "URL")]
     pub nats_url: Option<String>,
+    /// Embedded mode's data directory (overrides `data_dir` and `PROVD_DATA_DIR`; default
+    /// `./provd-data`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
 }
 
 impl ConnectionFlags {
@@ -38,6 +42,9 @@ impl ConnectionFlags {
         }
         if let Some(v) = &self.nats_url {
             raw.nats_url = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            raw.data_dir = Some(v.clone());
         }
     }
 }
@@ -156,6 +163,9 @@ pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init_logs(config.log_format);
+    for (part, mode) in app::describe_modes(&config) {
+        eprintln!("provd: {part}: {mode}");
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -179,7 +189,7 @@ pub fn migrate(path: Option<&Path>, args: MigrateArgs) -> ExitCode {
         Err(code) => return code,
     };
     report(rt.block_on(async {
-        app::migrate(&config).await?;
+        app::open_store(&config).await?;
         println!("migrations applied");
         Ok(())
     }))
@@ -227,16 +237,16 @@ async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
     let (kind, event) = decode(&bytes).map_err(|e| anyhow::anyhow!("not a valid event: {e}"))?;
     let subjects = Subjects::new(config.nats_prefix.clone());
     let subject = subjects.subject(kind);
-    let bus = JetStreamBus::connect(&config.nats_url, subjects)
-        .await
-        .context("connecting to NATS")?
-        .with_stream_max_bytes(config.nats_stream_max_bytes);
+    drop(subjects);
+    // Embedded mode publishes into the SQLite file the server reads its bus from.
+    let mut sqlite = None;
+    let bus = app::open_bus(&config, &mut sqlite).await?;
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         bus.publish(&subject, &event.id, bytes),
     )
     .await
-    .context("NATS did not answer within 10s")?
+    .with_context(|| format!("the {} bus did not answer within 10s", bus.kind()))?
     .context("publishing")?;
     println!("published {} on {subject}", event.id);
     Ok(())

@@ -8,6 +8,7 @@ pub mod bundles;
 pub mod checkpoints;
 pub mod entries;
 pub mod error;
+pub mod inbound;
 pub mod proofs;
 pub mod rekor;
 pub mod stats;
@@ -133,6 +134,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(stats::routes(state))
         .merge(rekor::routes(state))
         .merge(bundles::routes(state))
+        .merge(inbound::routes(state))
 }
 
 /// The OpenAPI document of [`api`], with its title, version and the bearer scheme.

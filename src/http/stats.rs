@@ -13,8 +13,8 @@ use crate::config::Scope;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The tiers in read order.
-const TIERS: [&str; 3] = ["memory", "valkey", "postgres"];
+/// The hot tiers in read order; the durable tier (`postgres` or `sqlite`) comes last.
+const HOT_TIERS: [&str; 2] = ["memory", "valkey"];
 
 /// The stats route (scope `read`).
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -65,7 +65,8 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let text = s.metrics.render();
     let mut tiers = serde_json::Map::new();
     let mut hits = 0.0;
-    for tier in TIERS {
+    let durable = s.cache.durable_tier();
+    for tier in HOT_TIERS.into_iter().chain([durable]) {
         let h = sample(&text, "provd_provcache_hits_total", Some(("tier", tier)));
         let m = sample(&text, "provd_provcache_misses_total", Some(("tier", tier)));
         hits += h;
@@ -75,7 +76,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let misses = sample(
         &text,
         "provd_provcache_misses_total",
-        Some(("tier", "postgres")),
+        Some(("tier", durable)),
     );
     let hit_ratio = if hits + misses > 0.0 {
         hits / (hits + misses)

@@ -25,13 +25,6 @@ pub trait OpsQuery: Send + Sync {
     async fn snapshot(&self) -> Result<OpsSnapshot, String>;
 }
 
-#[async_trait]
-impl OpsQuery for crate::adapters::postgres::PgStore {
-    async fn snapshot(&self) -> Result<OpsSnapshot, String> {
-        self.ops_snapshot().await.map_err(|e| e.to_string())
-    }
-}
-
 /// The open routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -148,12 +148,17 @@ pub fn register(config: &Config, actors: &[String]) {
         }
         metrics::counter!("provd_event_processing_errors_total", "subject" => subject).increment(0);
     }
-    for service in ["postgres", "redis", "nats"] {
+    for service in crate::app::service_names(config) {
         metrics::gauge!("provd_service_up", "service" => service).increment(0.0);
     }
     metrics::counter!("provd_hot_cache_purge_errors_total").increment(0);
     metrics::counter!("provd_provcache_undecodable_total", "tier" => "valkey").increment(0);
-    for tier in ["memory", "valkey", "postgres", "miss"] {
+    let durable = if config.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    for tier in ["memory", "valkey", durable, "miss"] {
         let _ = metrics::histogram!("provd_provcache_read_duration_seconds", "tier" => tier);
     }
     for name in [

@@ -1,4 +1,4 @@
-//! Gauges read from PostgreSQL and JetStream every few seconds rather than recorded where
+//! Gauges read from the store and the bus every few seconds rather than recorded where
 //! something happens: they describe stored state (submissions by status, outbox and replay
 //! positions, checkpoints, open divergences) or the bus's own (consumer pending), and whether
 //! each service answers and each actor runs (`provd_service_up`, `provd_actor_up`).
@@ -14,8 +14,7 @@ use actors::health::{ChildStatus, Health};
 use tokio_util::sync::CancellationToken;
 
 use super::catalogue::SUBMISSION_STATUSES;
-use crate::adapters::jetstream::JetStreamBus;
-use crate::adapters::postgres::PgStore;
+use crate::adapters::durable::{DurableStore, ServiceBus};
 use crate::adapters::postgres_ops::SampledFigures;
 use crate::http::Probe;
 
@@ -26,9 +25,9 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Sampler {
     /// The store.
-    pub store: PgStore,
+    pub store: Arc<dyn DurableStore>,
     /// The bus.
-    pub bus: JetStreamBus,
+    pub bus: Arc<dyn ServiceBus>,
     /// This node (its replay checkpoint is exported).
     pub node_id: String,
     /// The services `/readyz` checks (`provd_service_up`).

@@ -218,16 +218,16 @@ pub fn report(inputs: Inputs) -> StatusReport {
         .collect();
 
     let m = &inputs.metrics;
-    let hits: f64 = ["memory", "valkey", "postgres"]
+    let hits: f64 = ["memory", "valkey", "postgres", "sqlite"]
         .iter()
         .map(|t| sample(m, "provd_provcache_hits_total", Some(("tier", t))))
         .sum();
-    // A read either hits some tier or misses the last one.
-    let misses = sample(
-        m,
-        "provd_provcache_misses_total",
-        Some(("tier", "postgres")),
-    );
+    // A read either hits some tier or misses the last one, the durable store (one of the
+    // two in a process; the other's series is absent).
+    let misses: f64 = ["postgres", "sqlite"]
+        .iter()
+        .map(|t| sample(m, "provd_provcache_misses_total", Some(("tier", t))))
+        .sum();
     let cache = CacheFigures {
         hits,
         misses,

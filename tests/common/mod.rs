@@ -1,10 +1,14 @@
-//! Shared harness for integration tests against the real services.
+//! Shared harness for integration tests, in both deployment modes.
 //!
-//! Each test gets its own PostgreSQL database, its own NATS subject and stream prefix, its
-//! own Redis key prefix and port 0 for the HTTP server. Service URLs come from
-//! `PROVD_TEST_DATABASE_URL`, `PROVD_TEST_REDIS_URL` and `PROVD_TEST_NATS_URL`. Under
+//! Distributed mode: each test gets its own PostgreSQL database, its own NATS subject and
+//! stream prefix, its own Redis key prefix and port 0 for the HTTP server. Service URLs come
+//! from `PROVD_TEST_DATABASE_URL`, `PROVD_TEST_REDIS_URL` and `PROVD_TEST_NATS_URL`. Under
 //! `CI=true` an unreachable service fails the test; elsewhere the test is skipped with a
 //! message that names the recipe starting the services.
+//!
+//! Embedded mode: no services; each test gets its own data directory (SQLite file and
+//! in-process bus) in a temporary directory. [`both_modes!`] turns one test body into a test
+//! per mode; [`TestApp::start`] starts the mode of the test it runs in.
 
 #![allow(dead_code)]
 
@@ -18,6 +22,56 @@ use provd::app::App;
 use provd::config::{Config, RawConfig};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+
+/// The deployment mode a test runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PostgreSQL, Redis and NATS.
+    Distributed,
+    /// SQLite, the in-process tier and the in-process bus; no services.
+    Embedded,
+}
+
+tokio::task_local! {
+    static MODE: Mode;
+}
+
+/// The mode of the running test ([`both_modes!`] sets it; distributed otherwise).
+pub fn mode() -> Mode {
+    MODE.try_with(|m| *m).unwrap_or(Mode::Distributed)
+}
+
+/// Runs `f` as a test of `mode`.
+pub async fn in_mode<F: Future>(mode: Mode, f: F) -> F::Output {
+    MODE.scope(mode, f).await
+}
+
+/// One test body, run as two tests: `<name>::distributed` and `<name>::embedded`.
+// Not every test file runs both modes.
+#[allow(unused_macros)]
+macro_rules! both_modes {
+    ($(#[doc = $doc:literal])* async fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn test_body() $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn distributed() {
+                common::in_mode(common::Mode::Distributed, test_body()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                common::in_mode(common::Mode::Embedded, test_body()).await
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_modes;
 
 /// Token with every scope.
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -173,7 +227,79 @@ impl TestDb {
     }
 }
 
-/// A running provd with its own database, prefixes and port.
+/// Where a test's data lives: its own PostgreSQL database, or its own data directory.
+pub enum TestData {
+    /// Distributed mode's database.
+    Postgres(TestDb),
+    /// Embedded mode's data directory (removed when dropped).
+    Embedded(tempfile::TempDir),
+}
+
+impl TestData {
+    /// Fresh data for the current [`mode`], or `None` when distributed services are
+    /// missing outside CI.
+    pub async fn create() -> Option<(TestData, Services)> {
+        match mode() {
+            Mode::Distributed => {
+                let services = services()?;
+                let db = TestDb::create(&services).await;
+                Some((TestData::Postgres(db), services))
+            }
+            Mode::Embedded => {
+                let dir = tempfile::Builder::new()
+                    .prefix("provd-embedded-")
+                    .tempdir()
+                    .expect("temporary data directory");
+                Some((TestData::Embedded(dir), Services::defaults()))
+            }
+        }
+    }
+
+    /// The command-line flags that point a `provd` command at this data.
+    pub fn store_args(&self) -> Vec<String> {
+        match self {
+            TestData::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
+            TestData::Embedded(dir) => {
+                vec!["--data-dir".into(), dir.path().display().to_string()]
+            }
+        }
+    }
+
+    /// Points `raw` at this data (and at `services` in distributed mode).
+    pub fn apply(&self, raw: &mut RawConfig, services: &Services) {
+        match self {
+            TestData::Postgres(db) => {
+                raw.database_url = Some(db.url.clone());
+                raw.redis_url = Some(services.redis_url.clone());
+                raw.nats_url = Some(services.nats_url.clone());
+            }
+            TestData::Embedded(dir) => {
+                raw.data_dir = Some(dir.path().display().to_string());
+            }
+        }
+    }
+
+    /// Removes what the test created.
+    pub async fn remove(self) {
+        match self {
+            TestData::Postgres(db) => db.drop_db().await,
+            TestData::Embedded(dir) => drop(dir),
+        }
+    }
+}
+
+impl Services {
+    /// The default URLs (embedded tests reach no services through them).
+    pub fn defaults() -> Services {
+        Services {
+            database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+        }
+    }
+}
+
+/// A running provd with its own data, prefixes and port.
 pub struct TestApp {
     /// The app.
     pub app: App,
@@ -183,14 +309,14 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Its configuration.
     pub config: Config,
-    /// Its database.
-    pub db: TestDb,
-    /// The services.
+    /// Its database or data directory.
+    pub data: TestData,
+    /// The services (distributed mode).
     pub services: Services,
 }
 
-/// A configuration for a test: own database, prefixes, port 0, an admin and a read token.
-pub fn test_config(services: &Services, db: &TestDb) -> Config {
+/// A configuration for a test: own data, prefixes, port 0, an admin and a read token.
+pub fn test_config(services: &Services, data: &TestData) -> Config {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let toml_text = format!(
         r#"
@@ -213,30 +339,69 @@ scopes = ["read"]
         short = &id[..12],
     );
     let mut raw = RawConfig::from_toml(&toml_text).expect("test config parses");
-    raw.database_url = Some(db.url.clone());
-    raw.redis_url = Some(services.redis_url.clone());
-    raw.nats_url = Some(services.nats_url.clone());
+    data.apply(&mut raw, services);
     raw.validate().expect("test config is valid")
 }
 
 impl TestApp {
-    /// Starts provd, or returns `None` when the services are missing outside CI.
+    /// Starts provd in the test's mode, or returns `None` when the services are missing
+    /// outside CI.
     pub async fn start() -> Option<TestApp> {
-        let services = services()?;
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        provd::telemetry::init_logs(provd::config::LogFormat::Text);
-        let db = TestDb::create(&services).await;
-        let config = test_config(&services, &db);
-        let app = App::start(config.clone()).await.expect("provd starts");
-        let base = format!("http://{}", app.local_addr());
-        Some(TestApp {
-            app,
-            base,
-            http: reqwest::Client::new(),
-            config,
-            db,
-            services,
-        })
+        Self::start_with(|_| {}).await
+    }
+
+    /// The test's mode.
+    pub fn mode(&self) -> Mode {
+        match self.data {
+            TestData::Postgres(_) => Mode::Distributed,
+            TestData::Embedded(_) => Mode::Embedded,
+        }
+    }
+
+    /// The command-line flags that point a `provd` command at this app's data.
+    pub fn store_args(&self) -> Vec<String> {
+        self.data.store_args()
+    }
+
+    /// Runs a query returning one integer (a count) on the app's database. Table names are
+    /// written as in PostgreSQL (`provcache.prov_items`); embedded mode drops the schema.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        let parts = self.app.parts();
+        match (&parts.postgres, &parts.sqlite) {
+            (Some(pg), _) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(pg.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            (None, Some(lite)) => {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.replace("provcache.", "")))
+                    .fetch_one(lite.reader())
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            (None, None) => unreachable!("a store is always open"),
+        }
+    }
+
+    /// Runs a statement on the app's database (table names as in [`TestApp::query_i64`]):
+    /// the rows it changed, or the database's error.
+    pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        let parts = self.app.parts();
+        match (&parts.postgres, &parts.sqlite) {
+            (Some(pg), _) => sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(pg.pool())
+                .await
+                .map(|r| r.rows_affected()),
+            (None, Some(lite)) => sqlx::query(sqlx::AssertSqlSafe(sql.replace("provcache.", "")))
+                .execute(lite.writer())
+                .await
+                .map(|r| r.rows_affected()),
+            (None, None) => unreachable!("a store is always open"),
+        }
+    }
+
+    /// The services `/readyz` reports in this mode.
+    pub fn services_expected(&self) -> Vec<&'static str> {
+        provd::app::service_names(&self.config)
     }
 
     /// The server's address.
@@ -254,7 +419,8 @@ impl TestApp {
         let bus = self.app.bus().clone();
         self.app.stop().await;
         let _ = bus.delete_streams().await;
-        self.db.drop_db().await;
+        drop(bus);
+        self.data.remove().await;
     }
 
     /// The value of one metric sample in `/metrics` (0 when absent).
@@ -315,14 +481,13 @@ where
 }
 
 impl TestApp {
-    /// Starts provd with a test configuration changed by `change`, or returns `None` when
-    /// the services are missing outside CI.
+    /// Starts provd in the test's mode with a test configuration changed by `change`, or
+    /// returns `None` when the services are missing outside CI.
     pub async fn start_with(change: impl FnOnce(&mut Config)) -> Option<TestApp> {
-        let services = services()?;
+        let (data, services) = TestData::create().await?;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         provd::telemetry::init_logs(provd::config::LogFormat::Text);
-        let db = TestDb::create(&services).await;
-        let mut config = test_config(&services, &db);
+        let mut config = test_config(&services, &data);
         change(&mut config);
         let app = App::start(config.clone()).await.expect("provd starts");
         let base = format!("http://{}", app.local_addr());
@@ -331,7 +496,7 @@ impl TestApp {
             base,
             http: reqwest::Client::new(),
             config,
-            db,
+            data,
             services,
         })
     }
@@ -352,8 +517,28 @@ pub fn fresh_veri_key() -> String {
     )
 }
 
-/// Publishes like `docs/events.md` shows: a plain client, `Nats-Msg-Id` = event id.
+/// Publishes an event from another system: like `docs/events.md` shows (a plain NATS client,
+/// `Nats-Msg-Id` = event id) in distributed mode, through `POST /api/v1/events` in embedded
+/// mode, where that is the way in.
 pub async fn publish(t: &TestApp, subject: &str, event: &serde_json::Value) {
+    if t.mode() == Mode::Embedded {
+        let resp = t
+            .http
+            .post(t.url("/api/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(event)
+            .send()
+            .await
+            .expect("POST /api/v1/events");
+        assert_eq!(resp.status(), 202, "event accepted");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(
+            body["subject"],
+            format!("{}.{subject}", t.config.nats_prefix),
+            "published on the subject the test meant"
+        );
+        return;
+    }
     let client = async_nats::connect(&t.services.nats_url)
         .await
         .expect("nats");

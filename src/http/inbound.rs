@@ -1,0 +1,80 @@
+//! `POST /api/v1/events`: events from other systems through HTTP instead of NATS.
+//!
+//! In embedded mode there is no NATS server to publish to, so this is how a pipeline hands
+//! provd a signer revocation, a feed epoch or a policy change; in distributed mode it is a
+//! convenience beside publishing to NATS. The body is one CloudEvents JSON event of a type
+//! provd consumes (`docs/events.md`); it is checked as the consuming actor would check it,
+//! then published onto the bus with its `id` as the message id, so a repeated request is
+//! one event.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::scoped_api;
+use super::error::ApiError;
+use crate::config::Scope;
+
+/// The route of this module, behind the `write` scope.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    scoped_api(
+        OpenApiRouter::new().routes(routes!(publish_event)),
+        &state.tokens,
+        Scope::Write,
+    )
+}
+
+/// Publishes one CloudEvents JSON event onto the bus, as if published to its NATS subject.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    request_body(content_type = "application/json", description = "one CloudEvents 1.0 JSON event of a type in docs/events.md"),
+    responses(
+        (status = 202, description = "stored on the bus: `id`, `type`, `subject`"),
+        (status = 400, description = "not an inbound event provd accepts; `error` says why"),
+        (status = 503, description = "the bus is unavailable; nothing was stored")),
+    security(("bearer" = ["write"])))]
+async fn publish_event(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    // provd's own outbound events (ledger rows, receipts, checkpoints) come only from provd;
+    // say so before checking their payload.
+    let named = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .and_then(|t| events::EventKind::from_type(&t));
+    if let Some(kind) = named.filter(|k| !k.is_inbound()) {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` is an event provd publishes, not one it accepts; inbound types are {}",
+            kind.cloud_event_type(),
+            events::EventKind::ALL
+                .iter()
+                .filter(|k| k.is_inbound())
+                .map(|k| format!("`{}`", k.cloud_event_type()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let (kind, event) = events::decode(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not an event provd accepts: {e}")))?;
+    let subject = s.subjects.subject(kind);
+    s.bus
+        .publish(&subject, &event.id, body.to_vec())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, %subject, "cannot publish an inbound event");
+            ApiError::Unavailable("the event bus is unavailable; try again".into())
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "accepted",
+            "id": event.id,
+            "type": kind.cloud_event_type(),
+            "subject": subject,
+        })),
+    )
+        .into_response())
+}
