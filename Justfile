@@ -22,7 +22,7 @@ ci:
     bash .ci/run
 
 # Benchmarks: each prints our figure beside a baseline measured in the same run
-# (chunking, merkle, provcache, ledger).
+# (chunking, merkle, provcache, ledger, and the same paths in embedded mode).
 bench:
     cargo bench --workspace
 

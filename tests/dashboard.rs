@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ADMIN_TOKEN, TestApp, eventually};
+use common::{ADMIN_TOKEN, TestApp, both_modes, eventually};
 use ops_support::{LabLog, WAIT, start_with_log, tool};
 use serde_json::{Value, json};
 
@@ -97,7 +97,7 @@ async fn status(t: &TestApp) -> Value {
         .expect("status json")
 }
 
-#[tokio::test]
+both_modes! {
 async fn the_dashboard_shows_the_status_figures_and_an_open_divergence_in_headless_chromium() {
     let Some(chromium_bin) = tool("chromium", &["/usr/bin/chromium"], "chromium") else {
         return;
@@ -243,4 +243,5 @@ async fn the_dashboard_shows_the_status_figures_and_an_open_divergence_in_headle
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "a PNG at {}", shot.display());
     t.finish().await;
+}
 }

@@ -1,7 +1,7 @@
 //! Log monitoring end to end: provd's log-sync actors, divergence detector and alert outbox
-//! (real PostgreSQL and NATS, the HTTP API) against the local log over real HTTP, with its
-//! fault modes (fork, rollback, wrong key), two nodes for a split view, and a webhook
-//! receiver started by the test.
+//! (real PostgreSQL and NATS, or embedded; the HTTP API) against the local log over real HTTP,
+//! with its fault modes (fork, rollback, wrong key), two nodes for a split view (distributed
+//! only), and a webhook receiver started by the test.
 
 mod common;
 
@@ -15,7 +15,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::lab_log::LabLog;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, TestData, TestDb, eventually, metric_value};
+use common::{
+    ADMIN_TOKEN, READ_TOKEN, TestApp, TestData, TestDb, both_modes, eventually, metric_value,
+};
 use provd::adapters::rekor::build_backend;
 use provd::app::App;
 use provd::config::RawRekor;
@@ -263,15 +265,18 @@ impl TestApp {
     }
 }
 
+both_modes! {
 /// The seed's steps 5 and 6: the sync picks up new entries and re-verifies this node's
 /// receipts (`verified_at`); with a checkpoint stored, a forked log is a divergence.
-#[tokio::test]
 async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence() {
+    // Metrics are process-wide: each mode counts under its own backend name.
+    let seed = common::per_mode("seed");
+    let seed = seed.as_str();
     let log = LabLog::start().await;
     let writer = log.client();
     let backend = log.backend("v1", "200ms", &[(FORK_HEADER, "1")]);
     let rekor = log
-        .rekor(vec![("seed", backend)])
+        .rekor(vec![(seed, backend)])
         .validate()
         .expect("valid");
     let Some(app) = TestApp::start_with(move |c| c.rekor = rekor).await else {
@@ -279,7 +284,7 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
     };
     // The empty log is synced without alarm.
     eventually("the empty log's checkpoint", WAIT, || async {
-        (app.latest_size("seed").await == Some(0)).then_some(())
+        (app.latest_size(seed).await == Some(0)).then_some(())
     })
     .await;
 
@@ -305,12 +310,12 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
         "the sync at size 5 with every receipt verified",
         WAIT,
         || async {
-            (app.latest_size("seed").await == Some(5) && app.receipts_unverified().await == 0)
+            (app.latest_size(seed).await == Some(5) && app.receipts_unverified().await == 0)
                 .then_some(())
         },
     )
     .await;
-    let stored = app.checkpoints("seed").await;
+    let stored = app.checkpoints(seed).await;
     assert!(
         stored
             .iter()
@@ -350,13 +355,13 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
     assert!(
         app.metric(
             "provd_rekor_receipts_reverified_total",
-            &[("backend", "seed")]
+            &[("backend", seed)]
         )
         .await
             >= 3.0
     );
     assert_eq!(
-        app.metric("provd_rekor_checkpoint_tree_size", &[("backend", "seed")])
+        app.metric("provd_rekor_checkpoint_tree_size", &[("backend", seed)])
             .await,
         5.0
     );
@@ -370,7 +375,7 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
     })
     .await;
     let fork = app.until_divergence("fork").await;
-    assert_eq!(fork["backend"], "seed");
+    assert_eq!(fork["backend"], seed);
     let notes = fork["evidence"]["checkpoints"].as_array().expect("notes");
     assert_eq!(notes.len(), 2, "{fork}");
     assert_eq!(notes[0]["tree_size"], 5);
@@ -378,26 +383,30 @@ async fn sync_verifies_new_entries_and_receipts_and_a_forked_log_is_a_divergence
     assert_ne!(notes[0]["root_hash"], notes[1]["root_hash"]);
     assert_ne!(notes[0]["note"], notes[1]["note"]);
     assert_eq!(
-        app.latest_size("seed").await,
+        app.latest_size(seed).await,
         Some(5),
         "the stored checkpoint stays"
     );
     app.finish().await;
 }
+}
 
+both_modes! {
 /// Fork, rollback and wrong-key faults are each detected within two sync rounds with
 /// their kind and evidence; the webhook receives each once (after refusing the first
 /// attempt); while one is open `/readyz` is red and the sync does not advance, and an
 /// acknowledgement through the API clears both.
-#[tokio::test]
 async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgement() {
+    // Metrics are process-wide: each mode counts under its own backend name.
+    let faults_backend = common::per_mode("faults");
+    let faults_backend = faults_backend.as_str();
     let log = LabLog::start().await;
     let writer = log.client();
     log.grow(&writer, 4).await;
     let hook = Hook::start(1).await;
     let backend = log.backend("v1", "200ms", &[(FORK_HEADER, "1")]);
     let rekor = log
-        .rekor(vec![("faults", backend)])
+        .rekor(vec![(faults_backend, backend)])
         .validate()
         .expect("valid");
     let url = hook.url.clone();
@@ -409,9 +418,10 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
     else {
         return;
     };
-    let gate = "rekor-divergence:faults";
+    let gate = format!("rekor-divergence:{faults_backend}");
+    let gate = gate.as_str();
     eventually("the first checkpoint", WAIT, || async {
-        (app.latest_size("faults").await == Some(4)).then_some(())
+        (app.latest_size(faults_backend).await == Some(4)).then_some(())
     })
     .await;
     eventually("ready", WAIT, || async {
@@ -449,9 +459,9 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
         log.set_faults(&fault).await;
         // Rounds completed from here on that did not find it: at most the one already
         // running when the fault was set.
-        let (before, diverged_before) = app.rounds("faults").await;
+        let (before, diverged_before) = app.rounds(faults_backend).await;
         let d = app.until_divergence(kind).await;
-        let (after, diverged_after) = app.rounds("faults").await;
+        let (after, diverged_after) = app.rounds(faults_backend).await;
         let missed = (after - before) - (diverged_after - diverged_before);
         assert!(missed <= 1.0, "{kind}: {missed} rounds missed it");
         match kind {
@@ -496,7 +506,7 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
         let held_before = app
             .metric(
                 "provd_rekor_sync_ticks_total",
-                &[("backend", "faults"), held],
+                &[("backend", faults_backend), held],
             )
             .await;
         log.set_faults(&Faults::default()).await;
@@ -506,14 +516,14 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
             let held_now = app
                 .metric(
                     "provd_rekor_sync_ticks_total",
-                    &[("backend", "faults"), held],
+                    &[("backend", faults_backend), held],
                 )
                 .await;
             (held_now > held_before).then_some(())
         })
         .await;
         assert!(
-            app.latest_size("faults").await < Some(size),
+            app.latest_size(faults_backend).await < Some(size),
             "held while open"
         );
         // The acknowledgement clears readiness and lets the sync advance.
@@ -527,7 +537,7 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
         })
         .await;
         eventually("the sync advanced", WAIT, || async {
-            (app.latest_size("faults").await == Some(size)).then_some(())
+            (app.latest_size(faults_backend).await == Some(size)).then_some(())
         })
         .await;
     }
@@ -557,7 +567,7 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
         assert_eq!(
             app.metric(
                 "provd_rekor_divergences_total",
-                &[("backend", "faults"), ("kind", kind)]
+                &[("backend", faults_backend), ("kind", kind)]
             )
             .await,
             1.0,
@@ -576,16 +586,20 @@ async fn each_fault_mode_is_detected_alerted_once_and_cleared_by_an_acknowledgem
     assert_eq!(forbidden.status(), 403);
     app.finish().await;
 }
+}
 
+both_modes! {
 /// An honest log growing under load for 50 sync rounds, read through both the v1 API and
 /// the v2 tiles, raises no divergence.
-#[tokio::test]
 async fn an_honest_log_growing_under_load_for_50_rounds_raises_none() {
+    // Metrics are process-wide: each mode counts under its own backend name.
+    let (load_v1, load_v2) = (common::per_mode("load-v1"), common::per_mode("load-v2"));
+    let (load_v1, load_v2) = (load_v1.as_str(), load_v2.as_str());
     let log = Arc::new(LabLog::start().await);
     let rekor = log
         .rekor(vec![
-            ("load-v1", log.backend("v1", "100ms", &[])),
-            ("load-v2", log.backend("v2", "100ms", &[])),
+            (load_v1, log.backend("v1", "100ms", &[])),
+            (load_v2, log.backend("v2", "100ms", &[])),
         ])
         .validate()
         .expect("valid");
@@ -604,7 +618,7 @@ async fn an_honest_log_growing_under_load_for_50_rounds_raises_none() {
             }
         }
     });
-    for backend in ["load-v1", "load-v2"] {
+    for backend in [load_v1, load_v2] {
         eventually(
             &format!("50 rounds of {backend}"),
             Duration::from_secs(180),
@@ -620,7 +634,7 @@ async fn an_honest_log_growing_under_load_for_50_rounds_raises_none() {
         "{:?}",
         app.divergences(false).await
     );
-    for backend in ["load-v1", "load-v2"] {
+    for backend in [load_v1, load_v2] {
         let advanced = app
             .metric(
                 "provd_rekor_sync_ticks_total",
@@ -640,6 +654,7 @@ async fn an_honest_log_growing_under_load_for_50_rounds_raises_none() {
     let (status, body) = app.readyz().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     app.finish().await;
+}
 }
 
 /// A fork served only to node B (its requests carry the fork header) is invisible to
@@ -793,17 +808,20 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
     a.finish().await;
 }
 
+both_modes! {
 /// A restart resumes from the stored checkpoint: a node that verified size 4, stopped, and
 /// restarted while the log serves it a fork of size 4 finds the fork at once; nothing it had
 /// verified is fetched again as new.
-#[tokio::test]
 async fn a_restart_resumes_from_the_stored_checkpoint() {
+    // Metrics are process-wide: each mode counts under its own backend name.
+    let restart = common::per_mode("restart");
+    let restart = restart.as_str();
     let log = LabLog::start().await;
     let writer = log.client();
     log.grow(&writer, 4).await;
     let rekor = log
         .rekor(vec![(
-            "restart",
+            restart,
             log.backend("v1", "200ms", &[(FORK_HEADER, "1")]),
         )])
         .validate()
@@ -812,7 +830,7 @@ async fn a_restart_resumes_from_the_stored_checkpoint() {
         return;
     };
     eventually("size 4 verified", WAIT, || async {
-        (first.latest_size("restart").await == Some(4)).then_some(())
+        (first.latest_size(restart).await == Some(4)).then_some(())
     })
     .await;
     let TestApp {
@@ -847,7 +865,8 @@ async fn a_restart_resumes_from_the_stored_checkpoint() {
     assert_eq!(notes[0]["role"], "verified");
     assert_eq!(notes[0]["tree_size"], 4);
     assert_ne!(notes[0]["root_hash"], notes[1]["root_hash"]);
-    let stored = again.checkpoints("restart").await;
+    let stored = again.checkpoints(restart).await;
     assert_eq!(stored.len(), 1, "the fork was never stored: {stored:?}");
     again.finish().await;
+}
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::both_modes;
 use ops_support::{LabLog, drive_traffic, start_with_log, tool};
 
 /// The metric names `docs/metrics.md` lists (first column of its tables).
@@ -42,7 +43,7 @@ fn families(text: &str) -> (Vec<(String, String)>, BTreeSet<String>) {
     (types, helped)
 }
 
-#[tokio::test]
+both_modes! {
 async fn metrics_pass_promtool_and_match_the_catalogue_after_traffic_through_every_capability() {
     let log = LabLog::start().await;
     let Some(t) = start_with_log(&log).await else {
@@ -129,6 +130,7 @@ async fn metrics_pass_promtool_and_match_the_catalogue_after_traffic_through_eve
         );
     }
     t.finish().await;
+}
 }
 
 #[test]

@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::lab_log::LabLog;
-use common::{ADMIN_TOKEN, TestApp};
+use common::{ADMIN_TOKEN, TestApp, both_modes};
 use provd::config::rekor::RawRekorBackend;
 use provd::config::{RawRekor, TilesConfig};
 use serde_json::Value;
@@ -209,7 +209,7 @@ const ALWAYS: [((&str, &str), Option<&str>); 12] = [
     ),
 ];
 
-#[tokio::test]
+both_modes! {
 async fn the_openapi_document_covers_exactly_the_served_routes() {
     let Some(t) = TestApp::start().await else {
         return;
@@ -226,10 +226,11 @@ async fn the_openapi_document_covers_exactly_the_served_routes() {
     assert!(resp.text().await.expect("body").contains("no such route"));
     t.finish().await;
 }
+}
 
+both_modes! {
 /// With a Rekor backend (a local dev log) and `[tiles]` configured, the log monitoring and
 /// tile proxy routes are served and documented, the tile route under a plain template.
-#[tokio::test]
 async fn the_document_covers_the_configured_rekor_and_tile_routes() {
     let log = LabLog::start().await;
     let rekor = RawRekor {
@@ -294,4 +295,5 @@ async fn the_document_covers_the_configured_rekor_and_tile_routes() {
         .expect("request");
     assert_eq!(resp.status(), 401);
     t.finish().await;
+}
 }

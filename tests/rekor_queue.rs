@@ -1,6 +1,6 @@
-//! The Rekor submission path end to end: provd (real PostgreSQL and NATS, its HTTP API and
-//! submission actor) against the local Rekor-compatible log over real HTTP, for the v1 and
-//! the v2 API, with the log's fault modes.
+//! The Rekor submission path end to end, in both modes: provd (real PostgreSQL and NATS, or
+//! SQLite and the in-process bus; its HTTP API and submission actor) against the local
+//! Rekor-compatible log over real HTTP, for the v1 and the v2 API, with the log's fault modes.
 
 mod common;
 
@@ -13,7 +13,7 @@ use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
 use actors::domain::receipt::{Receipt, TransparencyLogEntry, TrustedLog};
 use actors::ports::{RekorClient, RekorError, RekorSubmission};
 use common::lab_log::LabLog;
-use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, eventually};
+use common::{ADMIN_TOKEN, READ_TOKEN, TestApp, both_modes, eventually};
 use futures::StreamExt;
 use provd::adapters::rekor::build_backend;
 use provd::config::RawRekor;
@@ -269,14 +269,16 @@ async fn seed_steps(api: &str) {
     app.finish().await;
 }
 
-#[tokio::test]
+both_modes! {
 async fn v1_submit_read_back_verify_and_retry_through_the_queue() {
     seed_steps("v1").await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn v2_submit_read_back_verify_and_retry_through_the_queue() {
     seed_steps("v2").await;
+}
 }
 
 /// With every write's answer lost after the log committed it, 200 submissions end as 200
@@ -334,19 +336,21 @@ async fn lost_answers(api: &str) {
     app.finish().await;
 }
 
-#[tokio::test]
+both_modes! {
 async fn v1_lost_answers_make_no_duplicates() {
     lost_answers("v1").await;
 }
+}
 
-#[tokio::test]
+both_modes! {
 async fn v2_lost_answers_make_no_duplicates() {
     lost_answers("v2").await;
 }
+}
 
+both_modes! {
 /// With the log down past `max_attempts`, submissions end dead-lettered with the last error;
 /// once the log is back, the operator's retry logs them.
-#[tokio::test]
 async fn dead_lettered_while_the_log_is_down_then_logged_on_retry() {
     let log = LabLog::start().await;
     let Some(app) = start_provd(&log, "v1", 2).await else {
@@ -427,10 +431,11 @@ async fn dead_lettered_while_the_log_is_down_then_logged_on_retry() {
     assert_eq!(checkpoint.checkpoint.size, 3);
     app.finish().await;
 }
+}
 
+both_modes! {
 /// A bad signature is a permanent failure: dead-lettered at once with the log's message.
 /// Malformed requests are refused by the API with the field named.
-#[tokio::test]
 async fn bad_requests_are_refused_and_bad_signatures_dead_letter_at_once() {
     let log = LabLog::start().await;
     let Some(app) = start_provd(&log, "v1", 8).await else {
@@ -518,10 +523,12 @@ async fn bad_requests_are_refused_and_bad_signatures_dead_letter_at_once() {
     assert_eq!(resp.status(), 403);
     app.finish().await;
 }
+}
 
-/// Another system queues a submission as a CloudEvent on `rekor.submissions.requested`, and
+both_modes! {
+/// Another system queues a submission as a CloudEvent on `rekor.submissions.requested` (or
+/// through the events endpoint, embedded), and
 /// `provd rekor submit --wait` does it through the API; both end logged.
-#[tokio::test]
 async fn submissions_arrive_as_events_and_from_the_cli() {
     let log = LabLog::start().await;
     let Some(app) = start_provd(&log, "v1", 8).await else {
@@ -543,16 +550,8 @@ async fn submissions_arrive_as_events_and_from_the_cli() {
         (r.status() == 200).then_some(())
     })
     .await;
-    let nats = async_nats::connect(&app.services.nats_url)
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(nats);
-    let subject = format!("{}.rekor.submissions.requested", app.config.nats_prefix);
-    js.publish(subject, serde_json::to_vec(&event).expect("json").into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    // Through NATS in distributed mode, through `POST /api/v1/events` in embedded mode.
+    common::publish(&app, "rekor.submissions.requested", &event).await;
     let id = actors::domain::submission::submission_id("lab", &envelope);
     app.until_status(&id, "logged", Duration::from_secs(30))
         .await;
@@ -575,6 +574,7 @@ async fn submissions_arrive_as_events_and_from_the_cli() {
         .verify(&log.trusted("v1"))
         .expect("verifies");
     app.finish().await;
+}
 }
 
 async fn cli_submit(base: &str, envelope: &Path, pem: &Path) -> std::process::Output {

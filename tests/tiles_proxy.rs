@@ -20,7 +20,7 @@ use actors::domain::tiles::{Tile, TileKind, entry_bundles_for_size, hash_tiles_f
 use actors::ports::{RekorClient, RekorSubmission};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{TestApp, eventually};
+use common::{TestApp, both_modes, eventually};
 use events::data::CheckpointObserved;
 use events::{CloudEvent, EventKind, Subjects};
 use provd::adapters::rekor::build_backend;
@@ -181,9 +181,9 @@ fn all_tiles(size: u64) -> Vec<Tile> {
         .collect()
 }
 
+both_modes! {
 /// The seed's step 7: tiles fetched by the tile client, cached in the filesystem cache and
 /// served by the tile proxy, byte-identical to the log's.
-#[tokio::test]
 async fn tiles_are_fetched_cached_and_served_byte_identical_to_upstream() {
     let lab = Lab::start(700).await;
     let cache = tempfile::tempdir().unwrap();
@@ -260,16 +260,20 @@ async fn tiles_are_fetched_cached_and_served_byte_identical_to_upstream() {
     assert!(app.metric("provd_tile_cache_bytes", &[]).await > 0.0);
     app.finish().await;
 }
+}
 
+both_modes! {
 /// A tile changed on disk is refused: re-fetched and re-verified while the log is up, and
 /// not served at all (502) while it is down.
-#[tokio::test]
 async fn a_tampered_cached_tile_is_refused_not_served() {
     let mut lab = Lab::start(600).await;
     let cache = tempfile::tempdir().unwrap();
     let Some(app) = start_provd(&lab, cache.path(), false).await else {
         return;
     };
+    let labels = [("backend", "lab"), ("kind", "tile")];
+    // Metrics are process-wide (the other mode's run counts too): compare with the start.
+    let corrupt_before = app.metric("provd_tile_cache_corrupt_total", &labels).await;
     let path = "tile/0/001";
     let file = cache.path().join("lab").join(path);
     let good = lab.get(path).await;
@@ -300,9 +304,8 @@ async fn a_tampered_cached_tile_is_refused_not_served() {
         good,
         "the cache file is repaired"
     );
-    let labels = [("backend", "lab"), ("kind", "tile")];
     assert_eq!(
-        app.metric("provd_tile_cache_corrupt_total", &labels).await,
+        app.metric("provd_tile_cache_corrupt_total", &labels).await - corrupt_before,
         1.0
     );
 
@@ -334,6 +337,7 @@ async fn a_tampered_cached_tile_is_refused_not_served() {
     );
     app.finish().await;
 }
+}
 
 /// Sends one raw HTTP/1.1 GET with the path exactly as given (no client-side
 /// normalisation) and returns the status and body.
@@ -353,8 +357,8 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+both_modes! {
 /// Requests that would reach outside the cache directory are refused with clear errors.
-#[tokio::test]
 async fn paths_escaping_the_cache_directory_are_refused() {
     let lab = Lab::start(300).await;
     let root = tempfile::tempdir().unwrap();
@@ -407,10 +411,11 @@ async fn paths_escaping_the_cache_directory_are_refused() {
     assert!(!body.contains("do not serve"));
     app.finish().await;
 }
+}
 
+both_modes! {
 /// The tile-sync actor prefetches every tile of a checkpoint observed on
 /// `rekor.checkpoints.observed`.
-#[tokio::test]
 async fn the_tile_sync_actor_prefetches_tiles_of_observed_checkpoints() {
     let lab = Lab::start(520).await;
     let cache = tempfile::tempdir().unwrap();
@@ -467,6 +472,7 @@ async fn the_tile_sync_actor_prefetches_tiles_of_observed_checkpoints() {
     let resp = app.proxy("tile/entries/002.p/8").await;
     assert_eq!(resp.headers()["x-provd-cache"], "hit");
     app.finish().await;
+}
 }
 
 fn provd() -> Command {

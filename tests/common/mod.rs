@@ -41,12 +41,22 @@ pub fn mode() -> Mode {
     MODE.try_with(|m| *m).unwrap_or(Mode::Distributed)
 }
 
+/// `name` in distributed mode, `name-embedded` in embedded mode: for names that label
+/// process-wide metrics (backends), so the two modes of a test do not count together.
+pub fn per_mode(name: &str) -> String {
+    match mode() {
+        Mode::Distributed => name.to_owned(),
+        Mode::Embedded => format!("{name}-embedded"),
+    }
+}
+
 /// Runs `f` as a test of `mode`.
 pub async fn in_mode<F: Future>(mode: Mode, f: F) -> F::Output {
     MODE.scope(mode, f).await
 }
 
-/// One test body, run as two tests: `<name>::distributed` and `<name>::embedded`.
+/// One test body, run as two tests: `<name>::distributed` and `<name>::embedded`, one after
+/// the other.
 // Not every test file runs both modes.
 #[allow(unused_macros)]
 macro_rules! both_modes {
@@ -58,13 +68,19 @@ macro_rules! both_modes {
 
             async fn test_body() $body
 
+            // The two modes of one test take turns: metrics are process-wide, and a test
+            // that counts its own events must not see the other mode's.
+            static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn distributed() {
+                let _turn = TURNS.lock().await;
                 common::in_mode(common::Mode::Distributed, test_body()).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn embedded() {
+                let _turn = TURNS.lock().await;
                 common::in_mode(common::Mode::Embedded, test_body()).await
             }
         }
