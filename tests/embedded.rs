@@ -86,9 +86,9 @@ async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
     // It says how it runs, and checks only what it runs on.
     let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
     for line in [
-        "provd: store: embedded: SQLite file ./provd-data/provd.db",
-        "provd: cache: embedded: the in-process tier only",
-        "provd: bus: embedded: the in-process bus",
+        "store: embedded: SQLite file ./provd-data/provd.db",
+        "cache: embedded: the in-process tier only",
+        "bus: embedded: the in-process bus",
     ] {
         assert!(log.contains(line), "{line:?} missing from:\n{log}");
     }

@@ -163,8 +163,9 @@ pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init_logs(config.log_format);
+    // Through the log, so it is one more JSON line when the logs are JSON.
     for (part, mode) in app::describe_modes(&config) {
-        eprintln!("provd: {part}: {mode}");
+        tracing::info!("{part}: {mode}");
     }
     let rt = match runtime() {
         Ok(rt) => rt,
