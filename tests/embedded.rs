@@ -244,6 +244,42 @@ async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
     })
     .await;
 
+    // From the command line too: `provd events publish` writes into the data directory's bus
+    // from another process, and the running service picks it up.
+    let policy_event = json!({
+        "specversion": "1.0",
+        "id": uuid::Uuid::now_v7().to_string(),
+        "source": "urn:example:policy-engine",
+        "type": "dev.provd.policy.updated.v1",
+        "time": "2026-11-22T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": {"old_policy_hash": "sha256:policy-cli", "new_policy_hash": "sha256:policy-cli-2"},
+    });
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, serde_json::to_vec(&policy_event).expect("json")).expect("write");
+    let out = provd(
+        dir.path(),
+        &["events", "publish", file.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    eventually("the CLI's event in the ledger", WAIT, || async {
+        let body: Value = http
+            .get(format!("{base}/api/v1/provcache/revocations?since=0"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["revocations"]
+            .as_array()?
+            .iter()
+            .any(|r| r["revocation_id"] == policy_event["id"])
+            .then_some(())
+    })
+    .await;
+
     // The same event again is the same event: one ledger row.
     let r = http
         .post(format!("{base}/api/v1/events"))
@@ -262,7 +298,7 @@ async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
         .json()
         .await
         .expect("json");
-    assert_eq!(stats["total_entries"], 1, "{stats}");
+    assert_eq!(stats["total_entries"], 2, "{stats}");
     drop(server);
 }
 

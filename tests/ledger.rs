@@ -932,3 +932,113 @@ fn replay_has_help_with_an_example_and_refuses_a_bad_batch_size() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since"));
 }
+
+both_modes! {
+/// One node: a database restored from a snapshot taken before a revocation brings the
+/// revoked entry back; `provd replay --since 0` (the same replay a restart runs) removes it
+/// again and leaves the rest, and a second replay finds nothing to do.
+async fn provd_replay_removes_what_a_stale_restore_brought_back() {
+    let Some(t) = TestApp::start().await else {
+        return;
+    };
+    let doomed = entry(
+        &fresh_veri_key(),
+        "sha256:set-restore",
+        &["key-restore"],
+        "sha256:pol-restore-old",
+        ("osv", "1.0.0"),
+    );
+    let kept = entry(
+        &fresh_veri_key(),
+        "sha256:set-restore",
+        &["key-restore"],
+        "sha256:pol-restore-new",
+        ("osv", "1.0.0"),
+    );
+    let resp = t
+        .http
+        .post(t.url("/api/v1/provcache/invalidate"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"policy_hash": "sha256:pol-restore-old", "reason": "withdrawn"}))
+        .send()
+        .await
+        .expect("invalidate");
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["revocation_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let seq = row(&t, &id).await["seq_no"].as_i64().expect("seq");
+
+    // The restore: both rows back as they were a day ago, before the revocation.
+    for e in [&doomed, &kept] {
+        t.app
+            .store()
+            .insert_item(&provd::adapters::postgres::NewItem {
+                veri_key: e.veri_key.clone(),
+                verdict: e.verdict.clone(),
+                verdict_hash: e.verdict_hash.clone(),
+                trust_score: e.trust_score,
+                policy_hash: e.policy_hash.clone(),
+                signer_set_hash: e.signer_set_hash.clone(),
+                signer_key_ids: e.signer_key_ids.clone(),
+                feed_id: e.feed_id.clone(),
+                feed_epoch: e.feed_epoch.clone(),
+                expires_at: e.expires_at,
+            })
+            .await
+            .expect("restore a row");
+    }
+    let backdate = match t.mode() {
+        Mode::Distributed => {
+            "UPDATE provcache.provcache_items SET updated_at = now() - interval '1 day'"
+        }
+        Mode::Embedded => "UPDATE provcache.provcache_items SET updated_at = updated_at - 86400000000",
+    };
+    assert_eq!(t.execute(backdate).await.expect("backdate"), 2);
+    assert!(t.app.store().item_exists(&doomed.veri_key).await.expect("q"));
+
+    let replay = |args: &'static [&'static str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_provd"));
+        cmd.arg("replay")
+            .args(args)
+            .args(t.store_args())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PROVD_NODE_ID", "node-restore")
+            .env("PROVD_LOG", "warn");
+        if let Some(url) = &t.config.redis_url {
+            cmd.env("PROVD_REDIS_URL", url)
+                .env("PROVD_REDIS_PREFIX", format!("{}r:", t.config.redis_prefix));
+        }
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output())
+                .await
+                .expect("join")
+                .expect("run provd replay")
+        }
+    };
+    let out = replay(&["--since", "0"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().last().expect("summary"),
+        format!("replayed 1 revocations, 1 entries invalidated, checkpoint {seq}")
+    );
+    assert!(!t.app.store().item_exists(&doomed.veri_key).await.expect("q"));
+    assert!(t.app.store().item_exists(&kept.veri_key).await.expect("q"));
+    assert_eq!(status(&t, &doomed.veri_key).await, 404);
+    assert_eq!(status(&t, &kept.veri_key).await, 200);
+
+    let out = replay(&["--since", "0"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(format!("replayed 1 revocations, 0 entries invalidated, checkpoint {seq}").as_str())
+    );
+    t.finish().await;
+}
+}
