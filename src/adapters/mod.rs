@@ -54,6 +54,7 @@ pub mod sqlite_provcache;
 pub mod sqlite_rekor;
 pub mod tcp_nodelay;
 pub mod tiles;
+mod via_inherent;
 pub mod webhook;
 
 use actors::ports::PortError;

@@ -5,14 +5,11 @@
 
 use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept};
 use actors::domain::evidence::{Manifest, chunk_digest, format_digest};
-use actors::ports::PortError;
-use async_trait::async_trait;
 use sqlx::{Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::AdapterError;
 use super::postgres::{FLUSH_LOCK, PgStore, recent_revocations};
-use crate::airgap::BundleStore;
 
 /// Chunks per INSERT: 7 parameters each, far below PostgreSQL's 65 535.
 const CHUNKS_PER_INSERT: usize = 64;
@@ -182,36 +179,13 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl BundleStore for PgStore {
-    async fn import(
+impl PgStore {
+    /// Links an entry to the Rekor receipt of its attestation (the newest link wins).
+    pub async fn link_entry_receipt(
         &self,
-        entry: &Entry,
-        manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
-    ) -> Result<(), PortError> {
-        self.import_bundle(entry, manifest, chunks)
-            .await?
-            .map_err(PortError::Rejected)
-    }
-
-    async fn store_chunks(
-        &self,
-        manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
-    ) -> Result<u64, PortError> {
-        Ok(self.store_fetched_chunks(manifest, chunks).await?)
-    }
-
-    async fn stored_indexes(&self, proof_root: &str) -> Result<Vec<u64>, PortError> {
-        Ok(self.stored_chunk_indexes(proof_root).await?)
-    }
-
-    async fn manifest(&self, proof_root: &str) -> Result<Option<Manifest>, PortError> {
-        Ok(self.evidence_manifest(proof_root).await?)
-    }
-
-    async fn link_receipt(&self, veri_key: &str, rekor_uuid: &str) -> Result<(), PortError> {
+        veri_key: &str,
+        rekor_uuid: &str,
+    ) -> Result<(), AdapterError> {
         sqlx::query(
             "INSERT INTO provcache.prov_entry_receipts (veri_key, rekor_uuid) VALUES ($1, $2) \
              ON CONFLICT (veri_key) DO UPDATE SET rekor_uuid = EXCLUDED.rekor_uuid, \
@@ -220,18 +194,19 @@ impl BundleStore for PgStore {
         .bind(veri_key)
         .bind(rekor_uuid)
         .execute(self.pool())
-        .await
-        .map_err(AdapterError::from)?;
+        .await?;
         Ok(())
     }
 
-    async fn linked_receipt(&self, veri_key: &str) -> Result<Option<String>, PortError> {
+    /// The Rekor receipt linked to an entry.
+    pub async fn entry_receipt(&self, veri_key: &str) -> Result<Option<String>, AdapterError> {
         Ok(sqlx::query_scalar(
             "SELECT rekor_uuid FROM provcache.prov_entry_receipts WHERE veri_key = $1",
         )
         .bind(veri_key)
         .fetch_optional(self.pool())
-        .await
-        .map_err(AdapterError::from)?)
+        .await?)
     }
 }
+
+super::via_inherent::bundle_store!(PgStore);

@@ -5,8 +5,7 @@
 //! second upload of the same root is a no-op), then the chunks in multi-row inserts.
 
 use actors::domain::evidence::{Chunk, ChunkInfo, Manifest, format_digest};
-use actors::ports::{EvidenceStore, EvidenceTotals, PortError, StoredChunk};
-use async_trait::async_trait;
+use actors::ports::{EvidenceTotals, StoredChunk};
 use sqlx::{FromRow, QueryBuilder};
 use uuid::Uuid;
 
@@ -242,39 +241,4 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl EvidenceStore for PgStore {
-    async fn put_evidence(&self, manifest: &Manifest, chunks: &[Chunk]) -> Result<bool, PortError> {
-        Ok(PgStore::put_evidence(self, manifest, chunks).await?)
-    }
-
-    async fn manifest(&self, proof_root: &str) -> Result<Option<Manifest>, PortError> {
-        Ok(self.evidence_manifest(proof_root).await?)
-    }
-
-    async fn chunk_infos(
-        &self,
-        proof_root: &str,
-        from: u64,
-        limit: u64,
-    ) -> Result<Vec<ChunkInfo>, PortError> {
-        Ok(self.evidence_chunk_infos(proof_root, from, limit).await?)
-    }
-
-    async fn chunks(
-        &self,
-        proof_root: &str,
-        from: u64,
-        limit: u64,
-    ) -> Result<Vec<StoredChunk>, PortError> {
-        Ok(self.evidence_chunks(proof_root, from, limit).await?)
-    }
-
-    async fn chunk(&self, proof_root: &str, index: u64) -> Result<Option<StoredChunk>, PortError> {
-        Ok(self.evidence_chunk(proof_root, index).await?)
-    }
-
-    async fn evidence_totals(&self) -> Result<EvidenceTotals, PortError> {
-        Ok(PgStore::evidence_totals(self).await?)
-    }
-}
+super::via_inherent::evidence_store!(PgStore);

@@ -5,8 +5,6 @@
 
 use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept};
 use actors::domain::evidence::{Manifest, chunk_digest, format_digest};
-use actors::ports::PortError;
-use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
@@ -15,7 +13,6 @@ use super::AdapterError;
 use super::sqlite::{SqliteResult, SqliteStore, to_micros};
 use super::sqlite_evidence::{insert_chunk, insert_manifest};
 use super::sqlite_provcache::{insert_members, json_text, recent_revocations};
-use crate::airgap::BundleStore;
 
 /// Inserts chunks (already checked against the manifest); returns how many were new.
 async fn insert_chunks(
@@ -124,36 +121,13 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl BundleStore for SqliteStore {
-    async fn import(
+impl SqliteStore {
+    /// Links an entry to the Rekor receipt of its attestation (the newest link wins).
+    pub async fn link_entry_receipt(
         &self,
-        entry: &Entry,
-        manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
-    ) -> Result<(), PortError> {
-        self.import_bundle(entry, manifest, chunks)
-            .await?
-            .map_err(PortError::Rejected)
-    }
-
-    async fn store_chunks(
-        &self,
-        manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
-    ) -> Result<u64, PortError> {
-        Ok(self.store_fetched_chunks(manifest, chunks).await?)
-    }
-
-    async fn stored_indexes(&self, proof_root: &str) -> Result<Vec<u64>, PortError> {
-        Ok(self.stored_chunk_indexes(proof_root).await?)
-    }
-
-    async fn manifest(&self, proof_root: &str) -> Result<Option<Manifest>, PortError> {
-        Ok(self.evidence_manifest(proof_root).await?)
-    }
-
-    async fn link_receipt(&self, veri_key: &str, rekor_uuid: &str) -> Result<(), PortError> {
+        veri_key: &str,
+        rekor_uuid: &str,
+    ) -> Result<(), AdapterError> {
         sqlx::query(
             "INSERT INTO prov_entry_receipts (veri_key, rekor_uuid, linked_at) VALUES (?, ?, ?) \
              ON CONFLICT (veri_key) DO UPDATE SET rekor_uuid = excluded.rekor_uuid, \
@@ -168,7 +142,8 @@ impl BundleStore for SqliteStore {
         Ok(())
     }
 
-    async fn linked_receipt(&self, veri_key: &str) -> Result<Option<String>, PortError> {
+    /// The Rekor receipt linked to an entry.
+    pub async fn entry_receipt(&self, veri_key: &str) -> Result<Option<String>, AdapterError> {
         Ok(
             sqlx::query_scalar("SELECT rekor_uuid FROM prov_entry_receipts WHERE veri_key = ?")
                 .bind(veri_key)
@@ -178,3 +153,5 @@ impl BundleStore for SqliteStore {
         )
     }
 }
+
+super::via_inherent::bundle_store!(SqliteStore);

@@ -6,8 +6,7 @@
 //! (SQLite runs them in-process, so batching them into one statement buys little).
 
 use actors::domain::evidence::{Chunk, ChunkInfo, Manifest, format_digest};
-use actors::ports::{EvidenceStore, EvidenceTotals, PortError, StoredChunk};
-use async_trait::async_trait;
+use actors::ports::{EvidenceTotals, StoredChunk};
 use sqlx::{FromRow, SqliteConnection};
 use uuid::Uuid;
 
@@ -264,39 +263,4 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl EvidenceStore for SqliteStore {
-    async fn put_evidence(&self, manifest: &Manifest, chunks: &[Chunk]) -> Result<bool, PortError> {
-        Ok(SqliteStore::put_evidence(self, manifest, chunks).await?)
-    }
-
-    async fn manifest(&self, proof_root: &str) -> Result<Option<Manifest>, PortError> {
-        Ok(self.evidence_manifest(proof_root).await?)
-    }
-
-    async fn chunk_infos(
-        &self,
-        proof_root: &str,
-        from: u64,
-        limit: u64,
-    ) -> Result<Vec<ChunkInfo>, PortError> {
-        Ok(self.evidence_chunk_infos(proof_root, from, limit).await?)
-    }
-
-    async fn chunks(
-        &self,
-        proof_root: &str,
-        from: u64,
-        limit: u64,
-    ) -> Result<Vec<StoredChunk>, PortError> {
-        Ok(self.evidence_chunks(proof_root, from, limit).await?)
-    }
-
-    async fn chunk(&self, proof_root: &str, index: u64) -> Result<Option<StoredChunk>, PortError> {
-        Ok(self.evidence_chunk(proof_root, index).await?)
-    }
-
-    async fn evidence_totals(&self) -> Result<EvidenceTotals, PortError> {
-        Ok(SqliteStore::evidence_totals(self).await?)
-    }
-}
+super::via_inherent::evidence_store!(SqliteStore);

@@ -6,8 +6,6 @@ use std::collections::{HashMap, HashSet};
 
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, LedgerRow};
-use actors::ports::{LedgerOutboxStore, PortError, ReplayStore};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::AdapterError;
@@ -237,34 +235,4 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl LedgerOutboxStore for SqliteStore {
-    async fn published_seq_no(&self) -> Result<i64, PortError> {
-        Ok(self.outbox_position().await?)
-    }
-    async fn set_published_seq_no(&self, seq_no: i64) -> Result<(), PortError> {
-        Ok(self.set_outbox_position(seq_no).await?)
-    }
-    async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError> {
-        Ok(self.revocations(after, limit).await?)
-    }
-}
-
-#[async_trait]
-impl ReplayStore for SqliteStore {
-    async fn ledger_rows(&self, after: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError> {
-        Ok(self.revocations(after, limit).await?)
-    }
-    async fn ledger_head(&self) -> Result<i64, PortError> {
-        Ok(SqliteStore::ledger_head(self).await?)
-    }
-    async fn checkpoint(&self, node_id: &str) -> Result<i64, PortError> {
-        Ok(self.replay_checkpoint(node_id).await?)
-    }
-    async fn save_checkpoint(&self, node_id: &str, seq_no: i64) -> Result<i64, PortError> {
-        Ok(self.save_replay_checkpoint(node_id, seq_no).await?)
-    }
-    async fn reapply(&self, rows: &[LedgerRow]) -> Result<Vec<String>, PortError> {
-        Ok(self.reapply_rows(rows).await?)
-    }
-}
+super::via_inherent::ledger_stores!(SqliteStore);
