@@ -144,13 +144,11 @@ impl SqliteStore {
 
     /// The Rekor receipt linked to an entry.
     pub async fn entry_receipt(&self, veri_key: &str) -> Result<Option<String>, AdapterError> {
-        Ok(
-            sqlx::query_scalar("SELECT rekor_uuid FROM prov_entry_receipts WHERE veri_key = ?")
-                .bind(veri_key)
-                .fetch_optional(self.reader())
-                .await
-                .sq()?,
-        )
+        sqlx::query_scalar("SELECT rekor_uuid FROM prov_entry_receipts WHERE veri_key = ?")
+            .bind(veri_key)
+            .fetch_optional(self.reader())
+            .await
+            .sq()
     }
 }
 
