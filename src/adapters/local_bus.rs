@@ -72,7 +72,23 @@ struct Inner {
     reader: SqlitePool,
     subjects: Subjects,
     streams: Vec<StreamInfo>,
+    /// Acks and terms on their way to the settler task, which commits every one waiting in
+    /// one transaction: a flusher acks thousands at once, and a transaction each would be
+    /// most of its time.
+    settle: tokio::sync::mpsc::UnboundedSender<Settle>,
 }
+
+/// One ack or term waiting for the settler.
+#[derive(Debug)]
+struct Settle {
+    stream: usize,
+    durable: String,
+    seq: i64,
+    done: tokio::sync::oneshot::Sender<Result<(), PortError>>,
+}
+
+/// Most settlements committed in one transaction.
+const SETTLE_BATCH: usize = 4096;
 
 /// The in-process durable event bus, persisted in the SQLite file.
 #[derive(Debug, Clone)]
@@ -161,14 +177,18 @@ impl LocalBus {
                 published: AtomicU64::new(0),
             })
             .collect();
+        let (settle, settle_rx) = tokio::sync::mpsc::unbounded_channel();
         let bus = LocalBus {
             inner: Arc::new(Inner {
                 writer: store.writer().clone(),
                 reader: store.reader().clone(),
                 subjects,
                 streams,
+                settle,
             }),
         };
+        // The settler holds the bus weakly; its channel closes with the last handle.
+        tokio::spawn(settler(Arc::downgrade(&bus.inner), settle_rx));
         bus.ensure_streams().await?;
         let mut tx = bus.inner.writer.begin().await.sq()?;
         for s in &bus.inner.streams {
@@ -465,32 +485,105 @@ async fn forget_removed(
 
 /// Removes one message (an acknowledged or terminated work-queue message) and every
 /// pending delivery of it.
-async fn remove_message(
+async fn remove_messages(
     tx: &mut Transaction<'_, Sqlite>,
     stream: &str,
-    seq: i64,
+    seqs: &[i64],
 ) -> Result<(), AdapterError> {
-    let size: Option<i64> =
-        sqlx::query_scalar("DELETE FROM bus_messages WHERE stream = ? AND seq = ? RETURNING size")
-            .bind(stream)
-            .bind(seq)
-            .fetch_optional(&mut **tx)
-            .await
-            .sq()?;
-    if let Some(size) = size {
-        sqlx::query("UPDATE bus_streams SET msgs = msgs - 1, bytes = bytes - ? WHERE name = ?")
-            .bind(size)
+    let list = seq_list(seqs);
+    let sizes: Vec<i64> = sqlx::query_scalar(
+        "DELETE FROM bus_messages WHERE stream = ? \
+         AND seq IN (SELECT value FROM json_each(?)) RETURNING size",
+    )
+    .bind(stream)
+    .bind(&list)
+    .fetch_all(&mut **tx)
+    .await
+    .sq()?;
+    if !sizes.is_empty() {
+        sqlx::query("UPDATE bus_streams SET msgs = msgs - ?, bytes = bytes - ? WHERE name = ?")
+            .bind(i64::try_from(sizes.len()).unwrap_or(i64::MAX))
+            .bind(sizes.iter().sum::<i64>())
             .bind(stream)
             .execute(&mut **tx)
             .await
             .sq()?;
     }
-    sqlx::query("DELETE FROM bus_pending WHERE stream = ? AND seq = ?")
-        .bind(stream)
-        .bind(seq)
-        .execute(&mut **tx)
+    sqlx::query(
+        "DELETE FROM bus_pending WHERE stream = ? AND seq IN (SELECT value FROM json_each(?))",
+    )
+    .bind(stream)
+    .bind(&list)
+    .execute(&mut **tx)
+    .await
+    .sq()?;
+    Ok(())
+}
+
+/// Sequence numbers as a JSON array, for `json_each`: one statement for a whole batch.
+fn seq_list(seqs: &[i64]) -> String {
+    let items: Vec<String> = seqs.iter().map(i64::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Commits acks and terms as they come, every one waiting in one transaction, and answers
+/// each after the commit.
+async fn settler(
+    inner: std::sync::Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < SETTLE_BATCH {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let result = match inner.upgrade() {
+            Some(inner) => settle_batch(&inner, &batch).await.map_err(PortError::from),
+            None => Err(PortError::Unavailable {
+                service: "local-bus",
+                message: "the bus is shutting down".into(),
+            }),
+        };
+        for s in batch {
+            let _ = s.done.send(result.clone());
+        }
+    }
+}
+
+/// Settles a batch: the deliveries leave their consumers' pending sets, and on a work-queue
+/// stream the messages go too.
+async fn settle_batch(inner: &Inner, batch: &[Settle]) -> Result<(), AdapterError> {
+    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<i64>> = Default::default();
+    for s in batch {
+        groups
+            .entry((s.stream, s.durable.as_str()))
+            .or_default()
+            .push(s.seq);
+    }
+    let mut tx = inner.writer.begin().await.sq()?;
+    for ((stream, durable), seqs) in &groups {
+        let s = &inner.streams[*stream];
+        let settled: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM bus_pending WHERE stream = ? AND durable = ? \
+             AND seq IN (SELECT value FROM json_each(?)) RETURNING seq",
+        )
+        .bind(&s.name)
+        .bind(durable)
+        .bind(seq_list(seqs))
+        .fetch_all(&mut *tx)
         .await
         .sq()?;
+        if !settled.is_empty() && s.retention == Retention::WorkQueue {
+            remove_messages(&mut tx, &s.name, &settled).await?;
+        }
+    }
+    tx.commit().await.sq()?;
+    for (stream, _) in groups.keys() {
+        inner.streams[*stream].notify.notify_waiters();
+    }
     Ok(())
 }
 
@@ -1002,24 +1095,22 @@ impl LocalDelivery {
 
     /// Settles the delivery for good: an ack or a term. A work-queue stream drops the
     /// message; a limits stream keeps it for other consumers.
-    async fn settle(&self) -> Result<(), AdapterError> {
-        let s = self.stream();
-        let mut tx = self.inner.writer.begin().await.sq()?;
-        let settled =
-            sqlx::query("DELETE FROM bus_pending WHERE stream = ? AND durable = ? AND seq = ?")
-                .bind(&s.name)
-                .bind(&self.durable)
-                .bind(self.seq)
-                .execute(&mut *tx)
-                .await
-                .sq()?
-                .rows_affected();
-        if settled > 0 && s.retention == Retention::WorkQueue {
-            remove_message(&mut tx, &s.name, self.seq).await?;
-        }
-        tx.commit().await.sq()?;
-        s.notify.notify_waiters();
-        Ok(())
+    async fn settle(&self) -> Result<(), PortError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let gone = || PortError::Unavailable {
+            service: "local-bus",
+            message: "the bus is shutting down".into(),
+        };
+        self.inner
+            .settle
+            .send(Settle {
+                stream: self.stream,
+                durable: self.durable.clone(),
+                seq: self.seq,
+                done,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -1038,8 +1129,7 @@ impl Delivery for LocalDelivery {
         Some(self.pending)
     }
     async fn ack(&self) -> Result<(), PortError> {
-        self.settle().await?;
-        Ok(())
+        self.settle().await
     }
     async fn nak(&self, delay: Duration) -> Result<(), PortError> {
         let s = self.stream();
@@ -1058,8 +1148,7 @@ impl Delivery for LocalDelivery {
         Ok(())
     }
     async fn term(&self) -> Result<(), PortError> {
-        self.settle().await?;
-        Ok(())
+        self.settle().await
     }
 }
 
