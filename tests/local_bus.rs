@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 async fn open(dir: &TempDir) -> (SqliteStore, LocalBus) {
     let store = SqliteStore::open(dir.path()).await.expect("open store");
+    store.migrate().await.expect("migrate");
     let bus = LocalBus::open(&store, Subjects::new(PREFIX))
         .await
         .expect("open bus");
@@ -692,6 +693,7 @@ async fn reopening_the_file_redelivers_what_was_not_acked() {
 async fn a_size_limit_drops_the_oldest_messages() {
     let dir = TempDir::new().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
+    store.migrate().await.unwrap();
     let bus = LocalBus::open_with_max_bytes(&store, Subjects::new(PREFIX), Some(1000))
         .await
         .unwrap();

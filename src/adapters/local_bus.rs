@@ -144,7 +144,8 @@ fn filters_overlap(a: &str, b: &str) -> bool {
 }
 
 impl LocalBus {
-    /// Opens the bus on `store`'s file: applies the migrations, creates the streams of the
+    /// Opens the bus on `store`'s file, whose migrations the caller has applied (as
+    /// `app::open_sqlite` does once for store and bus): creates the streams of the
     /// definitions under `subjects`' prefix, and makes every delivery left unacknowledged
     /// by a previous process due at once (no process holds it any more).
     pub async fn open(store: &SqliteStore, subjects: Subjects) -> Result<LocalBus, AdapterError> {
@@ -158,7 +159,6 @@ impl LocalBus {
         subjects: Subjects,
         max_bytes: Option<i64>,
     ) -> Result<LocalBus, AdapterError> {
-        store.migrate().await?;
         let streams = defs::ALL
             .iter()
             .map(|def| StreamInfo {
