@@ -138,14 +138,20 @@ pub fn describe_modes(config: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The services `/readyz` checks and `provd_service_up` reports, by probe name: the store
-/// (`postgres` or `sqlite`), `redis` when configured, the bus (`nats` or `local-bus`).
-pub fn service_names(config: &Config) -> Vec<&'static str> {
-    let mut names = vec![if config.database_url.is_some() {
+/// The durable store's name: `postgres` or `sqlite` (its probe, and the durable tier's
+/// `tier` label).
+pub fn store_name(config: &Config) -> &'static str {
+    if config.database_url.is_some() {
         "postgres"
     } else {
         "sqlite"
-    }];
+    }
+}
+
+/// The services `/readyz` checks and `provd_service_up` reports, by probe name: the store
+/// (`postgres` or `sqlite`), `redis` when configured, the bus (`nats` or `local-bus`).
+pub fn service_names(config: &Config) -> Vec<&'static str> {
+    let mut names = vec![store_name(config)];
     if config.redis_url.is_some() {
         names.push("redis");
     }

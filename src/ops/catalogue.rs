@@ -153,12 +153,7 @@ pub fn register(config: &Config, actors: &[String]) {
     }
     metrics::counter!("provd_hot_cache_purge_errors_total").increment(0);
     metrics::counter!("provd_provcache_undecodable_total", "tier" => "valkey").increment(0);
-    let durable = if config.database_url.is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
-    for tier in ["memory", "valkey", durable, "miss"] {
+    for tier in ["memory", "valkey", crate::app::store_name(config), "miss"] {
         let _ = metrics::histogram!("provd_provcache_read_duration_seconds", "tier" => tier);
     }
     for name in [
