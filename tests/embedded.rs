@@ -74,6 +74,27 @@ async fn ready(http: &reqwest::Client, base: &str, dir: &Path) -> Value {
     }
 }
 
+/// Waits for the ledger row of revocation `id`, read through the API.
+async fn ledger_row(http: &reqwest::Client, base: &str, id: &Value) -> Value {
+    eventually("the ledger row", WAIT, || async {
+        let body: Value = http
+            .get(format!("{base}/api/v1/provcache/revocations?since=0"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["revocations"]
+            .as_array()?
+            .iter()
+            .find(|r| r["revocation_id"] == *id)
+            .cloned()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -213,23 +234,7 @@ async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
         .await
         .expect("event");
     assert_eq!(r.status(), 202);
-    let row = eventually("the ledger row", WAIT, || async {
-        let body: Value = http
-            .get(format!("{base}/api/v1/provcache/revocations?since=0"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        body["revocations"]
-            .as_array()?
-            .iter()
-            .find(|r| r["revocation_id"] == event["id"])
-            .cloned()
-    })
-    .await;
+    let row = ledger_row(&http, &base, &event["id"]).await;
     assert_eq!(row["revocation_type"], "signer");
     assert_eq!(row["entries_invalidated"], 1);
     eventually("the entry to be gone", WAIT, || async {
@@ -262,23 +267,7 @@ async fn with_no_services_serve_runs_embedded_and_the_whole_path_works() {
         &["events", "publish", file.to_str().expect("utf-8")],
     );
     assert!(out.status.success(), "{out:?}");
-    eventually("the CLI's event in the ledger", WAIT, || async {
-        let body: Value = http
-            .get(format!("{base}/api/v1/provcache/revocations?since=0"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        body["revocations"]
-            .as_array()?
-            .iter()
-            .any(|r| r["revocation_id"] == policy_event["id"])
-            .then_some(())
-    })
-    .await;
+    ledger_row(&http, &base, &policy_event["id"]).await;
 
     // The same event again is the same event: one ledger row.
     let r = http
