@@ -127,16 +127,23 @@ fn reachable(url: &str, default_port: u16) -> bool {
     addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
 }
 
+impl Services {
+    /// The URLs from `PROVD_TEST_*`, or the localhost defaults; not checked.
+    pub fn from_env() -> Services {
+        Services {
+            database_url: std::env::var("PROVD_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            redis_url: std::env::var("PROVD_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            nats_url: std::env::var("PROVD_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        }
+    }
+}
+
 /// The services, or `None` (after saying why) when the test must be skipped.
 pub fn services() -> Option<Services> {
-    let s = Services {
-        database_url: std::env::var("PROVD_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-        redis_url: std::env::var("PROVD_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        nats_url: std::env::var("PROVD_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-    };
+    let s = Services::from_env();
     let down: Vec<&str> = [
         ("PostgreSQL", reachable(&s.database_url, 5432)),
         ("Redis", reachable(&s.redis_url, 6379)),
@@ -266,7 +273,7 @@ impl TestData {
                     .prefix("provd-embedded-")
                     .tempdir()
                     .expect("temporary data directory");
-                Some((TestData::Embedded(dir), Services::defaults()))
+                Some((TestData::Embedded(dir), Services::from_env()))
             }
         }
     }
@@ -300,17 +307,6 @@ impl TestData {
         match self {
             TestData::Postgres(db) => db.drop_db().await,
             TestData::Embedded(dir) => drop(dir),
-        }
-    }
-}
-
-impl Services {
-    /// The default URLs (embedded tests reach no services through them).
-    pub fn defaults() -> Services {
-        Services {
-            database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            nats_url: "nats://127.0.0.1:4222".into(),
         }
     }
 }
