@@ -9,6 +9,7 @@ pub mod devlog;
 pub mod rekor_log;
 pub mod replay;
 mod service;
+pub mod sigstore;
 pub mod status;
 mod submit;
 pub mod tiles;
@@ -83,6 +84,16 @@ pub enum Command {
         #[command(subcommand)]
         command: tlog::RekorCommand,
     },
+    /// Sigstore bundles: complete, offline verification (signature, certificate chain, SCT,
+    /// timestamps, transparency log, identity).
+    #[command(
+        after_help = "Example:\n  provd sigstore verify-bundle --bundle a.txt.sigstore.json \\\n    --certificate-identity me@example.com --certificate-oidc-issuer https://accounts.google.com a.txt"
+    )]
+    Sigstore {
+        /// The sigstore subcommand.
+        #[command(subcommand)]
+        command: sigstore::SigstoreCommand,
+    },
     /// DSSE envelopes: sign and verify.
     #[command(
         after_help = "Example:\n  provd dsse sign --payload statement.json --key signer.key > envelope.json"
@@ -151,6 +162,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(cmd) => service::config(config_path.as_deref(), cmd),
         Command::Events(cmd) => service::events(config_path.as_deref(), cmd),
         Command::Rekor { command } => tlog::run_rekor(config_path.as_deref(), command),
+        Command::Sigstore { command } => sigstore::run(config_path.as_deref(), command),
         Command::Dsse { command } => tlog::run_dsse(command),
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(config_path.as_deref(), cmd),

@@ -18,9 +18,11 @@ use clap::{Subcommand, ValueEnum};
 pub enum RekorCommand {
     /// Queue a DSSE envelope for the transparency log through a running provd.
     Submit(super::submit::SubmitArgs),
-    /// Verify the transparency-log part of a Sigstore bundle (v0.1-v0.3) offline: inclusion
-    /// proof, checkpoint signature and origin, checkpoint root, and the SET for Rekor v1.
-    /// Certificate-chain checks (Fulcio, CT, TSA) are out of scope.
+    /// Verify only the transparency-log part of a Sigstore bundle (v0.1-v0.3) offline:
+    /// inclusion proof, checkpoint signature and origin, checkpoint root, the SET for Rekor
+    /// v1, and that every entry is about the bundle's content (its digest, envelope,
+    /// signature and signer). The signature and the signer (Fulcio chain, CT, TSA, identity)
+    /// are out of scope: `provd sigstore verify-bundle` checks everything.
     #[command(
         after_help = "Example:\n  provd rekor verify-bundle artifact.sigstore.json \
                             --trusted-root trusted_root.json --json"
@@ -224,7 +226,8 @@ pub fn run_rekor(config: Option<&Path>, command: RekorCommand) -> ExitCode {
         } => finish(verify_bundle(&bundle, &trusted_root), json, |v| {
             let n = v["entries"].as_array().map_or(0, Vec::len);
             format!(
-                "OK: {n} tlog entr{} verified",
+                "OK: {n} tlog entr{} verified and about this bundle's content ({TLOG_ONLY}; \
+                 `provd sigstore verify-bundle` checks them)",
                 if n == 1 { "y" } else { "ies" }
             )
         }),
@@ -250,8 +253,14 @@ pub fn run_rekor(config: Option<&Path>, command: RekorCommand) -> ExitCode {
 }
 
 fn verify_bundle(bundle: &Path, trusted_root: &Path) -> Result<serde_json::Value, Failure> {
-    let root = TrustedRoot::from_json(&read_file(trusted_root)?)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", trusted_root.display())))?;
+    // A root that cannot be read is a usage error; one that is malformed refuses the bundle,
+    // as `sigstore verify-bundle` does.
+    let root = TrustedRoot::from_json(&read_file(trusted_root)?).map_err(|e| {
+        Failure::Invalid(format!(
+            "trusted root check failed: {}: {e}",
+            trusted_root.display()
+        ))
+    })?;
     let bundle =
         Bundle::from_json(&read_file(bundle)?).map_err(|e| Failure::Invalid(e.to_string()))?;
     let entries = sigstore::verify_bundle_tlog(&bundle, &root)
@@ -267,8 +276,15 @@ fn verify_bundle(bundle: &Path, trusted_root: &Path) -> Result<serde_json::Value
             })
         })
         .collect();
-    Ok(serde_json::json!({ "media_type": bundle.media_type, "entries": entries }))
+    Ok(serde_json::json!({
+        "scope": TLOG_ONLY,
+        "media_type": bundle.media_type,
+        "entries": entries,
+    }))
 }
+
+/// What `rekor verify-bundle` does not check, said in its output.
+const TLOG_ONLY: &str = "transparency log only: the signature and the signer were not checked";
 
 fn checkpoint_json(cp: &Checkpoint) -> serde_json::Value {
     serde_json::json!({ "origin": cp.origin, "size": cp.size, "root": hex::encode(cp.root) })

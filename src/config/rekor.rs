@@ -560,10 +560,12 @@ impl RawRekorBackend {
             let root =
                 TrustedRoot::from_json(&bytes).map_err(|e| invalid(&k, &path, e.to_string()))?;
             let host = host_of(&config.origin);
+            // A trusted root's host names carry no port; the origin's host may.
+            let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
             let before = config.keys.len();
-            for tlog in root.tlogs.iter().filter(|t| t.host() == host) {
+            for tlog in root.tlogs.iter().filter(|t| t.host() == bare) {
                 config.keys.push(TrustedLogKey {
-                    name: tlog.host().to_owned(),
+                    name: host.to_owned(),
                     key: tlog.key.clone(),
                     log_id: tlog.log_id.clone(),
                 });

@@ -2,7 +2,9 @@
 //!
 //! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
-//!   entries and their verification), [`sigstore`] (bundles and trusted roots), [`log`] and
+//!   entries and their verification), [`sigstore`] (bundles and trusted roots, and the
+//!   transparency-log check of a bundle), [`entry_binding`] (whether a log entry is about a
+//!   bundle's content), [`verification`] (complete Sigstore bundle verification), [`log`] and
 //!   [`rekor_entry`] (the append-only log and entry validation behind `provd dev-log`).
 //! * Log monitoring: [`divergence`] (fork, rollback, consistency and receipt re-verification
 //!   rules).
@@ -17,6 +19,7 @@ pub mod bundle;
 pub mod divergence;
 pub mod dsse;
 pub mod entry;
+pub mod entry_binding;
 pub mod epoch;
 pub mod evidence;
 pub mod invalidation;
@@ -30,6 +33,7 @@ pub mod sigstore;
 pub mod submission;
 pub mod tile_check;
 pub mod tiles;
+pub mod verification;
 pub mod verikey;
 
 /// Errors of the provenance-cache rules.

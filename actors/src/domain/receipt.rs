@@ -534,8 +534,8 @@ pub struct CheckpointEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TleInclusionProof {
-    /// Leaf index (shard-local for Rekor v1).
-    #[serde(with = "int64")]
+    /// Leaf index (shard-local for Rekor v1). protobuf-JSON omits a zero, so absent is 0.
+    #[serde(default, with = "int64")]
     pub log_index: i64,
     /// Base64 root hash.
     pub root_hash: String,
@@ -554,8 +554,9 @@ pub struct TleInclusionProof {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransparencyLogEntry {
-    /// The (virtual, for v1) log index.
-    #[serde(with = "int64")]
+    /// The (virtual, for v1) log index. protobuf-JSON omits a zero, so the first entry of a
+    /// log has no `logIndex` member at all.
+    #[serde(default, with = "int64")]
     pub log_index: i64,
     /// The log ID.
     pub log_id: LogId,

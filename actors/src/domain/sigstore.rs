@@ -3,18 +3,26 @@
 //!
 //! For every `verificationMaterial.tlogEntries` item: find the trusted log by log ID, then check
 //! inclusion of the canonical body, the checkpoint's signature and origin, checkpoint root ==
-//! proof root, and the SET for Rekor v1 entries (see [`super::receipt`]). Bundles v0.2 and later
-//! must carry an inclusion proof; a v0.1 bundle may carry only a SET. When a trustworthy time is
-//! known (the integrated time vouched for by a SET) it must lie in the log key's validity
-//! window. Certificate chains, signatures over the artifact and RFC 3161 timestamps are out of
-//! scope here.
+//! proof root, the SET for Rekor v1 entries (see [`super::receipt`]), and that the entry is
+//! about the bundle's content (see [`super::entry_binding`]): an entry that proves the
+//! inclusion of something else is refused. Bundles v0.2 and later must carry an inclusion
+//! proof; a v0.1 bundle may carry only a SET. When a trustworthy time is known (the integrated
+//! time vouched for by a SET) it must lie in the log key's validity window.
+//!
+//! This is the transparency-log part only: certificate chains, SCTs, RFC 3161 timestamps and
+//! the signer's identity are checked by [`super::verification`], the complete verification.
+//! The checkpoint's signature is found by the key hint of the entry's log ID (the first four
+//! bytes of `logId.keyId`, which is how sigstore-python, sigstore-js and sigstore-rust match
+//! it), so a trusted root whose `baseUrl` carries a port still finds a log that signs under
+//! its bare host name.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
+use super::entry_binding::{self, BindingError, BundleContent};
 use super::keys::PublicKey;
-use super::note::Checkpoint;
+use super::note::{Checkpoint, Note};
 use super::receipt::{Receipt, ReceiptError, TransparencyLogEntry, TrustedLog};
 
 /// Why a bundle or trusted root was rejected.
@@ -32,6 +40,20 @@ pub enum SigstoreError {
     /// The bundle has no transparency-log entries.
     #[error("transparency log check failed: the bundle has no tlog entries")]
     NoTlogEntries,
+    /// The bundle has neither a `messageSignature` nor a `dsseEnvelope`.
+    #[error("bundle check failed: the bundle has no content (no messageSignature or dsseEnvelope)")]
+    NoContent,
+    /// The bundle's content or verification material is malformed.
+    #[error("bundle check failed: {0}")]
+    MalformedContent(String),
+    /// An entry is not about the bundle's content.
+    #[error("transparency log check failed: entry {index}: {source}")]
+    NotAboutContent {
+        /// Position of the entry in the bundle.
+        index: usize,
+        /// What differs.
+        source: BindingError,
+    },
     /// No trusted log has the entry's log ID.
     #[error(
         "trusted log check failed: entry {index} is from log {log_id}, which the trusted root does not contain"
@@ -110,6 +132,12 @@ pub struct Bundle {
     pub version: BundleVersion,
     /// `verificationMaterial.tlogEntries`.
     pub tlog_entries: Vec<TransparencyLogEntry>,
+    /// What was signed; `None` for a bundle without content, which nothing can verify.
+    pub content: Option<BundleContent>,
+    /// The DER of the signing certificate (the leaf of a chain), when the bundle has one.
+    pub certificate: Option<Vec<u8>>,
+    /// `verificationMaterial.publicKey.hint`, for a bundle signed with a managed key.
+    pub key_hint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +145,10 @@ pub struct Bundle {
 struct RawBundle {
     media_type: String,
     verification_material: RawMaterial,
+    #[serde(default)]
+    message_signature: Option<RawMessageSignature>,
+    #[serde(default)]
+    dsse_envelope: Option<RawEnvelope>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +156,82 @@ struct RawBundle {
 struct RawMaterial {
     #[serde(default)]
     tlog_entries: Vec<TransparencyLogEntry>,
+    #[serde(default)]
+    certificate: Option<RawCertificate>,
+    #[serde(default)]
+    x509_certificate_chain: Option<RawChain>,
+    #[serde(default)]
+    public_key: Option<RawKeyHint>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCertificate {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct RawChain {
+    #[serde(default)]
+    certificates: Vec<RawCertificate>,
+}
+
+#[derive(Deserialize)]
+struct RawKeyHint {
+    #[serde(default)]
+    hint: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessageSignature {
+    #[serde(default)]
+    message_digest: Option<RawDigest>,
+    #[serde(default)]
+    signature: String,
+}
+
+#[derive(Deserialize)]
+struct RawDigest {
+    #[serde(default)]
+    algorithm: String,
+    #[serde(default)]
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnvelope {
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    payload_type: String,
+    #[serde(default)]
+    signatures: Vec<RawEnvelopeSignature>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelopeSignature {
+    #[serde(default)]
+    sig: String,
+}
+
+/// Decodes a base64 field of the bundle, naming it when it is not base64.
+fn bundle_b64(value: &str, what: &str) -> Result<Vec<u8>, SigstoreError> {
+    B64.decode(value)
+        .map_err(|_| SigstoreError::MalformedContent(format!("{what} is not base64")))
+}
+
+/// The bundle's protobuf `HashAlgorithm` name as the entry bodies spell it.
+fn digest_algorithm(name: &str) -> Result<String, SigstoreError> {
+    match name {
+        "SHA2_256" => Ok("sha256".into()),
+        "SHA2_384" => Ok("sha384".into()),
+        "SHA2_512" => Ok("sha512".into()),
+        other => Err(SigstoreError::MalformedContent(format!(
+            "messageDigest.algorithm {other:?} is not SHA2_256, SHA2_384 or SHA2_512"
+        ))),
+    }
 }
 
 impl Bundle {
@@ -133,10 +241,52 @@ impl Bundle {
             .map_err(|e| SigstoreError::MalformedBundle(e.to_string()))?;
         let version = BundleVersion::from_media_type(&raw.media_type)
             .ok_or_else(|| SigstoreError::UnsupportedMediaType(raw.media_type.clone()))?;
+        let content = match (raw.message_signature, raw.dsse_envelope) {
+            (Some(_), Some(_)) => {
+                return Err(SigstoreError::MalformedContent(
+                    "the bundle has both a messageSignature and a dsseEnvelope".into(),
+                ));
+            }
+            (Some(m), None) => Some(BundleContent::Message {
+                digest: m
+                    .message_digest
+                    .map(|d| -> Result<_, SigstoreError> {
+                        Ok((
+                            digest_algorithm(&d.algorithm)?,
+                            bundle_b64(&d.digest, "messageDigest.digest")?,
+                        ))
+                    })
+                    .transpose()?,
+                signature: bundle_b64(&m.signature, "messageSignature.signature")?,
+            }),
+            (None, Some(e)) => Some(BundleContent::Dsse {
+                payload: bundle_b64(&e.payload, "dsseEnvelope.payload")?,
+                payload_type: e.payload_type,
+                signatures: e
+                    .signatures
+                    .iter()
+                    .map(|s| bundle_b64(&s.sig, "dsseEnvelope.signatures[].sig"))
+                    .collect::<Result<_, _>>()?,
+            }),
+            (None, None) => None,
+        };
+        let material = raw.verification_material;
+        let certificate = match (material.certificate, material.x509_certificate_chain) {
+            (Some(c), _) => Some(bundle_b64(&c.raw_bytes, "certificate.rawBytes")?),
+            (None, Some(chain)) => chain
+                .certificates
+                .first()
+                .map(|c| bundle_b64(&c.raw_bytes, "x509CertificateChain.certificates[0]"))
+                .transpose()?,
+            (None, None) => None,
+        };
         Ok(Bundle {
             media_type: raw.media_type,
             version,
-            tlog_entries: raw.verification_material.tlog_entries,
+            tlog_entries: material.tlog_entries,
+            content,
+            certificate,
+            key_hint: material.public_key.map(|k| k.hint),
         })
     }
 }
@@ -157,14 +307,20 @@ pub struct TlogInstance {
 }
 
 impl TlogInstance {
-    /// The log's host (authority of the base URL, without scheme or path), which is its
-    /// checkpoint signature name and (the start of) its checkpoint origin.
+    /// The log's host name: the base URL without scheme, port or path (as Go's
+    /// `url.Hostname()` gives it, which sigstore-go uses as the checkpoint signature name).
+    /// It is the log's name when its checkpoints carry no signature under its log ID's hint.
     pub fn host(&self) -> &str {
         let rest = self
             .base_url
             .split_once("://")
             .map_or(self.base_url.as_str(), |(_, r)| r);
-        rest.split('/').next().unwrap_or(rest)
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if let Some(v6) = authority.strip_prefix('[') {
+            return v6.split(']').next().unwrap_or(v6);
+        }
+        authority.split(':').next().unwrap_or(authority)
     }
 
     /// Whether `time` (Unix seconds) is inside the validity window.
@@ -219,10 +375,11 @@ struct RawLogId {
     key_id: String,
 }
 
+/// `TimeRange`: its start is required (a missing start is a malformed root, never an
+/// unbounded window); its end is optional.
 #[derive(Deserialize)]
 struct RawValidity {
-    #[serde(default)]
-    start: Option<String>,
+    start: String,
     #[serde(default)]
     end: Option<String>,
 }
@@ -256,7 +413,7 @@ impl TrustedRoot {
                     .map_err(|_| bad("logId.keyId is not base64"))?;
                 let (valid_from, valid_until) = match &t.public_key.valid_for {
                     Some(v) => (
-                        v.start.as_deref().map(unix_seconds).transpose()?,
+                        Some(unix_seconds(&v.start)?),
                         v.end.as_deref().map(unix_seconds).transpose()?,
                     ),
                     None => (None, None),
@@ -292,11 +449,13 @@ pub struct VerifiedEntry {
     pub integrated_time: Option<i64>,
 }
 
-/// Verifies the transparency-log part of `bundle` against `root`. Every entry must verify.
+/// Verifies the transparency-log part of `bundle` against `root`. Every entry must verify
+/// and be about the bundle's content.
 pub fn verify_bundle_tlog(
     bundle: &Bundle,
     root: &TrustedRoot,
 ) -> Result<Vec<VerifiedEntry>, SigstoreError> {
+    let content = bundle.content.as_ref().ok_or(SigstoreError::NoContent)?;
     if bundle.tlog_entries.is_empty() {
         return Err(SigstoreError::NoTlogEntries);
     }
@@ -304,8 +463,41 @@ pub fn verify_bundle_tlog(
         .tlog_entries
         .iter()
         .enumerate()
-        .map(|(index, tle)| verify_entry(bundle.version, index, tle, root))
+        .map(|(index, tle)| {
+            let verified = verify_entry(bundle.version, index, tle, root)?;
+            let body = B64
+                .decode(&tle.canonicalized_body)
+                .map_err(|_| SigstoreError::Receipt {
+                    index,
+                    source: ReceiptError::Malformed("canonicalizedBody is not base64".into()),
+                })?;
+            entry_binding::check(&body, content, bundle.certificate.as_deref())
+                .map_err(|source| SigstoreError::NotAboutContent { index, source })?;
+            Ok(verified)
+        })
         .collect()
+}
+
+/// The name the log signs its checkpoints under: the name on the signature line whose key
+/// hint is the first four bytes of the log ID, or else the base URL's host name.
+fn signature_name(receipt: &Receipt, instance: &TlogInstance) -> String {
+    let hint = receipt
+        .log_id
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes);
+    receipt
+        .inclusion_proof
+        .as_ref()
+        .and_then(|p| p.checkpoint.as_deref())
+        .and_then(|text| Note::parse(text.as_bytes()).ok())
+        .and_then(|note| {
+            note.signatures()
+                .iter()
+                .find(|s| Some(s.key_hint) == hint)
+                .map(|s| s.name.clone())
+        })
+        .unwrap_or_else(|| instance.host().to_owned())
 }
 
 /// Verifies one entry.
@@ -323,7 +515,8 @@ fn verify_entry(
             index,
             log_id: tle.log_id.key_id.clone(),
         })?;
-    let log = instance.trusted_log();
+    let mut log = instance.trusted_log();
+    log.host = signature_name(&receipt, instance);
     let (checkpoint, integrated_time) = if receipt.inclusion_proof.is_some() {
         let verified = receipt.verify(&log).map_err(wrap)?;
         (Some(verified.checkpoint), verified.integrated_time)
@@ -390,7 +583,8 @@ mod tests {
             valid_until: None,
         };
         assert_eq!(t("https://rekor.sigstore.dev").host(), "rekor.sigstore.dev");
-        assert_eq!(t("http://localhost:8000/").host(), "localhost:8000");
+        assert_eq!(t("http://localhost:8000/").host(), "localhost");
+        assert_eq!(t("http://[::1]:3030/api").host(), "::1");
         assert_eq!(t("log.example/x").host(), "log.example");
     }
 
@@ -405,6 +599,12 @@ mod tests {
         )
         .unwrap();
         let root = TrustedRoot { tlogs: vec![] };
+        assert_eq!(verify_bundle_tlog(&b, &root), Err(SigstoreError::NoContent));
+        let b = Bundle::from_json(
+            br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{},
+                 "messageSignature":{"signature":"AAAA"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             verify_bundle_tlog(&b, &root),
             Err(SigstoreError::NoTlogEntries)
