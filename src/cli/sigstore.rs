@@ -241,12 +241,10 @@ fn signer_policy(
     if let Some(path) = &args.key {
         let pem = std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-        return Ok(actors::domain::keys::PublicKey::from_pem(&pem)
-            .map(|k| k.to_spki_der())
-            .or_else(|_| pem_der(&pem))
+        return Ok(verification::key_from_pem(&pem)
             .map(SignerPolicy::Key)
             .map_err(|e| {
-                VerificationError::Key(format!("{} is not a public key: {e}", path.display()))
+                VerificationError::Key(format!("{}: {e}", path.display()))
             }));
     }
     let san = match (
@@ -288,25 +286,6 @@ fn signer_policy(
             runner_environment: args.certificate_github_runner_environment.clone(),
         },
     })))
-}
-
-/// The DER of a `PUBLIC KEY` PEM block of a type provd's own key code does not sign with
-/// (RSA, P-384): the verification crate checks it.
-fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| *l != "-----BEGIN PUBLIC KEY-----")
-        .skip(1)
-        .take_while(|l| *l != "-----END PUBLIC KEY-----")
-        .collect();
-    if body.is_empty() {
-        return Err("not a PEM public key (-----BEGIN PUBLIC KEY-----)".into());
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|_| "the PEM body is not base64".into())
 }
 
 /// The trusted root's JSON and a freshness warning, if any.

@@ -119,6 +119,10 @@ where
 }
 
 fn json_rejection(e: JsonRejection) -> ApiError {
+    // A body cut off at the route's limit is too large, not malformed.
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge(format!("the body is too large: {}", e.body_text()));
+    }
     ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text()))
 }
 

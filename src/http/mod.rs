@@ -15,6 +15,7 @@ pub mod stats;
 pub mod status;
 pub mod tiles;
 pub mod trace;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

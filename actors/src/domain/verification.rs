@@ -325,6 +325,29 @@ pub enum Artifact<'a> {
     Digest(&'a ArtifactDigest),
 }
 
+/// The DER SubjectPublicKeyInfo of a PEM public key (`-----BEGIN PUBLIC KEY-----`), for a
+/// managed-key policy. Any key type the verification supports (ECDSA, Ed25519, RSA) is
+/// accepted here; a key that verification cannot use fails its key check.
+pub fn key_from_pem(pem: &str) -> Result<Vec<u8>, VerificationError> {
+    if let Ok(key) = PublicKey::from_pem(pem) {
+        return Ok(key.to_spki_der());
+    }
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PUBLIC KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PUBLIC KEY-----")
+        .collect();
+    if body.is_empty() {
+        return Err(VerificationError::Key(
+            "not a PEM public key (-----BEGIN PUBLIC KEY-----)".into(),
+        ));
+    }
+    B64.decode(body)
+        .map_err(|_| VerificationError::Key("the PEM public key's body is not base64".into()))
+}
+
 /// How a claim must match: exactly, or by a regular expression over the whole value.
 #[derive(Debug, Clone)]
 pub enum Matcher {
