@@ -904,3 +904,35 @@ fn usage_errors_exit_2_and_help_has_examples() {
     assert!(help.contains("Example"), "{help}");
     assert!(help.contains("--certificate-identity-regexp"), "{help}");
 }
+
+#[test]
+fn the_conformance_entrypoint_drives_provd_with_the_protocol_arguments() {
+    let cases = cases();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_provd")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sigstore-conformance-entrypoint");
+    for name in ["happy-path-v0.3", "wrong-material_fail"] {
+        let case = cases.iter().find(|c| c.name == name).unwrap();
+        // The protocol's order: --bundle, the identity or key, --trusted-root, the artifact.
+        let mut args = vec!["verify-bundle".to_owned(), "--bundle".into(), case.bundle()];
+        args.extend(case.policy.iter().cloned());
+        args.extend(["--trusted-root".into(), s(&case.root), case.digest()]);
+        let out = Command::new(&script)
+            .args(&args)
+            .env("PATH", &path)
+            .env_remove("PROVD_CONFIG")
+            .output()
+            .expect("run the entrypoint");
+        assert_eq!(
+            out.status.success(),
+            case.expect_valid(),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+}

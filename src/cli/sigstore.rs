@@ -243,9 +243,7 @@ fn signer_policy(
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
         return Ok(verification::key_from_pem(&pem)
             .map(SignerPolicy::Key)
-            .map_err(|e| {
-                VerificationError::Key(format!("{}: {e}", path.display()))
-            }));
+            .map_err(|e| VerificationError::Key(format!("{}: {e}", path.display()))));
     }
     let san = match (
         &args.certificate_identity,

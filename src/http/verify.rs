@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use actors::domain::verification::{
-    self, Artifact, ArtifactDigest, Check, IdentityPolicy, Matcher, Report, Request,
-    SignerPolicy, Thresholds, TrustMaterial, VerificationError, WorkflowClaims,
+    self, Artifact, ArtifactDigest, Check, IdentityPolicy, Matcher, Report, Request, SignerPolicy,
+    Thresholds, TrustMaterial, VerificationError, WorkflowClaims,
 };
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
@@ -160,7 +160,11 @@ async fn verify(
         let root = match root.current() {
             Ok(root) => root,
             Err(why) => {
-                return (Report::refused(VerificationError::TrustedRoot(why)), None, None);
+                return (
+                    Report::refused(VerificationError::TrustedRoot(why)),
+                    None,
+                    None,
+                );
             }
         };
         let report = verification::verify(
@@ -185,7 +189,10 @@ async fn verify(
     let mut json = serde_json::to_value(&report)
         .map_err(|e| ApiError::Internal(format!("encoding a report: {e}")))?;
     if let Some(obj) = json.as_object_mut() {
-        obj.insert("trusted_root".into(), source.map_or(Value::Null, Value::String));
+        obj.insert(
+            "trusted_root".into(),
+            source.map_or(Value::Null, Value::String),
+        );
         obj.insert(
             "warnings".into(),
             Value::Array(warning.into_iter().map(Value::String).collect()),
