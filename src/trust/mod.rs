@@ -478,25 +478,55 @@ pub fn export(
     })
 }
 
-/// Reads an export, verifies everything in it by the TUF rules with no network (root chain
-/// from `pinned_root` — the instance's embedded root, or for a custom repository the one the
-/// operator trusts — signatures, thresholds, expiry at `now`, version and hash pins, target
-/// hashes), and only then replaces the instance's cache with it.
-pub async fn import(
-    data_dir: &Path,
-    file: &Path,
-    pinned_root: Option<&[u8]>,
-    now: Timestamp,
-) -> Result<CacheOutcome, TrustError> {
+/// An export read from a file: the instance it names, nothing in it verified yet.
+#[derive(Debug, Clone)]
+pub struct CarriedExport {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The instance it names (checked against the repository it names).
+    pub instance: Instance,
+    export: ExportFile,
+}
+
+impl CarriedExport {
+    fn what(&self) -> String {
+        format!("the export {}", self.file.display())
+    }
+}
+
+/// Reads and decodes an export, so the caller can choose the root to verify it from.
+pub fn read_export(file: &Path) -> Result<CarriedExport, TrustError> {
     let bytes = read_limited(file, MAX_EXPORT_BYTES)?;
-    let what = format!("the export {}", file.display());
     let refused = |reason: String| TrustError::Refused {
-        what: what.clone(),
+        what: format!("the export {}", file.display()),
         reason,
     };
     let export = ExportFile::parse(&bytes).map_err(refused)?;
     let instance = Instance::from_export(&export.instance, &export.repository).map_err(refused)?;
-    let initial = initial_root(&instance, pinned_root)?;
+    Ok(CarriedExport {
+        file: file.to_owned(),
+        instance,
+        export,
+    })
+}
+
+/// Verifies everything in an export by the TUF rules with no network (root chain from
+/// `pinned_root` — the instance's embedded root, or for a custom repository the one the
+/// operator trusts — signatures, thresholds, expiry at `now`, version and hash pins, target
+/// hashes), and only then replaces the instance's cache with it.
+pub async fn import(
+    data_dir: &Path,
+    carried: &CarriedExport,
+    pinned_root: Option<&[u8]>,
+    now: Timestamp,
+) -> Result<CacheOutcome, TrustError> {
+    let what = carried.what();
+    let refused = |reason: String| TrustError::Refused {
+        what: what.clone(),
+        reason,
+    };
+    let (instance, export) = (&carried.instance, &carried.export);
+    let initial = initial_root(instance, pinned_root)?;
     let cache = CacheDir::new(data_dir, &instance.cache_name());
     let staging = cache.stage()?;
     let verified = run_tuf(
@@ -512,8 +542,8 @@ pub async fn import(
     // A carried file that TUF also verified must be that very file: a changed copy of a
     // file the updater did not need to read (such as root.json beside its versioned twin) is
     // still a tampered export.
-    for (name, carried) in &export.files {
-        if staged.get(name).is_some_and(|v| v != carried) {
+    for (name, bytes) in &export.files {
+        if staged.get(name).is_some_and(|v| v != bytes) {
             return Err(refused(format!(
                 "{name} differs from the copy TUF verified"
             )));
@@ -532,7 +562,7 @@ pub async fn import(
         signing_config: verified.signing_config.is_some(),
     };
     let dir = staging.commit(&state)?;
-    Ok(outcome(dir, instance, &state))
+    Ok(outcome(dir, instance.clone(), &state))
 }
 
 fn read_limited(file: &Path, limit: u64) -> Result<Vec<u8>, TrustError> {
