@@ -65,7 +65,7 @@ pub enum TrustError {
     },
     /// TUF verification refused metadata or a target (signature threshold, expiry, rollback,
     /// version or hash pins, root chain), or a file is not what it must be.
-    #[error("TUF refused {what}: {reason}")]
+    #[error("refused {what}: {reason}")]
     Refused {
         /// What was refused (the repository's metadata, an export, a cache).
         what: String,
@@ -398,7 +398,7 @@ pub async fn update(
         .with_http_client(http);
     let cache = CacheDir::new(data_dir, &instance.cache_name());
     let staging = cache.stage()?;
-    let what = format!("the metadata of {url}");
+    let what = format!("the TUF metadata of {url}");
     let verified = run_tuf(
         repo,
         initial,
