@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod bundles;
 pub mod rekor;
 pub mod tiles;
+pub mod trust;
 
 pub use rekor::{RawRekor, RekorConfig};
 pub use tiles::{RawTiles, TilesConfig};
@@ -197,6 +198,8 @@ pub struct Config {
     pub bundles: bundles::BundlesConfig,
     /// The tile cache and proxy (`[tiles]`); `None` when no cache directory is set.
     pub tiles: Option<TilesConfig>,
+    /// Where Sigstore trust roots come from and how old they may be (`[trust]`).
+    pub trust: trust::TrustConfig,
 }
 
 /// The provcache table as written in TOML.
@@ -272,6 +275,9 @@ pub struct RawConfig {
     /// `[tiles]`.
     #[serde(default, skip_serializing_if = "RawTiles::is_empty")]
     pub tiles: RawTiles,
+    /// `[trust]`.
+    #[serde(default)]
+    pub trust: trust::RawTrust,
     /// Set by `PROVD_ADMIN_TOKEN`: one extra token with every scope.
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -328,6 +334,14 @@ impl RawConfig {
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
                 "TILES_CACHE_DIR" => self.tiles.cache_dir = v,
+                "TRUST_TRUSTED_ROOT" => self.trust.trusted_root = v,
+                "TRUST_INSTANCE" => self.trust.instance = v,
+                "TRUST_TUF_URL" => self.trust.tuf_url = v,
+                "TRUST_TUF_ROOT" => self.trust.tuf_root = v,
+                "TRUST_MAX_AGE" => self.trust.max_age = v,
+                "TRUST_REFUSE_STALE" => {
+                    self.trust.refuse_stale = Some(parse_env_bool(&name, &value)?)
+                }
                 "PROVCACHE_DEFAULT_TTL" => self.provcache.default_ttl = v,
                 "PROVCACHE_FLUSH_INTERVAL" => self.provcache.flush_interval = v,
                 "PROVCACHE_FLUSH_BATCH" => {
@@ -343,11 +357,7 @@ impl RawConfig {
                     self.provcache.max_chunks_per_entry = Some(parse_env_u64(&name, &value)?);
                 }
                 "PROVCACHE_WRITE_BEHIND" => {
-                    self.provcache.write_behind = Some(match value.to_ascii_lowercase().as_str() {
-                        "1" | "true" | "yes" | "on" => true,
-                        "0" | "false" | "no" | "off" => false,
-                        _ => return Err(invalid(&name, &value, "expected true or false")),
-                    });
+                    self.provcache.write_behind = Some(parse_env_bool(&name, &value)?);
                 }
                 // Variables read elsewhere (tests, the CLI) or by other tools.
                 _ => {}
@@ -554,6 +564,7 @@ impl RawConfig {
         let alerts = self.alerts.validate()?;
         let bundles = self.bundles.validate()?;
         let tiles = self.tiles.validate(&rekor)?;
+        let trust = self.trust.validate()?;
         let nats_stream_max_bytes = match self.nats_stream_max_bytes {
             Some(n) if n < 1024 * 1024 => {
                 return Err(invalid(
@@ -591,7 +602,16 @@ impl RawConfig {
             alerts,
             bundles,
             tiles,
+            trust,
         })
+    }
+}
+
+fn parse_env_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(name, value, "expected true or false")),
     }
 }
 
@@ -721,6 +741,7 @@ impl Config {
                 .as_ref()
                 .map(TilesConfig::to_raw)
                 .unwrap_or_default(),
+            trust: self.trust.to_raw(),
             admin_token: None,
         };
         toml::to_string_pretty(&raw).unwrap_or_default()
@@ -769,9 +790,15 @@ mod tests {
             &[
                 ("PROVD_LISTEN", "0.0.0.0:7000"),
                 ("PROVD_ADMIN_TOKEN", "0123456789abcdef0123"),
+                ("PROVD_TRUST_INSTANCE", "staging"),
+                ("PROVD_TRUST_MAX_AGE", "2d"),
+                ("PROVD_TRUST_REFUSE_STALE", "yes"),
             ],
         )
         .expect("valid");
+        assert_eq!(c.trust.instance, crate::trust::Instance::Staging);
+        assert_eq!(c.trust.policy.max_age, Duration::from_secs(2 * 86_400));
+        assert!(c.trust.policy.refuse_stale);
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
         assert_eq!(c.provcache.flush_interval, Duration::from_secs(2));
         assert!(c.tokens[0].allows(Scope::Invalidate));
@@ -800,6 +827,12 @@ mod tests {
                 "`auth.tokens[0].scopes`",
             ),
             ("", &[("PROVD_NODE_ID", "has space")], "`node_id`"),
+            (
+                "",
+                &[("PROVD_TRUST_REFUSE_STALE", "maybe")],
+                "`PROVD_TRUST_REFUSE_STALE`",
+            ),
+            ("[trust]\nmax_age = \"1m\"", &[], "`trust.max_age`"),
         ];
         for (text, vars, key) in cases {
             let err = load(text, vars).expect_err(text).to_string();

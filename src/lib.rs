@@ -2,9 +2,10 @@
 //!
 //! This package holds everything that touches the outside world: the adapters that
 //! implement `actors`' ports on PostgreSQL, Redis and NATS JetStream ([`adapters`]), the
-//! HTTP API ([`http`]), configuration ([`config`]), logs and metrics ([`telemetry`]), the
-//! command line ([`cli`]) and the composition root ([`app`]). The binary's `main` only
-//! parses the command line and hands over to [`cli::run`].
+//! HTTP API ([`http`]), configuration ([`config`]), logs and metrics ([`telemetry`]),
+//! Sigstore trust roots kept fresh through TUF ([`trust`]), the command line ([`cli`]) and
+//! the composition root ([`app`]). The binary's `main` only parses the command line and
+//! hands over to [`cli::run`].
 
 pub mod adapters;
 pub mod airgap;
@@ -15,3 +16,4 @@ pub mod devlog;
 pub mod http;
 pub mod ops;
 pub mod telemetry;
+pub mod trust;

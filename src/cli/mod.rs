@@ -14,6 +14,7 @@ pub mod status;
 mod submit;
 pub mod tiles;
 pub mod tiles_sync;
+pub mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,6 +151,16 @@ pub enum Command {
         #[command(subcommand)]
         command: devlog::DevLogCommand,
     },
+    /// Sigstore trust roots: update through TUF, show status, export and import across an
+    /// air gap.
+    #[command(
+        after_help = "Example:\n  provd trust update && provd trust status\n  provd trust export /mnt/usb/trust.json   # then, offline: provd trust import /mnt/usb/trust.json"
+    )]
+    Trust {
+        /// The trust subcommand.
+        #[command(subcommand)]
+        command: trust::TrustCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -171,5 +182,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => bundle::verify(config_path.as_deref(), args),
         Command::Import(args) => bundle::import(config_path.as_deref(), args),
         Command::Status(args) => status::run(args),
+        Command::Trust { command } => trust::run(config_path.as_deref(), command),
     }
 }
