@@ -658,7 +658,16 @@ impl App {
             divergences: store.clone(),
         };
         let tokens = state.tokens.clone();
-        let mut extra = vec![http::checkpoints::router(monitor, &tokens)];
+        let verify = http::verify::VerifyState {
+            roots: Arc::new(crate::trust::service::ServiceRoots::new(
+                config.data_dir.clone(),
+                config.trust.clone(),
+            )),
+        };
+        let mut extra = vec![
+            http::checkpoints::router(monitor, &tokens),
+            http::verify::router(verify, &tokens),
+        ];
         if let (Some(cache), Some(tiles)) = (tile_cache, &config.tiles) {
             crate::adapters::tiles::cache::describe_metrics(&tiles.backends);
             extra.push(http::tiles::router(cache, &tokens, tiles.require_token));

@@ -172,7 +172,13 @@ fn cases() -> Vec<Case> {
 
 /// A refusal is one line that starts with the name of the check that failed.
 fn assert_names_a_check(case: &str, err: &str) {
-    let line = err.trim_end();
+    // A stale trusted root is a warning line of its own, before the verdict.
+    let kept: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("warning: "))
+        .collect();
+    let joined = kept.join("\n");
+    let line = joined.trim_end();
     assert_eq!(line.lines().count(), 1, "{case}: one line expected: {err}");
     assert!(
         CHECKS
@@ -935,4 +941,68 @@ fn the_conformance_entrypoint_drives_provd_with_the_protocol_arguments() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn staging_bundles_verify_with_the_embedded_staging_root_and_not_with_production() {
+    let v = vectors().join("sigstore-python");
+    let data_dir = tempfile::tempdir().unwrap();
+    let run = |staging: bool| {
+        let bundle = s(&v.join("staging-rekor-v2.txt.sigstore.json"));
+        let artifact = s(&v.join("staging-rekor-v2.txt"));
+        let dir = s(data_dir.path());
+        let mut args = vec![
+            "sigstore",
+            "verify-bundle",
+            "--offline",
+            "--data-dir",
+            &dir,
+            "--bundle",
+            &bundle,
+            "--certificate-identity",
+            "jku@goto.fi",
+            "--certificate-oidc-issuer",
+            "https://github.com/login/oauth",
+            "--json",
+        ];
+        if staging {
+            args.push("--staging");
+        }
+        args.push(&artifact);
+        provd(&args)
+    };
+    // No cache in the data directory: the root embedded in provd is used, and named.
+    let out = run(true);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["trusted_root"]
+            .as_str()
+            .unwrap()
+            .starts_with("embedded staging root"),
+        "{report}"
+    );
+    assert_eq!(
+        report["log_entries"][0]["log_url"],
+        "https://log2025-alpha1.rekor.sigstage.dev"
+    );
+    let out = run(false);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Production trusts neither the staging timestamp authority nor the staging log.
+    assert!(
+        report["failed_check"] == "timestamp" || report["failed_check"] == "transparency_log",
+        "{report}"
+    );
+    assert!(
+        report["trusted_root"]
+            .as_str()
+            .unwrap()
+            .starts_with("embedded production root"),
+        "{report}"
+    );
+    assert!(
+        std::fs::read_dir(data_dir.path()).unwrap().next().is_none(),
+        "--offline wrote nothing into the data directory"
+    );
 }

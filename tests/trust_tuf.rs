@@ -521,6 +521,46 @@ fn an_export_imports_offline_and_a_flipped_byte_is_refused() {
     );
     let b_before = tree(&b);
 
+    // B verifies a bundle against the imported root with no network and no root file: the
+    // repository's trusted root is the one of conformance case `rekor2-happy-path`.
+    let cfg = repo.dir("provd-b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n[trust]\ntuf_url = {:?}\ntuf_root = {:?}\n",
+            s(&b),
+            repo.url(),
+            s(&repo.initial_root()),
+        ),
+    )
+    .unwrap();
+    let out = verify_rekor2_happy_path(&cfg);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("OK: signed by "),
+        "{}",
+        text(&out)
+    );
+    // With an empty data directory there is no root for this repository at all.
+    let empty = repo.dir("provd-empty.toml");
+    std::fs::write(
+        &empty,
+        format!(
+            "data_dir = {:?}\n[trust]\ntuf_url = {:?}\ntuf_root = {:?}\n",
+            s(&repo.dir("nothing-here")),
+            repo.url(),
+            s(&repo.initial_root()),
+        ),
+    )
+    .unwrap();
+    let out = verify_rekor2_happy_path(&empty);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        stderr(&out).starts_with("trusted root check failed: no trusted root for"),
+        "{}",
+        text(&out)
+    );
+
     // One changed digit in the targets metadata: its signature no longer verifies.
     let tampered = repo.dir("tampered-targets.json");
     flip_in_export(&exported, "targets.json", &tampered);
@@ -585,6 +625,27 @@ fn an_export_imports_offline_and_a_flipped_byte_is_refused() {
     ]);
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(stderr(&out).contains("initial root"), "{}", text(&out));
+}
+
+/// `provd sigstore verify-bundle --offline` of conformance case `rekor2-happy-path` with the
+/// root `config`'s `[trust]` selects (no `--trusted-root`).
+fn verify_rekor2_happy_path(config: &Path) -> Output {
+    let bundle = vector("sigstore-conformance/rekor2-happy-path/bundle.sigstore.json");
+    let artifact = vector("sigstore-conformance/a.txt");
+    provd(&[
+        "--config",
+        s(config),
+        "sigstore",
+        "verify-bundle",
+        "--offline",
+        "--bundle",
+        s(&bundle),
+        "--certificate-identity",
+        "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+        s(&artifact),
+    ])
 }
 
 /// Rewrites the cache's `updated_at` as if the update had run `hours` ago: the test cannot
@@ -657,6 +718,23 @@ fn a_root_older_than_max_age_warns_and_with_refuse_stale_is_refused() {
     assert!(
         err.contains("the trusted root is 2 hours old (max_age 1h)")
             && err.contains("refuse_stale"),
+        "{err}"
+    );
+
+    // Verification warns on the stale root and goes on; with refuse_stale it refuses,
+    // saying how old the root is.
+    let out = verify_rekor2_happy_path(&warn);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        stderr(&out).contains("warning: the trusted root is 2 hours old (max_age 1h)"),
+        "{}",
+        text(&out)
+    );
+    let out = verify_rekor2_happy_path(&refuse);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("trusted root check failed: the trusted root is 2 hours old (max_age 1h)"),
         "{err}"
     );
 

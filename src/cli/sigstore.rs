@@ -15,6 +15,12 @@ use actors::domain::verification::{
     SignerSummary, Thresholds, TrustMaterial, VerificationError, WorkflowClaims,
 };
 use clap::{Args, Subcommand};
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::config::trust::TrustConfig;
+use crate::trust::freshness::Freshness;
+use crate::trust::{self, Instance, RootSource, TrustError};
 
 /// `provd sigstore` subcommands.
 #[derive(Debug, Subcommand)]
@@ -116,7 +122,7 @@ enum Failure {
 pub fn run(config: Option<&Path>, command: SigstoreCommand) -> ExitCode {
     match command {
         SigstoreCommand::VerifyBundle(args) => match verify_bundle(config, &args) {
-            Ok(report) => print_report(&report, args.json),
+            Ok(outcome) => print_report(&outcome, args.json),
             Err(Failure::Usage(msg)) => {
                 eprintln!("error: {msg}");
                 ExitCode::from(2)
@@ -129,12 +135,44 @@ pub fn run(config: Option<&Path>, command: SigstoreCommand) -> ExitCode {
     }
 }
 
-/// Prints the report: one line, or the JSON report; the exit code follows the verdict.
-fn print_report(report: &Report, json: bool) -> ExitCode {
+/// A verification's report with the trusted root it used.
+struct Outcome {
+    report: Report,
+    /// Where the trusted root came from, when one was loaded.
+    trusted_root: Option<String>,
+    /// Freshness warnings (also printed on stderr).
+    warnings: Vec<String>,
+}
+
+impl From<Report> for Outcome {
+    fn from(report: Report) -> Self {
+        Outcome {
+            report,
+            trusted_root: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Prints the report: one line, or the JSON report (the same document as
+/// `POST /api/v1/verify`); the exit code follows the verdict.
+fn print_report(outcome: &Outcome, json: bool) -> ExitCode {
+    let report = &outcome.report;
     if json {
+        let mut doc = serde_json::to_value(report).unwrap_or_default();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert(
+                "trusted_root".into(),
+                outcome
+                    .trusted_root
+                    .clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
+            obj.insert("warnings".into(), serde_json::json!(outcome.warnings));
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(report).unwrap_or_else(|_| "{}".into())
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
         );
     } else if let Some(error) = report.failure() {
         eprintln!("{error}");
@@ -180,10 +218,10 @@ fn ok_line(report: &Report) -> String {
 }
 
 /// Parses the flags, loads the trusted root and the bundle, and verifies.
-fn verify_bundle(config_path: Option<&Path>, args: &VerifyBundleArgs) -> Result<Report, Failure> {
+fn verify_bundle(config_path: Option<&Path>, args: &VerifyBundleArgs) -> Result<Outcome, Failure> {
     let signer = match signer_policy(args)? {
         Ok(signer) => signer,
-        Err(refusal) => return Ok(Report::refused(refusal)),
+        Err(refusal) => return Ok(Report::refused(refusal).into()),
     };
     let bundle = std::fs::read(&args.bundle)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.bundle.display())))?;
@@ -200,19 +238,27 @@ fn verify_bundle(config_path: Option<&Path>, args: &VerifyBundleArgs) -> Result<
             Artifact::Bytes(&bytes)
         }
     };
-    let (root, warning) = load_trusted_root(config_path, args)?;
+    let (root, source, warning) = match load_trusted_root(config_path, args)? {
+        Ok(loaded) => loaded,
+        Err(refusal) => return Ok(Report::refused(refusal).into()),
+    };
     if let Some(warning) = &warning {
         eprintln!("warning: {warning}");
     }
+    let outcome = |report| Outcome {
+        report,
+        trusted_root: Some(source.clone()),
+        warnings: warning.iter().cloned().collect(),
+    };
     let trust = match TrustMaterial::from_json(&root) {
         Ok(t) => t,
-        Err(e) => return Ok(Report::refused(e)),
+        Err(e) => return Ok(outcome(Report::refused(e))),
     };
     let thresholds = Thresholds {
         tlog_entries: args.tlog_threshold,
         timestamps: args.timestamp_threshold,
     };
-    Ok(verification::verify(
+    Ok(outcome(verification::verify(
         &trust,
         &Request {
             bundle: &bundle,
@@ -220,7 +266,7 @@ fn verify_bundle(config_path: Option<&Path>, args: &VerifyBundleArgs) -> Result<
             signer: &signer,
             thresholds,
         },
-    ))
+    )))
 }
 
 /// The digest form of FILE_OR_DIGEST, as the conformance protocol defines it: a
@@ -286,17 +332,82 @@ fn signer_policy(
     })))
 }
 
-/// The trusted root's JSON and a freshness warning, if any.
+/// A loaded trusted root: its JSON, where it came from, and a freshness warning.
+type RootAtHand = (Vec<u8>, String, Option<String>);
+
+/// The trusted root's JSON, where it came from, and a freshness warning, if any. A root
+/// verification must not use (stale with `trust.refuse_stale`, or missing) refuses the
+/// bundle at the trusted-root check.
 fn load_trusted_root(
-    _config_path: Option<&Path>,
+    config_path: Option<&Path>,
     args: &VerifyBundleArgs,
-) -> Result<(Vec<u8>, Option<String>), Failure> {
-    let Some(path) = &args.trusted_root else {
-        return Err(Failure::Config(
-            "no trusted root: give --trusted-root".into(),
-        ));
+) -> Result<Result<RootAtHand, VerificationError>, Failure> {
+    let config = Config::load(config_path, std::env::vars(), |raw| {
+        if let Some(dir) = &args.data_dir {
+            raw.data_dir = Some(dir.display().to_string());
+        }
+    })
+    .map_err(|e| Failure::Config(e.to_string()))?;
+    let mut trust_config = config.trust.clone();
+    if args.staging {
+        trust_config.instance = Instance::Staging;
+        trust_config.tuf_root = None;
+    }
+    let explicit = args.trusted_root.as_deref();
+    if !args.offline && explicit.is_none() && trust_config.trusted_root.is_none() {
+        refresh_if_needed(&config.data_dir, &trust_config);
+    }
+    match trust::load_root(&config.data_dir, &trust_config, explicit, Timestamp::now()) {
+        Ok(root) => Ok(Ok((
+            root.bytes.clone(),
+            root.source.to_string(),
+            root.warning(),
+        ))),
+        Err(TrustError::BadInput(msg)) => Err(Failure::Usage(msg)),
+        Err(e) => Ok(Err(VerificationError::TrustedRoot(e.to_string()))),
+    }
+}
+
+/// Refreshes the instance's TUF cache when it is missing or stale, as sigstore-python does
+/// unless `--offline`. A failure is a warning: verification goes on with the root it has.
+fn refresh_if_needed(data_dir: &Path, config: &TrustConfig) {
+    let fresh_cache = trust::inspect(data_dir, config, None, Timestamp::now()).is_ok_and(|root| {
+        matches!(root.source, RootSource::TufCache { .. }) && root.freshness() == Freshness::Fresh
+    });
+    if fresh_cache {
+        return;
+    }
+    let instance = &config.instance;
+    let initial = match &config.tuf_root {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot read trust.tuf_root {}: {e}",
+                    path.display()
+                );
+                return;
+            }
+        },
+        None => None,
     };
-    let json = std::fs::read(path)
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-    Ok((json, None))
+    let result = trust::http_client().and_then(|http| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TrustError::BadInput(format!("cannot start the async runtime: {e}")))?
+            .block_on(trust::update(
+                data_dir,
+                instance,
+                initial.as_deref(),
+                http,
+                Timestamp::now(),
+            ))
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "warning: the trusted root was not refreshed ({e}); verifying with the one at hand \
+             (--offline skips the refresh)"
+        );
+    }
 }

@@ -11,6 +11,9 @@
 //!   TUF client with no network ([`export::CarriedRepository`]) and caches it only if every
 //!   check passes.
 //!
+//! - [`service::ServiceRoots`] is the running service's root for `POST /api/v1/verify`,
+//!   prepared once and again only when its bytes change.
+//!
 //! A cache is replaced whole, and only after TUF verified all of it, and then verified again
 //! offline from the files about to be committed, so what is cached is always a set of files
 //! TUF accepts from the initial root.
@@ -19,6 +22,7 @@ pub mod cache;
 pub mod embedded;
 pub mod export;
 pub mod freshness;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
