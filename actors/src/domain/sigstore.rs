@@ -32,7 +32,7 @@ pub enum SigstoreError {
     #[error("malformed bundle: {0}")]
     MalformedBundle(String),
     /// The bundle's media type is not a supported Sigstore bundle version.
-    #[error("unsupported bundle media type {0:?}")]
+    #[error("bundle check failed: unsupported bundle media type {0:?}")]
     UnsupportedMediaType(String),
     /// The trusted root is not valid JSON of the expected shape.
     #[error("malformed trusted root: {0}")]
