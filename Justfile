@@ -23,6 +23,7 @@ ci:
 
 # Benchmarks: each prints our figure beside a baseline measured in the same run
 # (chunking, merkle, provcache, ledger, and the same paths in embedded mode).
+# sigstore_verify: bundle verification beside sigstore-js and sigstore-python, installed by benches/peer/setup.sh.
 bench:
     cargo bench --workspace
 
