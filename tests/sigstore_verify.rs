@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::vectors;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,19 +14,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// The vectors directory: `$PROVD_VECTORS_DIR`, or `../shared/vectors` from the project root.
-fn vectors() -> PathBuf {
-    let dir = std::env::var_os("PROVD_VECTORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {}: set PROVD_VECTORS_DIR to the shared/vectors directory",
-        dir.display()
-    );
-    dir
-}
 
 fn provd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_provd"))

@@ -4,20 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::vectors;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{READ_TOKEN, TestApp, both_modes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn vectors() -> PathBuf {
-    let dir = std::env::var_os("PROVD_VECTORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
-    assert!(dir.is_dir(), "test vectors not found at {}", dir.display());
-    dir
-}
 
 const BEACON: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
 const GITHUB: &str = "https://token.actions.githubusercontent.com";

@@ -89,6 +89,22 @@ macro_rules! both_modes {
 #[allow(unused_imports)]
 pub(crate) use both_modes;
 
+/// The shared test vectors: `$PROVD_VECTORS_DIR`, or `../shared/vectors` from the project
+/// root. A missing directory fails the test rather than skipping it.
+pub fn vectors() -> std::path::PathBuf {
+    let dir = std::env::var_os("PROVD_VECTORS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+        });
+    assert!(
+        dir.is_dir(),
+        "test vectors not found at {}: set PROVD_VECTORS_DIR to the shared/vectors directory",
+        dir.display()
+    );
+    dir
+}
+
 /// Token with every scope.
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
 /// Token with only `read`.

@@ -402,20 +402,28 @@ fn hex_at(v: &Value, path: &[&str]) -> Result<Vec<u8>, BindingError> {
 fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>, BindingError> {
     let text = std::str::from_utf8(pem)
         .map_err(|_| BindingError::MalformedBody("a verifier is not PEM text".into()))?;
-    let body: String = text
+    pem_block(text)
+        .map(|(_, der)| der)
+        .ok_or_else(|| BindingError::MalformedBody("a verifier is not PEM text".into()))
+}
+
+/// The label and the DER of the first PEM block in `text` (`-----BEGIN <label>-----`), or
+/// `None` when there is no block or its body is not base64.
+pub fn pem_block(text: &str) -> Option<(String, Vec<u8>)> {
+    let mut lines = text
         .lines()
         .map(str::trim)
-        .skip_while(|l| !l.starts_with("-----BEGIN "))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END "))
-        .collect();
+        .skip_while(|l| !l.starts_with("-----BEGIN "));
+    let label = lines
+        .next()?
+        .strip_prefix("-----BEGIN ")?
+        .strip_suffix("-----")?
+        .to_owned();
+    let body: String = lines.take_while(|l| !l.starts_with("-----END ")).collect();
     if body.is_empty() {
-        return Err(BindingError::MalformedBody(
-            "a verifier is not PEM text".into(),
-        ));
+        return None;
     }
-    B64.decode(body)
-        .map_err(|_| BindingError::MalformedBody("a verifier's PEM body is not base64".into()))
+    B64.decode(body).ok().map(|der| (label, der))
 }
 
 #[cfg(test)]

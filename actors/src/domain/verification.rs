@@ -332,20 +332,12 @@ pub fn key_from_pem(pem: &str) -> Result<Vec<u8>, VerificationError> {
     if let Ok(key) = PublicKey::from_pem(pem) {
         return Ok(key.to_spki_der());
     }
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| *l != "-----BEGIN PUBLIC KEY-----")
-        .skip(1)
-        .take_while(|l| *l != "-----END PUBLIC KEY-----")
-        .collect();
-    if body.is_empty() {
-        return Err(VerificationError::Key(
-            "not a PEM public key (-----BEGIN PUBLIC KEY-----)".into(),
-        ));
+    match super::entry_binding::pem_block(pem) {
+        Some((label, der)) if label == "PUBLIC KEY" => Ok(der),
+        _ => Err(VerificationError::Key(
+            "not a PEM public key (-----BEGIN PUBLIC KEY----- and a base64 body)".into(),
+        )),
     }
-    B64.decode(body)
-        .map_err(|_| VerificationError::Key("the PEM public key's body is not base64".into()))
 }
 
 /// How a claim must match: exactly, or by a regular expression over the whole value.
