@@ -415,6 +415,25 @@ pub enum SignerPolicy {
     Identity(IdentityPolicy),
     /// A managed key, as DER SubjectPublicKeyInfo.
     Key(Vec<u8>),
+    /// Any one of these (a policy trusting several identities and keys).
+    AnyOf(Vec<SignerPolicy>),
+}
+
+impl SignerPolicy {
+    /// The identities and keys this policy trusts, flattened.
+    fn split(&self) -> (Vec<&IdentityPolicy>, Vec<&[u8]>) {
+        let mut identities = Vec::new();
+        let mut keys = Vec::new();
+        let mut stack = vec![self];
+        while let Some(policy) = stack.pop() {
+            match policy {
+                SignerPolicy::Identity(i) => identities.push(i),
+                SignerPolicy::Key(k) => keys.push(k.as_slice()),
+                SignerPolicy::AnyOf(all) => stack.extend(all.iter().rev()),
+            }
+        }
+        (identities, keys)
+    }
 }
 
 /// How many log entries and timestamps must verify. The defaults are the reference clients':
@@ -669,7 +688,6 @@ fn verify_inner(
         sv::types::bundle::VerificationMaterialContent::PublicKey(id) => Some(id.hint.clone()),
         _ => None,
     };
-    let has_certificate = key_hint.is_none();
     let digest_input;
     let artifact: sv::types::Artifact<'_> = match request.artifact {
         Artifact::Bytes(b) => b.into(),
@@ -679,37 +697,65 @@ fn verify_inner(
             digest_input.into()
         }
     };
-    let mut key_detail = None;
-    let result = match request.signer {
-        SignerPolicy::Identity(_) => {
-            if let Some(hint) = &key_hint {
-                return Err(VerificationError::Key(format!(
-                    "the bundle is signed with a managed key (hint {hint:?}), not a certificate; \
-                     verify it with the key"
-                )));
-            }
-            trust
-                .verifier
-                .verify(artifact, &bundle, &sv::VerificationPolicy::any_identity())
+    let (identities, keys) = request.signer.split();
+    let mut key_used: Option<(&[u8], String)> = None;
+    let result = if let Some(hint) = &key_hint {
+        if keys.is_empty() {
+            return Err(VerificationError::Key(format!(
+                "the bundle is signed with a managed key (hint {hint:?}), not a certificate; \
+                 verify it with the key"
+            )));
         }
-        SignerPolicy::Key(der) => {
-            if has_certificate {
-                return Err(VerificationError::Key(
-                    "the bundle is signed with a certificate, not a managed key; verify it \
-                     with an identity and issuer"
-                        .into(),
-                ));
-            }
-            key_detail = Some(check_key_hint(der, key_hint.as_deref())?);
-            let key = sv::types::DerPublicKey::new(der.clone());
-            trust.verifier.verify(
-                artifact,
+        // Each trusted key in turn; the first that verifies the bundle is the signer.
+        let mut last = None;
+        let mut found = None;
+        for der in &keys {
+            let detail = match check_key_hint(der, Some(hint)) {
+                Ok(detail) => detail,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let key = sv::types::DerPublicKey::new(der.to_vec());
+            match trust.verifier.verify(
+                artifact.clone(),
                 &bundle,
                 &sv::PublicKeyVerificationPolicy::new(key),
-            )
+            ) {
+                Ok(result) => {
+                    key_used = Some((der, detail));
+                    found = Some(result);
+                    break;
+                }
+                Err(e) => last = Some(from_crate(e)),
+            }
         }
-    }
-    .map_err(from_crate)?;
+        match found {
+            Some(result) => result,
+            None => {
+                return Err(match (last, keys.len()) {
+                    (Some(e), 1) => e,
+                    (Some(e), n) => VerificationError::Key(format!(
+                        "none of the {n} trusted keys verifies the bundle (the last: {e})"
+                    )),
+                    (None, _) => VerificationError::Key("no trusted key".into()),
+                });
+            }
+        }
+    } else {
+        if identities.is_empty() {
+            return Err(VerificationError::Key(
+                "the bundle is signed with a certificate, not a managed key; verify it \
+                 with an identity and issuer"
+                    .into(),
+            ));
+        }
+        trust
+            .verifier
+            .verify(artifact, &bundle, &sv::VerificationPolicy::any_identity())
+            .map_err(from_crate)?
+    };
 
     let mut checks = Vec::new();
     let mut push = |check, status, detail: String| {
@@ -729,13 +775,9 @@ fn verify_inner(
         Status::Passed,
         "trusted root prepared".into(),
     );
-    let signer = match request.signer {
-        SignerPolicy::Key(der) => {
-            push(
-                Check::Key,
-                Status::Passed,
-                key_detail.unwrap_or_else(|| "the caller's key".into()),
-            );
+    let signer = match key_used {
+        Some((der, detail)) => {
+            push(Check::Key, Status::Passed, detail);
             push(
                 Check::Certificate,
                 Status::NotApplicable,
@@ -750,7 +792,7 @@ fn verify_inner(
                 fingerprint: format!("sha256:{}", hex::encode(Sha256::digest(der))),
             }
         }
-        SignerPolicy::Identity(policy) => {
+        None => {
             push(
                 Check::Key,
                 Status::NotApplicable,
@@ -775,7 +817,7 @@ fn verify_inner(
                     "not checked by this policy".into()
                 },
             );
-            check_identity(policy, &result)?
+            check_identities(&identities, &result)?
         }
     };
     let times = result.verified_timestamps();
@@ -821,7 +863,7 @@ fn verify_inner(
             request.thresholds.timestamps
         )));
     }
-    if let SignerPolicy::Identity(_) = request.signer {
+    if matches!(signer, SignerSummary::Certificate { .. }) {
         push(
             Check::Identity,
             Status::Passed,
@@ -924,6 +966,32 @@ fn openssh_fingerprint(der: &[u8]) -> Option<String> {
         "SHA256:{}",
         B64_NO_PAD.encode(Sha256::digest(&blob))
     ))
+}
+
+/// Checks the certificate's claims against every trusted identity: the first that matches
+/// is the signer. With one identity the refusal names the claim that differed; with several,
+/// it says none matched and why the first did not.
+fn check_identities(
+    identities: &[&IdentityPolicy],
+    result: &sv::VerificationResult,
+) -> Result<SignerSummary, VerificationError> {
+    let mut first_refusal = None;
+    for policy in identities {
+        match check_identity(policy, result) {
+            Ok(summary) => return Ok(summary),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    match (first_refusal, identities.len()) {
+        (Some(e), 1) => Err(e),
+        (Some(VerificationError::Identity(why)), n) => Err(VerificationError::Identity(format!(
+            "the certificate matches none of the {n} trusted identities ({why})"
+        ))),
+        (Some(e), _) => Err(e),
+        (None, _) => Err(VerificationError::Identity("no trusted identity".into())),
+    }
 }
 
 /// Checks the certificate's claims against the policy, naming the first that differs.
