@@ -750,3 +750,56 @@ pub trait TilePrefetcher: Send + Sync + 'static {
     /// every tile and entry bundle its tree needs that the cache lacks.
     async fn prefetch(&self, backend: &str, note: &str) -> Result<PrefetchReport, PortError>;
 }
+
+/// One stored version of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// The policy's name.
+    pub name: String,
+    /// Its version: 1 for the first document stored under the name, +1 for each change.
+    pub version: i64,
+    /// `sha256:<hex>` of the document's canonical JSON.
+    pub policy_hash: String,
+    /// The document (canonical JSON).
+    pub document: serde_json::Value,
+    /// When this version was stored.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What storing a policy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyPut {
+    /// The name was new: version 1.
+    Created(StoredPolicy),
+    /// The document differs from the current one: a new version; `previous` is replaced.
+    Replaced {
+        /// The new current version.
+        current: StoredPolicy,
+        /// The version it replaces.
+        previous: StoredPolicy,
+    },
+    /// The same document was stored again: nothing changed.
+    Unchanged(StoredPolicy),
+}
+
+/// Where policies are kept, versioned: every version stays, the highest is current.
+#[async_trait]
+pub trait PolicyStore: Send + Sync + 'static {
+    /// Stores `document` (canonical JSON, hash `policy_hash`) as the current version of
+    /// `name`, in one transaction; storing the current document again changes nothing.
+    async fn put_policy(
+        &self,
+        name: &str,
+        policy_hash: &str,
+        document: &serde_json::Value,
+    ) -> Result<PolicyPut, PortError>;
+
+    /// The current version of `name`.
+    async fn policy(&self, name: &str) -> Result<Option<StoredPolicy>, PortError>;
+
+    /// The current version of every policy, by name.
+    async fn policies(&self) -> Result<Vec<StoredPolicy>, PortError>;
+
+    /// A stored version with this hash (any name), for explaining old verdicts.
+    async fn policy_by_hash(&self, policy_hash: &str) -> Result<Option<StoredPolicy>, PortError>;
+}

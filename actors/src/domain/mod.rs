@@ -11,7 +11,9 @@
 //! * Provenance cache: [`epoch`] (feed epochs), [`invalidation`] (criteria and ledger rows),
 //!   [`evidence`] (Merkle-chunked evidence, manifests and chunk proofs).
 //!   [`verikey`] (the cache key), [`entry`] (cached verdicts and write-behind writes),
-//!   [`bundle`] (air-gap proof bundles: format, canonical JSON, signing, offline checks).
+//!   [`bundle`] (air-gap proof bundles: format, canonical JSON, signing, offline checks),
+//!   [`policy`] (policy documents, their hashes, and verdicts decided by verifying
+//!   attestations against them).
 //!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
@@ -27,6 +29,7 @@ pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod receipt;
 pub mod rekor_entry;
 pub mod sigstore;
