@@ -51,7 +51,8 @@ fn exactly_one(fields: &[(&str, &Option<String>)]) -> Result<(), String> {
     }
 }
 
-/// `prov.events.signer.revoked`: a signing key, or a whole signer set, is no longer trusted.
+/// `prov.events.signer.revoked`: a signing key, a whole signer set, a certificate identity
+/// or a managed key is no longer trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignerRevoked {
     /// The revoked key's ID: every entry whose signer set contains it is invalidated.
@@ -60,18 +61,61 @@ pub struct SignerRevoked {
     /// Or the revoked signer set's hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer_set_hash: Option<String>,
+    /// Or a certificate identity: every verdict that relied on an attestation signed under
+    /// it (OIDC issuer and subject alternative name, exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<CertificateIdentity>,
+    /// Or a managed key, by its fingerprint `sha256:<hex>` (SHA-256 of its DER
+    /// SubjectPublicKeyInfo): every verdict that relied on an attestation signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
     /// Why, for the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
+/// A Fulcio certificate identity: the OIDC issuer and the subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateIdentity {
+    /// The OIDC issuer, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// The SAN (email or URI), e.g. a GitHub workflow URI with its ref.
+    pub san: String,
+}
+
 impl EventData for SignerRevoked {
     const KIND: EventKind = EventKind::SignerRevoked;
     fn validate(&self) -> Result<(), String> {
+        // An identity counts as one field given when both of its parts are.
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|i| format!("{}{}", i.issuer.trim(), i.san.trim()));
         exactly_one(&[
             ("signer_key_id", &self.signer_key_id),
             ("signer_set_hash", &self.signer_set_hash),
-        ])
+            ("identity", &identity),
+            ("key_fingerprint", &self.key_fingerprint),
+        ])?;
+        if let Some(i) = &self.identity
+            && (i.issuer.trim().is_empty() || i.san.trim().is_empty())
+        {
+            return Err("`identity` needs both `issuer` and `san`".into());
+        }
+        if let Some(f) = &self.key_fingerprint {
+            let hex = f.strip_prefix("sha256:").unwrap_or_default();
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(
+                    "`key_fingerprint` must be `sha256:` and 64 lowercase hex digits".into(),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -314,6 +358,8 @@ mod tests {
             SignerRevoked {
                 signer_key_id: Some("k1".into()),
                 signer_set_hash: None,
+                identity: None,
+                key_fingerprint: None,
                 reason: Some("compromised".into()),
             },
         )

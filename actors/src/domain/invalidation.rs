@@ -211,19 +211,39 @@ impl Invalidation {
         )
     }
 
-    /// A signer revocation, by key ID or by signer-set hash.
+    /// A signer revocation, by key ID, signer-set hash, certificate identity or managed-key
+    /// fingerprint. An identity and a fingerprint become the key IDs that verdicts decided
+    /// by provd record for them ([`super::policy::identity_id`], [`super::policy::key_id`]),
+    /// so they go through the same index and the same ledger path as a key ID.
     pub fn signer_revoked(event: &CloudEvent<SignerRevoked>) -> Result<Self, DomainError> {
         let d = &event.data;
-        let criterion = if let Some(k) = non_blank(&d.signer_key_id) {
-            Criterion::SignerKeyId(k)
+        let (criterion, named) = if let Some(k) = non_blank(&d.signer_key_id) {
+            (Criterion::SignerKeyId(k), None)
         } else if let Some(h) = non_blank(&d.signer_set_hash) {
-            Criterion::SignerSetHash(h)
+            (Criterion::SignerSetHash(h), None)
+        } else if let Some(i) = &d.identity {
+            (
+                Criterion::SignerKeyId(super::policy::identity_id(&i.issuer, &i.san)),
+                Some(format!("identity {} (issuer {})", i.san, i.issuer)),
+            )
+        } else if let Some(f) = non_blank(&d.key_fingerprint) {
+            let named = format!("key {f}");
+            (
+                Criterion::SignerKeyId(super::policy::key_id(&f)),
+                Some(named),
+            )
         } else {
             return Err(DomainError::InvalidCriterion(
-                "give signer_key_id or signer_set_hash".to_owned(),
+                "give signer_key_id, signer_set_hash, identity or key_fingerprint".to_owned(),
             ));
         };
-        Self::from_event(event, RevocationType::Signer, criterion, d.reason.clone())
+        // The ledger's revoked key is a hash for identities and keys: say in clear who it was.
+        let reason = match (d.reason.clone(), named) {
+            (Some(r), Some(n)) => Some(format!("{r} ({n})")),
+            (None, Some(n)) => Some(format!("{n} revoked")),
+            (r, None) => r,
+        };
+        Self::from_event(event, RevocationType::Signer, criterion, reason)
     }
 
     /// A feed epoch advance: entries of that feed with an older epoch go.
@@ -295,12 +315,53 @@ mod tests {
             SignerRevoked {
                 signer_key_id: Some("key-1".into()),
                 signer_set_hash: None,
+                identity: None,
+                key_fingerprint: None,
                 reason: None,
             },
         );
         let inv = Invalidation::signer_revoked(&ev).expect("maps");
         assert_eq!(inv.criterion, Criterion::SignerKeyId("key-1".into()));
         assert_eq!(inv.revocation_type.as_str(), "signer");
+    }
+
+    #[test]
+    fn identity_and_key_revocations_use_the_ids_verdicts_record() {
+        let identity = events::data::CertificateIdentity {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            san: "https://github.com/o/r/.github/workflows/w.yml@refs/heads/main".into(),
+        };
+        let ev = CloudEvent::new(
+            "urn:authority",
+            SignerRevoked {
+                signer_key_id: None,
+                signer_set_hash: None,
+                identity: Some(identity.clone()),
+                key_fingerprint: None,
+                reason: Some("workflow compromised".into()),
+            },
+        );
+        let inv = Invalidation::signer_revoked(&ev).expect("maps");
+        assert_eq!(
+            inv.criterion,
+            Criterion::SignerKeyId(super::super::policy::identity_id(
+                &identity.issuer,
+                &identity.san
+            ))
+        );
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        let ev = CloudEvent::new(
+            "urn:authority",
+            SignerRevoked {
+                signer_key_id: None,
+                signer_set_hash: None,
+                identity: None,
+                key_fingerprint: Some(fp.clone()),
+                reason: None,
+            },
+        );
+        let inv = Invalidation::signer_revoked(&ev).expect("maps");
+        assert_eq!(inv.criterion, Criterion::SignerKeyId(format!("key:{fp}")));
     }
 
     #[test]
