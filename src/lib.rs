@@ -4,8 +4,9 @@
 //! implement `actors`' ports on PostgreSQL, Redis and NATS JetStream ([`adapters`]), the
 //! HTTP API ([`http`]), configuration ([`config`]), logs and metrics ([`telemetry`]),
 //! Sigstore trust roots kept fresh through TUF ([`trust`]), the command line ([`cli`]) and
-//! the composition root ([`app`]). The binary's `main` only parses the command line and
-//! hands over to [`cli::run`].
+//! the composition root ([`app`]). [`evaluate`] is verify-then-cache: verdicts decided by
+//! verifying attestations against stored policies. The binary's `main` only parses the
+//! command line and hands over to [`cli::run`].
 
 pub mod adapters;
 pub mod airgap;
@@ -13,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod devlog;
+pub mod evaluate;
 pub mod http;
 pub mod ops;
 pub mod telemetry;

@@ -33,6 +33,7 @@ pub trait DurableStore:
     + CheckpointStore
     + DivergenceStore
     + BundleStore
+    + crate::evaluate::ReceiptStore
 {
     /// `postgres` or `sqlite`: the service name in probes, metrics and messages.
     fn kind(&self) -> &'static str;

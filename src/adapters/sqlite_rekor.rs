@@ -330,3 +330,53 @@ impl SubmissionStore for SqliteStore {
         Ok(record)
     }
 }
+
+#[async_trait]
+impl crate::evaluate::ReceiptStore for SqliteStore {
+    async fn store_receipt(
+        &self,
+        log: &str,
+        uuid: &str,
+        receipt: &Receipt,
+    ) -> Result<(), PortError> {
+        let tle = receipt.to_tle();
+        let proof = match &tle.inclusion_proof {
+            Some(p) => serde_json::to_string(p).map_err(|e| PortError::Rejected(e.to_string()))?,
+            None => "null".to_owned(),
+        };
+        let checkpoint = receipt
+            .inclusion_proof
+            .as_ref()
+            .and_then(|p| p.checkpoint.clone())
+            .unwrap_or_default();
+        let shard_index = receipt
+            .inclusion_proof
+            .as_ref()
+            .map_or(receipt.log_index, |p| p.log_index);
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // No submission: the receipt came with an attestation someone else logged. Either
+        // unique key (UUID, or log and index) already stored means it is stored.
+        sqlx::query(
+            "INSERT OR IGNORE INTO rekor_entries (uuid, backend, submission_id, log_id, \
+             log_index, shard_log_index, tree_id, integrated_time, body, inclusion_proof, \
+             checkpoint, signed_entry_timestamp, created_at) \
+             VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .bind(uuid)
+        .bind(log)
+        .bind(hex::encode(&receipt.log_id))
+        .bind(i(receipt.log_index))
+        .bind(i(shard_index))
+        .bind(receipt.tree_id.map(|t| t.to_string()))
+        .bind(receipt.integrated_time)
+        .bind(&receipt.canonical_body)
+        .bind(proof)
+        .bind(checkpoint)
+        .bind(tle.inclusion_promise.map(|p| p.signed_entry_timestamp))
+        .bind(to_micros(Utc::now()))
+        .execute(self.writer())
+        .await
+        .sq()?;
+        Ok(())
+    }
+}

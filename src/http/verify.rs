@@ -33,6 +33,8 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub struct CurrentRoot {
     /// The prepared root.
     pub material: Arc<TrustMaterial>,
+    /// The root's `trusted_root.json`, for explanations an auditor replays offline.
+    pub json: Arc<Vec<u8>>,
     /// Where it came from, for the report.
     pub source: String,
     /// A freshness warning (the root is older than `trust.max_age`).

@@ -16,7 +16,7 @@ use crate::http::verify::{CurrentRoot, TrustedRoots};
 pub struct ServiceRoots {
     data_dir: PathBuf,
     config: TrustConfig,
-    prepared: Mutex<Option<([u8; 32], Arc<TrustMaterial>)>>,
+    prepared: Mutex<Option<([u8; 32], Arc<TrustMaterial>, Arc<Vec<u8>>)>>,
 }
 
 impl ServiceRoots {
@@ -39,20 +39,22 @@ impl TrustedRoots for ServiceRoots {
             .prepared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let material = match prepared.as_ref() {
-            Some((d, m)) if *d == digest => m.clone(),
+        let (material, json) = match prepared.as_ref() {
+            Some((d, m, j)) if *d == digest => (m.clone(), j.clone()),
             _ => {
                 let material =
                     Arc::new(TrustMaterial::from_json(&root.bytes).map_err(|e| match e {
                         VerificationError::TrustedRoot(detail) => detail,
                         other => other.to_string(),
                     })?);
-                *prepared = Some((digest, material.clone()));
-                material
+                let json = Arc::new(root.bytes.clone());
+                *prepared = Some((digest, material.clone(), json.clone()));
+                (material, json)
             }
         };
         Ok(CurrentRoot {
             material,
+            json,
             source: root.source.to_string(),
             warning: root.warning(),
         })

@@ -584,6 +584,218 @@ fn run_rego(rego: &str, input: Value) -> Result<Vec<String>, PolicyError> {
     Ok(denials)
 }
 
+/// What a verdict decided by provd says it is, so an explanation can tell provd's verdicts
+/// from those other systems wrote through the entries API.
+pub const VERDICT_KIND: &str = "provd.evaluation/v1";
+
+/// The content type of the evidence a verdict keeps: its attestations.
+pub const ATTESTATIONS_CONTENT_TYPE: &str = "application/vnd.provd.attestations+json";
+
+/// One attestation in the form verdicts are decided, hashed and kept in: the RFC 8785
+/// canonical JSON of the bundle when it is JSON (so the same bundle written with other
+/// spacing or key order is the same attestation), else a JSON string of its text, so the
+/// evidence stays one JSON document (such an attestation never verifies).
+pub fn canonical_attestation(bundle: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<Value>(bundle)
+        .ok()
+        .and_then(|v| serde_json_canonicalizer::to_vec(&v).ok())
+        .unwrap_or_else(|| serde_json::to_vec(&String::from_utf8_lossy(bundle)).unwrap_or_default())
+}
+
+/// The evidence of a verdict: the JSON array of its attestations, each canonical, in the
+/// order given. Its Merkle root is the entry's `proof_root`.
+pub fn attestations_evidence(bundles: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bundles.iter().map(Vec::len).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, b) in bundles.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b);
+    }
+    out.push(b']');
+    out
+}
+
+/// The verdict document a decision is cached as (the entry's `verdict`): the decision and
+/// its reasons, the policy, the VeriKey inputs, the identities and predicate types it relied
+/// on, each attestation's outcome with its log entries, and the ledger position when it was
+/// decided.
+#[allow(clippy::too_many_arguments)]
+pub fn verdict_document(
+    evaluation: &Evaluation,
+    policy_name: &str,
+    policy_version: i64,
+    policy: &Policy,
+    artifact: &ArtifactDigest,
+    inputs: &super::verikey::VeriKeyInputs,
+    ledger_position: i64,
+    evaluated_at: &str,
+) -> Value {
+    let attestations: Vec<Value> = evaluation
+        .attestations
+        .iter()
+        .map(|a| {
+            json!({
+                "bundle_digest": a.bundle_digest,
+                "valid": a.report.valid,
+                "error": a.report.error,
+                "failed_check": a.report.failed_check,
+                "signer": a.report.signer,
+                "signer_id": a.signer_id,
+                "predicate_type": a.predicate_type,
+                "signing_time": a.report.signing_time,
+                "log_entries": a.report.log_entries,
+            })
+        })
+        .collect();
+    json!({
+        "kind": VERDICT_KIND,
+        "decision": evaluation.decision,
+        "reasons": evaluation.reasons,
+        "policy": {"name": policy_name, "version": policy_version, "hash": policy.hash},
+        "artifact_digest": artifact.to_string(),
+        "inputs": inputs,
+        "identities": evaluation.signer_ids(),
+        "predicate_types": evaluation.predicate_types(),
+        "attestations": attestations,
+        "ledger_position": ledger_position,
+        "evaluated_at": evaluated_at,
+    })
+}
+
+/// One check of an offline replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayCheck {
+    /// What was checked.
+    pub check: &'static str,
+    /// Whether it held.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// Replays an explanation (`GET /api/v1/provcache/entries/{veri_key}/explain`) offline: the
+/// policy's hash from its document, the signer-set hash from the attestations, the VeriKey
+/// from its inputs, the evidence root from the attestations, and the decision and the
+/// identities by evaluating the policy again against `trust`.
+pub fn replay(explanation: &Value, trust: &TrustMaterial) -> Vec<ReplayCheck> {
+    let mut checks = Vec::new();
+    let mut check = |check: &'static str, ok: bool, detail: String| {
+        checks.push(ReplayCheck { check, ok, detail })
+    };
+    let verdict = &explanation["verdict"];
+    let policy = match Policy::from_document(
+        serde_json::from_value(explanation["policy"]["document"].clone()).unwrap_or(
+            PolicyDocument {
+                identities: Vec::new(),
+                predicate_types: Vec::new(),
+                transparency: Transparency::default(),
+                rego: None,
+            },
+        ),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            check(
+                "policy",
+                false,
+                format!("the policy document does not load: {e}"),
+            );
+            return checks;
+        }
+    };
+    let recorded_hash = verdict["policy"]["hash"].as_str().unwrap_or_default();
+    check(
+        "policy hash",
+        policy.hash == recorded_hash,
+        format!(
+            "the document hashes to {}, the verdict names {recorded_hash}",
+            policy.hash
+        ),
+    );
+    let bundles: Vec<Vec<u8>> = explanation["attestations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| canonical_attestation(&serde_json::to_vec(b).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let inputs: Option<super::verikey::VeriKeyInputs> =
+        serde_json::from_value(explanation["inputs"].clone()).ok();
+    let Some(inputs) = inputs else {
+        check(
+            "inputs",
+            false,
+            "the explanation has no VeriKey inputs".into(),
+        );
+        return checks;
+    };
+    let set_hash = signer_set_hash(&bundles);
+    check(
+        "signer set",
+        set_hash == inputs.signer_set_hash,
+        format!(
+            "the attestations hash to {set_hash}, the inputs name {}",
+            inputs.signer_set_hash
+        ),
+    );
+    let key = inputs.veri_key().unwrap_or_default();
+    let recorded_key = explanation["veri_key"].as_str().unwrap_or_default();
+    check(
+        "verikey",
+        key == recorded_key,
+        format!("the inputs give {key}, the entry is {recorded_key}"),
+    );
+    let chunk_size = explanation["evidence"]["chunk_size"]
+        .as_u64()
+        .unwrap_or(65536);
+    let evidence = attestations_evidence(&bundles);
+    let root = super::evidence::EvidenceLimits::new(chunk_size, u64::MAX / chunk_size.max(1))
+        .and_then(|limits| super::evidence::chunk_all(limits, ATTESTATIONS_CONTENT_TYPE, &evidence))
+        .map(|(_, manifest)| manifest.proof_root)
+        .unwrap_or_default();
+    let recorded_root = explanation["evidence"]["proof_root"]
+        .as_str()
+        .unwrap_or_default();
+    check(
+        "evidence root",
+        root == recorded_root,
+        format!("the attestations chunk to {root}, the entry's proof root is {recorded_root}"),
+    );
+    let artifact: Option<ArtifactDigest> = inputs.source_artifact_digest.parse().ok();
+    let Some(artifact) = artifact else {
+        check(
+            "artifact",
+            false,
+            "the inputs' artifact digest does not parse".into(),
+        );
+        return checks;
+    };
+    let name = explanation["policy"]["name"].as_str().unwrap_or_default();
+    let again = evaluate(trust, name, &policy, &artifact, &bundles);
+    let decision = serde_json::to_value(again.decision).unwrap_or_default();
+    check(
+        "decision",
+        decision == verdict["decision"],
+        format!(
+            "evaluated again: {decision}, recorded: {}",
+            verdict["decision"]
+        ),
+    );
+    let ids = serde_json::to_value(again.signer_ids()).unwrap_or_default();
+    check(
+        "identities",
+        ids == verdict["identities"],
+        format!(
+            "evaluated again: {ids}, recorded: {}",
+            verdict["identities"]
+        ),
+    );
+    checks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
