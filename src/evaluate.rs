@@ -44,6 +44,22 @@ pub const MAX_ATTESTATIONS: usize = 16;
 /// What the VeriKey records for an input the request does not give.
 const ABSENT: &str = "none";
 
+/// Registers the evaluation metrics' help texts and creates their series at zero.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "provd_evaluations_total",
+        "Evaluations by outcome: hit (answered from the cache), allow, deny (decided now)."
+    );
+    metrics::describe_counter!(
+        "provd_evaluation_verifications_total",
+        "Evaluations that verified their attestations (cache misses decided now)."
+    );
+    for outcome in ["hit", "allow", "deny"] {
+        metrics::counter!("provd_evaluations_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("provd_evaluation_verifications_total").increment(0);
+}
+
 /// Where the log receipts of evaluated attestations are kept, beside the receipts of
 /// provd's own submissions.
 #[async_trait]

@@ -82,6 +82,16 @@ pub struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// FILE is an explanation of a verdict provd decided
+    /// (`GET /api/v1/provcache/entries/{veri_key}/explain`): replay it offline — policy
+    /// hash, signer set, VeriKey, evidence root, and the decision and identities by
+    /// evaluating the policy again.
+    #[arg(long, conflicts_with_all = ["trusted_key", "signer_cert"])]
+    pub explain: bool,
+    /// With `--explain`: verify against this `trusted_root.json` instead of the one the
+    /// explanation carries.
+    #[arg(long, value_name = "FILE", requires = "explain")]
+    pub trusted_root: Option<PathBuf>,
 }
 
 /// `provd import` flags.
@@ -178,6 +188,12 @@ pub fn verify(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
         eprintln!("provd verify: {e:#}");
         ExitCode::from(EXIT_USAGE)
     };
+    if args.explain {
+        return match replay_explanation(&args) {
+            Ok(code) => code,
+            Err(e) => usage(e),
+        };
+    }
     let bundles = match bundles_config(config) {
         Ok(b) => b,
         Err(e) => return usage(e),
@@ -543,4 +559,52 @@ async fn import_async(
         }
     }
     Ok(complete)
+}
+
+/// `provd verify --explain FILE`: replays an explanation offline and prints each check.
+fn replay_explanation(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    use actors::domain::policy::replay;
+    use actors::domain::verification::TrustMaterial;
+    let text = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let explanation: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not an explanation (JSON)", args.file.display()))?;
+    let root = match &args.trusted_root {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => {
+            let doc = &explanation["trusted_root"]["document"];
+            if doc.is_null() {
+                bail!("the explanation carries no trusted root: give --trusted-root");
+            }
+            serde_json::to_vec(doc)?
+        }
+    };
+    let trust = TrustMaterial::from_json(&root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let checks = replay(&explanation, &trust);
+    let ok = !checks.is_empty() && checks.iter().all(|c| c.ok);
+    if args.json {
+        println!("{}", serde_json::json!({"valid": ok, "checks": checks}));
+    } else {
+        for c in &checks {
+            println!(
+                "{} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.check,
+                c.detail
+            );
+        }
+        println!(
+            "{}: {} ({})",
+            if ok { "replayed" } else { "does not replay" },
+            explanation["veri_key"].as_str().unwrap_or("?"),
+            explanation["verdict"]["decision"]
+        );
+    }
+    Ok(if ok {
+        ExitCode::from(EXIT_OK)
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    })
 }

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod devlog;
+pub mod evaluate;
 pub mod rekor_log;
 pub mod replay;
 mod service;
@@ -120,6 +121,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: tiles::TilesCommand,
     },
+    /// Ask a running provd whether an artifact is acceptable under a stored policy, given
+    /// its attestations: the cached verdict, or one decided now by verifying them.
+    Evaluate(evaluate::EvaluateArgs),
     /// Export a verdict and its evidence as an air-gap proof bundle (from a running provd).
     #[command(
         after_help = "Densities: lite (no chunks), standard (first 10 %), strict (all). With --chunks-dir, every\nchunk is also written there for `provd import --lazy-fetch --chunks-dir`.\n\nExample:\n  provd export --server http://10.0.0.5:8080 --verikey sha256:3f…9a --density strict \\\n    --sign --key exporter.key.pem --output verdict.bundle.json --chunks-dir /mnt/usb/chunks"
@@ -178,6 +182,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys { command } => tlog::run_keys(command),
         Command::Tiles { cmd } => tiles::run(config_path.as_deref(), cmd),
         Command::DevLog { command } => devlog::run(command),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Export(args) => bundle::export(config_path.as_deref(), args),
         Command::Verify(args) => bundle::verify(config_path.as_deref(), args),
         Command::Import(args) => bundle::import(config_path.as_deref(), args),

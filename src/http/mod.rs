@@ -8,6 +8,7 @@ pub mod bundles;
 pub mod checkpoints;
 pub mod entries;
 pub mod error;
+pub mod evaluate;
 pub mod inbound;
 pub mod proofs;
 pub mod rekor;
