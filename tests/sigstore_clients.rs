@@ -414,8 +414,8 @@ fn refused(who: &str, what: &str, out: &Output, because: &str) {
     eprintln!("{who} refused {what}: {}", text(&out.stderr).trim());
 }
 
-/// Each client accepts the v1 and the v2 bundle provd serves and refuses a copy of each with
-/// one flipped signature byte.
+/// Each client accepts the v1 and the v2 bundle provd serves, and refuses a copy of each with
+/// one flipped signature byte and a v1 bundle whose envelope is another (validly signed) one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provd_sigstore_js_and_sigstore_python_verify_provd_bundles() {
     let Some(clients) = clients() else {
@@ -432,6 +432,7 @@ async fn provd_sigstore_js_and_sigstore_python_verify_provd_bundles() {
         let key = dir.path().join("signer.pub");
         std::fs::write(&key, log.signer_pem()).expect("write");
 
+        let mut bundles = Vec::new();
         for api in ["v1", "v2"] {
             let id = app.submit_to(&log, &log.statement(api), api).await;
             app.until_logged(&id).await;
@@ -493,7 +494,26 @@ async fn provd_sigstore_js_and_sigstore_python_verify_provd_bundles() {
                 &out,
                 "refused the bundle at signature",
             );
+            bundles.push(bundle);
         }
+
+        // A validly signed envelope beside another envelope's v1 entry: every signature
+        // verifies, but the entry is not about this envelope.
+        let mut swapped = bundles[0].clone();
+        swapped["dsseEnvelope"] = bundles[1]["dsseEnvelope"].clone();
+        let swapped = write_json(dir.path(), "swapped.sigstore.json", &swapped);
+        let what = "a v1 entry beside another envelope";
+        let out = clients.provd(&swapped, &key, &root, 1).await;
+        refused("provd", what, &out, "transparency log check failed");
+        let out = clients.sigstore_js(&swapped, &key, &root, 1).await;
+        refused("sigstore-js", what, &out, "refused the bundle");
+        let out = clients.sigstore_python(&swapped, &key, &root).await;
+        refused(
+            "sigstore-python",
+            what,
+            &out,
+            "refused the bundle at binding",
+        );
         app.finish().await;
     })
     .await;
