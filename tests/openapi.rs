@@ -185,12 +185,16 @@ async fn check_document(t: &TestApp, conditional: bool, expected: &[((&str, &str
 }
 
 /// Routes served (and documented) in every configuration, with their scope.
-const ALWAYS: [((&str, &str), Option<&str>); 12] = [
+const ALWAYS: [((&str, &str), Option<&str>); 13] = [
     (("GET", "/api/v1/status"), None),
     (("GET", "/dashboard"), None),
     (("GET", "/metrics"), None),
     (("GET", "/api/openapi.json"), None),
     (("POST", "/api/v1/rekor/submissions"), Some("submit")),
+    (
+        ("GET", "/api/v1/rekor/submissions/{id}/bundle"),
+        Some("read"),
+    ),
     (("GET", "/api/v1/proofs/{proof_root}"), Some("read")),
     (
         ("GET", "/api/v1/provcache/entries/{veri_key}/bundle"),

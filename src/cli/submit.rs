@@ -1,5 +1,5 @@
 //! `provd rekor submit`: queue a DSSE envelope for the transparency log through a running
-//! provd, and optionally wait for its receipt.
+//! provd, and optionally wait for its receipt and write its Sigstore bundle.
 //!
 //! Exit codes: 0 queued (or, with `--wait`, logged), 1 dead-lettered or not logged in time,
 //! 2 unreadable inputs or a request provd refused.
@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 #[command(
     after_help = "Examples:\n  provd rekor submit attestation.dsse.json --verifier signer.pub.pem \
                         --server http://127.0.0.1:8080 --token $PROVD_TOKEN --wait\n  \
-                        provd rekor submit env.json --verifier a.pem --verifier b.pem --backend private"
+                        provd rekor submit env.json --verifier a.pem --verifier b.pem --backend private\n  \
+                        provd rekor submit attestation.dsse.json --verifier signer.pub.pem --wait \
+                        --bundle-out attestation.sigstore.json"
 )]
 pub struct SubmitArgs {
     /// The DSSE envelope JSON file (`payloadType`, `payload`, `signatures`).
@@ -37,6 +39,10 @@ pub struct SubmitArgs {
     /// Wait until the submission is logged or dead-lettered, and print the receipt.
     #[arg(long)]
     pub wait: bool,
+    /// With `--wait`: once logged, write the submission's Sigstore bundle (v0.3, JSON) to
+    /// this file.
+    #[arg(long, value_name = "FILE", requires = "wait")]
+    pub bundle_out: Option<PathBuf>,
     /// How long `--wait` waits, e.g. `2m`.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -167,6 +173,14 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
                     sub["last_error"].as_str().unwrap_or("-")
                 );
             }
+            if status == "logged"
+                && let Some(path) = &args.bundle_out
+            {
+                write_bundle(&client, base, &id, args.token.as_deref(), path).await?;
+                if !args.json {
+                    println!("{id} bundle written to {}", path.display());
+                }
+            }
             return Ok(if status == "logged" {
                 ExitCode::SUCCESS
             } else {
@@ -182,4 +196,27 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Fetches the logged submission's Sigstore bundle and writes it, as provd served it.
+async fn write_bundle(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    token: Option<&str>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let resp = request(
+        client,
+        reqwest::Method::GET,
+        &format!("{base}/api/v1/rekor/submissions/{id}/bundle"),
+        token,
+    )
+    .send()
+    .await
+    .with_context(|| format!("cannot reach provd at {base}"))?;
+    let (_, bundle) = answer(resp).await?;
+    let mut text = serde_json::to_string_pretty(&bundle).context("bundle JSON")?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,11 +1,15 @@
-//! Rekor submissions and receipts: enqueue, status, operator retry, stored receipts.
+//! Rekor submissions and receipts: enqueue, status, operator retry, stored receipts, and
+//! the Sigstore bundle of a logged submission.
 //!
 //! A submission is accepted once it is in the queue (the JetStream work-queue stream); the
 //! submission actor does the rest. The id is derived from envelope and backend, so the same
 //! request again answers with the existing submission instead of queueing a second one.
+//! Once it is logged, its envelope, the verifier key that signed it and the stored receipt
+//! make its Sigstore bundle (`domain::sigstore_bundle`).
 
 use actors::domain::dsse::Envelope;
 use actors::domain::keys::PublicKey;
+use actors::domain::sigstore_bundle;
 use actors::domain::submission::{SubmissionStatus, submission_id};
 use actors::ports::{NewSubmission, StoredReceipt, SubmissionRecord};
 use axum::extract::{Path, State};
@@ -35,6 +39,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let read = scoped_api(
         OpenApiRouter::new()
             .routes(routes!(get_submission))
+            .routes(routes!(get_bundle))
             .routes(routes!(get_entry)),
         &state.tokens,
         Scope::Read,
@@ -223,6 +228,64 @@ async fn get_submission(
         None => None,
     };
     Ok(Json(submission_json(&sub, receipt.as_ref())))
+}
+
+#[utoipa::path(get, path = "/api/v1/rekor/submissions/{id}/bundle", tag = "rekor",
+    params(("id" = String, Path, description = "submission id")),
+    responses((status = 200, content_type = "application/json",
+               description = "the Sigstore bundle v0.3 (`application/vnd.dev.sigstore.bundle.v0.3+json`): \
+                              the DSSE envelope, the signing key's hint and the log entry with its proof"),
+              (status = 404, description = "unknown id"),
+              (status = 409, description = "not logged yet (the message names its status), or its envelope cannot \
+                                            make a bundle (e.g. more than one signature)")),
+    security(("bearer" = ["read"])))]
+async fn get_bundle(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<sigstore_bundle::SigstoreBundle>, ApiError> {
+    let Some(sub) = s.submissions.submission(&id).await.map_err(unavailable)? else {
+        return Err(ApiError::NotFound(format!("no submission {id}")));
+    };
+    if sub.status != SubmissionStatus::Logged {
+        return Err(ApiError::Conflict(format!(
+            "submission {id} is {}; its bundle exists once it is logged",
+            sub.status
+        )));
+    }
+    let stored = match &sub.entry_uuid {
+        Some(uuid) => s
+            .submissions
+            .stored_receipt(uuid)
+            .await
+            .map_err(unavailable)?,
+        None => None,
+    };
+    let Some(stored) = stored else {
+        return Err(ApiError::Internal(format!(
+            "submission {id} is logged without a stored receipt"
+        )));
+    };
+    let envelope = serde_json::to_vec(&sub.envelope)
+        .ok()
+        .and_then(|bytes| Envelope::from_json(&bytes).ok())
+        .ok_or_else(|| {
+            ApiError::Internal(format!("submission {id}: stored envelope unreadable"))
+        })?;
+    // The bundle names the verifier that signed: the first stored key that verifies the
+    // envelope (the log checked that one does).
+    let key = sub
+        .verifier_keys
+        .iter()
+        .filter_map(|pem| PublicKey::from_pem(pem).ok())
+        .find(|k| envelope.verify(std::slice::from_ref(k)).is_ok())
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "submission {id}: none of its verifier keys verifies its envelope"
+            ))
+        })?;
+    sigstore_bundle::build(&envelope, &key.to_spki_der(), &stored.receipt)
+        .map(Json)
+        .map_err(|e| ApiError::Conflict(format!("submission {id} cannot make a bundle: {e}")))
 }
 
 #[utoipa::path(get, path = "/api/v1/rekor/entries/{uuid}", tag = "rekor",

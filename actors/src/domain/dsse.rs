@@ -38,6 +38,13 @@ pub struct Signature {
     pub sig: String,
 }
 
+impl Signature {
+    /// The decoded signature bytes (standard base64; URL-safe is accepted as DSSE allows).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        decode_b64(&self.sig)
+    }
+}
+
 /// A DSSE envelope, as JSON (`payloadType`, `payload`, `signatures`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -3,7 +3,8 @@
 //! * Transparency logs: [`merkle`] (RFC 6962/9162), [`note`] (C2SP signed notes and
 //!   checkpoints), [`tiles`] (C2SP tlog-tiles), [`dsse`] and [`keys`], [`receipt`] (Rekor
 //!   entries and their verification), [`sigstore`] (bundles and trusted roots, and the
-//!   transparency-log check of a bundle), [`entry_binding`] (whether a log entry is about a
+//!   transparency-log check of a bundle), [`sigstore_bundle`] (the bundle of an attestation
+//!   provd logged), [`entry_binding`] (whether a log entry is about a
 //!   bundle's content), [`verification`] (complete Sigstore bundle verification), [`log`] and
 //!   [`rekor_entry`] (the append-only log and entry validation behind `provd dev-log`).
 //! * Log monitoring: [`divergence`] (fork, rollback, consistency and receipt re-verification
@@ -33,6 +34,7 @@ pub mod policy;
 pub mod receipt;
 pub mod rekor_entry;
 pub mod sigstore;
+pub mod sigstore_bundle;
 pub mod submission;
 pub mod tile_check;
 pub mod tiles;
