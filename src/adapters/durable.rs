@@ -9,7 +9,8 @@
 use actors::domain::invalidation::LedgerRow;
 use actors::ports::{
     CheckpointStore, DivergenceStore, EntryStore, EventBus, EvidenceStore, InvalidationStore,
-    LedgerOutboxStore, RejectedEvent, RejectedEventStore, ReplayStore, SubmissionStore,
+    LedgerOutboxStore, PolicyStore, RejectedEvent, RejectedEventStore, ReplayStore,
+    SubmissionStore,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -33,6 +34,7 @@ pub trait DurableStore:
     + CheckpointStore
     + DivergenceStore
     + BundleStore
+    + PolicyStore
 {
     /// `postgres` or `sqlite`: the service name in probes, metrics and messages.
     fn kind(&self) -> &'static str;
