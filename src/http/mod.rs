@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod entries;
 pub mod error;
 pub mod inbound;
+pub mod policies;
 pub mod proofs;
 pub mod rekor;
 pub mod stats;
