@@ -664,9 +664,16 @@ impl App {
                 config.trust.clone(),
             )),
         };
+        let policies = http::policies::PoliciesState::new(
+            store.clone(),
+            bus.clone(),
+            state.subjects.clone(),
+            config.node_id.clone(),
+        );
         let mut extra = vec![
             http::checkpoints::router(monitor, &tokens),
             http::verify::router(verify, &tokens),
+            http::policies::router(policies, &tokens),
         ];
         if let (Some(cache), Some(tiles)) = (tile_cache, &config.tiles) {
             crate::adapters::tiles::cache::describe_metrics(&tiles.backends);

@@ -9,7 +9,8 @@
 use actors::domain::invalidation::LedgerRow;
 use actors::ports::{
     CheckpointStore, DivergenceStore, EntryStore, EventBus, EvidenceStore, InvalidationStore,
-    LedgerOutboxStore, RejectedEvent, RejectedEventStore, ReplayStore, SubmissionStore,
+    LedgerOutboxStore, PolicyStore, RejectedEvent, RejectedEventStore, ReplayStore,
+    SubmissionStore,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -34,6 +35,7 @@ pub trait DurableStore:
     + DivergenceStore
     + BundleStore
     + crate::evaluate::ReceiptStore
+    + PolicyStore
 {
     /// `postgres` or `sqlite`: the service name in probes, metrics and messages.
     fn kind(&self) -> &'static str;

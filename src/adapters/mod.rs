@@ -7,6 +7,7 @@
 //! * [`postgres_ops`]: the operator figures behind `/api/v1/status` and the sampled gauges.
 //! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
 //! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
+//! * [`postgres_policies`]: named policy documents, every version kept.
 //! * [`webhook`]: the divergence alert webhook.
 //! * [`sqlite`]: the embedded mode's store (SQLite file in the data directory).
 //! * [`sqlite_provcache`]: provcache entries, invalidations with their ledger rows, and
@@ -19,6 +20,7 @@
 //! * [`sqlite_monitor`]: verified checkpoints, divergences and their outbox in the SQLite
 //!   file.
 //! * [`sqlite_ops`]: the operator figures read from the SQLite file.
+//! * [`sqlite_policies`]: named policy documents, every version kept, in the SQLite file.
 //! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
@@ -41,6 +43,7 @@ pub mod postgres_evidence;
 pub mod postgres_ledger;
 pub mod postgres_monitor;
 pub mod postgres_ops;
+pub mod postgres_policies;
 pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
@@ -50,6 +53,7 @@ pub mod sqlite_evidence;
 pub mod sqlite_ledger;
 pub mod sqlite_monitor;
 pub mod sqlite_ops;
+pub mod sqlite_policies;
 pub mod sqlite_provcache;
 pub mod sqlite_rekor;
 pub mod tcp_nodelay;

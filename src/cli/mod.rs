@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod devlog;
 pub mod evaluate;
+pub mod policy;
 pub mod rekor_log;
 pub mod replay;
 mod service;
@@ -165,6 +166,16 @@ pub enum Command {
         #[command(subcommand)]
         command: trust::TrustCommand,
     },
+    /// Policies as stored, versioned documents, through a running provd: apply one (a new
+    /// version; the old one's verdicts are invalidated), get one, list them.
+    #[command(
+        after_help = "Example:\n  provd policy apply release.json --server http://127.0.0.1:8080 --token $PROVD_TOKEN\n  provd policy list"
+    )]
+    Policy {
+        /// The policy subcommand.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -188,5 +199,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => bundle::import(config_path.as_deref(), args),
         Command::Status(args) => status::run(args),
         Command::Trust { command } => trust::run(config_path.as_deref(), command),
+        Command::Policy { command } => policy::run(command),
     }
 }

@@ -10,6 +10,7 @@ pub mod entries;
 pub mod error;
 pub mod evaluate;
 pub mod inbound;
+pub mod policies;
 pub mod proofs;
 pub mod rekor;
 pub mod stats;

@@ -40,6 +40,8 @@ pub const MAX_PREDICATE_TYPES: usize = 32;
 pub const MAX_REGO_BYTES: usize = 256 * 1024;
 /// The largest text field (identity, issuer, predicate type), in bytes.
 pub const MAX_TEXT: usize = 1024;
+/// The longest policy name, in bytes.
+pub const MAX_NAME: usize = 128;
 /// The longest a Rego evaluation may run.
 pub const REGO_TIME_LIMIT: Duration = Duration::from_secs(2);
 
@@ -315,6 +317,31 @@ fn rego_engine(rego: &str) -> Result<regorus::Engine, PolicyError> {
         )));
     }
     Ok(engine)
+}
+
+/// Checks a policy's name: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, so it is safe in a URL
+/// path, a file name and a log line as it is.
+pub fn check_name(name: &str) -> Result<(), PolicyError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !first_ok || !rest_ok || name.len() > MAX_NAME {
+        return Err(PolicyError::Invalid(format!(
+            "policy name {name:?} must be 1 to {MAX_NAME} letters, digits, `.`, `_` or `-`, \
+             starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `hash` is spelled as a policy hash is: `sha256:` and 64 lowercase hex digits.
+pub fn is_policy_hash(hash: &str) -> bool {
+    hash.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The ID a certificate identity is indexed under (and revoked by).
@@ -886,6 +913,32 @@ deny contains msg if {
             run_rego(rego, input("sha256:cc")).unwrap(),
             vec!["rego: data.provd.allow is not true"]
         );
+    }
+
+    #[test]
+    fn names_and_hashes_have_one_spelling() {
+        for good in ["a", "baseline", "Team-1.prod_v2", &"x".repeat(MAX_NAME)] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(MAX_NAME + 1),
+        ] {
+            let err = check_name(bad).unwrap_err().to_string();
+            assert!(err.contains("policy name"), "{err}");
+        }
+        let h = Policy::from_json(&doc(json!({}))).unwrap().hash;
+        assert!(is_policy_hash(&h));
+        assert!(!is_policy_hash(
+            &h.to_uppercase().replace("SHA256", "sha256")
+        ));
+        assert!(!is_policy_hash("sha256:abc"));
+        assert!(!is_policy_hash(&h.replace("sha256:", "sha512:")));
     }
 
     #[test]
