@@ -82,7 +82,9 @@ async fn run() {
     let statement: Value = serde_json::from_slice(&payload).unwrap();
     let digest = format!(
         "sha512:{}",
-        statement["subject"][0]["digest"]["sha512"].as_str().unwrap()
+        statement["subject"][0]["digest"]["sha512"]
+            .as_str()
+            .unwrap()
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -186,7 +188,9 @@ async fn run() {
     })
     .await;
 
-    println!("verify-then-cache over HTTP, embedded mode, npm provenance of sigstore 1.3.0 (ours | baseline from the same run | ratio)");
+    println!(
+        "verify-then-cache over HTTP, embedded mode, npm provenance of sigstore 1.3.0 (ours | baseline from the same run | ratio)"
+    );
     println!(
         "hit  ({HITS}): evaluate p50 {:8.1} µs p99 {:8.1} µs | GET of the entry p50 {:8.1} µs p99 {:8.1} µs | {:.2}× p50, {:.2}× p99",
         micros(percentile(&hits, 0.5)),

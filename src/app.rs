@@ -658,12 +658,30 @@ impl App {
             divergences: store.clone(),
         };
         let tokens = state.tokens.clone();
+        // One trusted root for verification and for verdicts decided here.
+        let roots: Arc<dyn http::verify::TrustedRoots> = Arc::new(
+            crate::trust::service::ServiceRoots::new(config.data_dir.clone(), config.trust.clone()),
+        );
         let verify = http::verify::VerifyState {
-            roots: Arc::new(crate::trust::service::ServiceRoots::new(
-                config.data_dir.clone(),
-                config.trust.clone(),
-            )),
+            roots: roots.clone(),
         };
+        crate::evaluate::describe_metrics();
+        let evaluator = Arc::new(crate::evaluate::Evaluator::new(
+            crate::evaluate::EvaluatorParts {
+                cache: provcache.clone(),
+                policies: store.clone(),
+                evidence: store.clone(),
+                receipts: store.clone(),
+                links: store.clone(),
+                ledger: store.clone(),
+                roots,
+                evidence_limits: EvidenceLimits::new(
+                    config.provcache.chunk_size as u64,
+                    config.provcache.max_chunks_per_entry as u64,
+                )?,
+                default_ttl: config.provcache.default_ttl,
+            },
+        ));
         let policies = http::policies::PoliciesState::new(
             store.clone(),
             bus.clone(),
@@ -674,6 +692,7 @@ impl App {
             http::checkpoints::router(monitor, &tokens),
             http::verify::router(verify, &tokens),
             http::policies::router(policies, &tokens),
+            http::evaluate::router(evaluator, &tokens),
         ];
         if let (Some(cache), Some(tiles)) = (tile_cache, &config.tiles) {
             crate::adapters::tiles::cache::describe_metrics(&tiles.backends);
