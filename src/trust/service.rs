@@ -12,11 +12,14 @@ use sha2::{Digest as _, Sha256};
 use crate::config::trust::TrustConfig;
 use crate::http::verify::{CurrentRoot, TrustedRoots};
 
+/// A prepared root: the SHA-256 of its bytes, the material built from them, and the bytes.
+type Prepared = ([u8; 32], Arc<TrustMaterial>, Arc<Vec<u8>>);
+
 /// The service's trusted roots: the configured `[trust]` selection in `data_dir`.
 pub struct ServiceRoots {
     data_dir: PathBuf,
     config: TrustConfig,
-    prepared: Mutex<Option<([u8; 32], Arc<TrustMaterial>, Arc<Vec<u8>>)>>,
+    prepared: Mutex<Option<Prepared>>,
 }
 
 impl ServiceRoots {
