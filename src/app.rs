@@ -12,7 +12,7 @@ use actors::health::Health;
 use actors::invalidator::{Invalidator, InvalidatorDeps, Trigger};
 use actors::ledger::{self, LedgerConsumer, LedgerConsumerDeps, LedgerOutbox, LedgerOutboxDeps};
 use actors::ledger_replay::Replayer;
-use actors::ports::{EntryTier, RekorBackends};
+use actors::ports::{EntryTier, PortError, RejectedEvent, RekorBackends};
 use actors::provcache::ProvCache;
 use actors::submitter::{self, Submitter, SubmitterDeps};
 use actors::supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorMsg};
@@ -303,22 +303,19 @@ struct StoreQueries(Arc<dyn DurableStore>);
 
 #[async_trait]
 impl LedgerQuery for StoreQueries {
-    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, String> {
-        self.0
-            .revocations(since, limit)
-            .await
-            .map_err(|e| e.to_string())
+    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError> {
+        Ok(self.0.revocations(since, limit).await?)
     }
-    async fn stats(&self) -> Result<serde_json::Value, String> {
-        let stats = self.0.ledger_stats().await.map_err(|e| e.to_string())?;
-        serde_json::to_value(stats).map_err(|e| e.to_string())
+    async fn stats(&self) -> Result<serde_json::Value, PortError> {
+        let stats = self.0.ledger_stats().await?;
+        serde_json::to_value(stats).map_err(|e| PortError::Rejected(e.to_string()))
     }
 }
 
 #[async_trait]
 impl EntryCount for StoreQueries {
-    async fn entry_count(&self) -> Result<i64, String> {
-        self.0.count_items().await.map_err(|e| e.to_string())
+    async fn entry_count(&self) -> Result<i64, PortError> {
+        Ok(self.0.count_items().await?)
     }
 }
 
@@ -326,6 +323,9 @@ impl EntryCount for StoreQueries {
 impl http::status::OpsQuery for StoreQueries {
     async fn snapshot(&self) -> Result<crate::adapters::postgres_ops::OpsSnapshot, String> {
         self.0.ops_snapshot().await.map_err(|e| e.to_string())
+    }
+    async fn rejected(&self, limit: i64) -> Result<Vec<RejectedEvent>, PortError> {
+        Ok(self.0.rejected_events(limit).await?)
     }
 }
 
@@ -506,6 +506,7 @@ impl App {
             // Writes the flusher drops as invalidated leave the hot tiers too.
             cache: provcache.clone(),
             subjects: subjects.clone(),
+            rejects: store.clone(),
         };
         let (flush_batch, flush_interval) = (
             config.provcache.flush_batch,
@@ -535,6 +536,7 @@ impl App {
         let consumer_deps = LedgerConsumerDeps {
             bus: bus.clone(),
             store: store.clone(),
+            rejects: store.clone(),
             replayer: replayer.clone(),
             subjects: subjects.clone(),
             started_at: deps.started_at,

@@ -86,6 +86,9 @@ pub enum EvaluateError {
     /// The entry was not decided by provd, so there is nothing to explain.
     #[error("{0}")]
     NotExplainable(String),
+    /// The store holds something that conflicts with this verdict.
+    #[error("{0}")]
+    Conflict(String),
     /// A store, the bus or the trusted root is unavailable; try again.
     #[error("{0}")]
     Unavailable(String),
@@ -98,7 +101,8 @@ impl From<PortError> for EvaluateError {
     fn from(e: PortError) -> Self {
         match e {
             PortError::Unavailable { .. } => EvaluateError::Unavailable(e.to_string()),
-            PortError::Rejected(m) => EvaluateError::BadRequest(m),
+            PortError::Rejected(m) | PortError::NotFound(m) => EvaluateError::BadRequest(m),
+            PortError::Conflict(m) => EvaluateError::Conflict(m),
         }
     }
 }

@@ -103,7 +103,7 @@ fn describe() {
     );
     describe_counter!(
         "provd_events_rejected_total",
-        "Inbound events refused, by subject and reason."
+        "Consumed messages refused for good (recorded and terminated), by subject and reason."
     );
     describe_counter!(
         "provd_event_processing_errors_total",
@@ -180,7 +180,7 @@ fn describe() {
     );
     describe_counter!(
         "provd_write_behind_rejected_total",
-        "Malformed messages on the write-behind stream, terminated."
+        "Writes on the write-behind stream that can never be stored, recorded and terminated."
     );
     describe_counter!(
         "provd_rekor_requests_total",

@@ -3,7 +3,8 @@
 //! For every event: decode it (a malformed one is recorded, counted and terminated so it
 //! never stalls the consumer), delete the matching entries and append the ledger row in one
 //! transaction, purge the hot tier, and only then ack. A store outage naks the event with a
-//! growing delay; it is never dropped.
+//! growing delay; it is never dropped. An event the store refuses for good is recorded as
+//! rejected and terminated, like a malformed one.
 //!
 //! A pump task pulls batches from the bus and hands each to the actor, waiting until the
 //! actor has settled it before pulling more. The actor's mailbox is never blocked on the
@@ -265,6 +266,21 @@ impl Invalidator {
                     // The effect is committed; a redelivery is recognised as a duplicate.
                     tracing::warn!(error = %e, "ack failed");
                 }
+            }
+            Err(e) if !e.is_transient() => {
+                // The store refuses this invalidation for good (its data, not its state):
+                // recorded for operators and settled, so the events behind it go on.
+                metrics::counter!("provd_event_processing_errors_total", "subject" => base_subject)
+                    .increment(1);
+                rejected::reject(
+                    self.deps.rejects.as_ref(),
+                    delivery,
+                    base_subject,
+                    RejectReason::StoreRefused.as_str(),
+                    format!("the store refused the invalidation: {e}"),
+                    Some(inv.revocation_id.to_string()),
+                )
+                .await;
             }
             Err(e) => {
                 let delay = nak_delay(delivery.delivered());

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use events::data::RevocationRecorded;
-use events::{CloudEvent, EventKind, Subjects, decode_as, streams};
+use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{oneshot, watch};
 
@@ -31,9 +31,10 @@ use crate::domain::invalidation::{Criterion, LedgerRow};
 use crate::health::{ChildStatus, Health};
 use crate::ledger_replay::{ReplayError, ReplayOptions, Replayer, criteria_of};
 use crate::ports::{
-    ConsumerSpec, Delivery, EventBus, LedgerOutboxStore, PortError, ReplayStore, StartPosition,
+    ConsumerSpec, Delivery, EventBus, LedgerOutboxStore, PortError, RejectedEventStore,
+    ReplayStore, StartPosition,
 };
-use crate::pump;
+use crate::{pump, rejected};
 
 /// The outbox actor's name.
 pub const OUTBOX_NAME: &str = "ledger-outbox";
@@ -225,6 +226,8 @@ pub struct LedgerConsumerDeps {
     pub bus: Arc<dyn EventBus>,
     /// The ledger and this node's checkpoint.
     pub store: Arc<dyn ReplayStore>,
+    /// Where ledger events that can never be applied are recorded.
+    pub rejects: Arc<dyn RejectedEventStore>,
     /// The replay over this node's tiers.
     pub replayer: Replayer,
     /// This deployment's subjects.
@@ -348,23 +351,40 @@ impl LedgerConsumer {
         let mut rows: Vec<LedgerRow> = Vec::new();
         let mut keep: Vec<&dyn Delivery> = Vec::new();
         for d in deliveries {
+            let base_subject = EventKind::RevocationRecorded.base_subject();
             match decode_as::<RevocationRecorded>(d.payload()) {
-                Ok(ev) => {
-                    rows.push(ev.data);
-                    keep.push(d.as_ref());
-                }
-                Err(e) => {
-                    // Only provd publishes here; a row it cannot read must not stall the rest.
-                    metrics::counter!(
-                        "provd_events_rejected_total",
-                        "subject" => EventKind::RevocationRecorded.base_subject(),
-                        "reason" => e.reason.as_str()
-                    )
-                    .increment(1);
-                    tracing::warn!(detail = %e.detail, "malformed ledger event; terminated");
-                    if let Err(e) = d.term().await {
-                        tracing::warn!(error = %e, "cannot terminate a malformed ledger event");
+                // A row whose criterion cannot be rebuilt could never be applied here.
+                Ok(ev) => match Criterion::from_metadata(&ev.data.metadata) {
+                    Ok(_) => {
+                        rows.push(ev.data);
+                        keep.push(d.as_ref());
                     }
+                    Err(e) => {
+                        let detail =
+                            format!("ledger row {} cannot be applied: {e}", ev.data.seq_no);
+                        rejected::reject(
+                            self.deps.rejects.as_ref(),
+                            d.as_ref(),
+                            base_subject,
+                            RejectReason::InvalidData.as_str(),
+                            detail,
+                            Some(ev.id),
+                        )
+                        .await;
+                    }
+                },
+                Err(e) => {
+                    // Only provd publishes here; a row it cannot read must not stall the
+                    // rest, and is recorded for operators.
+                    rejected::reject(
+                        self.deps.rejects.as_ref(),
+                        d.as_ref(),
+                        base_subject,
+                        e.reason.as_str(),
+                        e.detail,
+                        e.event_id,
+                    )
+                    .await;
                 }
             }
         }
@@ -821,6 +841,7 @@ mod tests {
         let deps = LedgerConsumerDeps {
             bus: Arc::new(bus.clone()),
             store: ledger.clone(),
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
             replayer: Replayer::new(ledger.clone(), hot.clone(), "n1"),
             subjects: Subjects::new("t"),
             started_at: Utc::now(),

@@ -25,13 +25,21 @@ pub enum PortError {
         /// What happened.
         message: String,
     },
-    /// The request itself is wrong; retrying will not help.
+    /// The write conflicts with what is stored (a duplicate, a newer version); retrying the
+    /// same write will not help.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// What the request names does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request itself is wrong (the store refused its data); retrying will not help.
     #[error("rejected: {0}")]
     Rejected(String),
 }
 
 impl PortError {
-    /// Whether retrying later may succeed.
+    /// Whether retrying later may succeed: only an unavailable service. Every other kind is
+    /// permanent for this request and must be isolated, never retried as an outage.
     pub fn is_transient(&self) -> bool {
         matches!(self, PortError::Unavailable { .. })
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use events::data::{EntryLogged, SubmissionDeadLettered, SubmissionRequested};
 use events::streams::REKOR_SUBMISSIONS;
-use events::{CloudEvent, EventKind, Subjects, decode_as};
+use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
@@ -26,8 +26,8 @@ use crate::domain::keys::PublicKey;
 use crate::domain::receipt::Receipt;
 use crate::domain::submission::{SubmissionStatus, submission_id};
 use crate::ports::{
-    ConsumerSpec, Delivery, EventBus, NewSubmission, RejectedEventStore, RekorBackends, RekorError,
-    RekorSubmission, StartPosition, SubmissionRecord, SubmissionStore,
+    ConsumerSpec, Delivery, EventBus, NewSubmission, PortError, RejectedEventStore, RekorBackends,
+    RekorError, RekorSubmission, StartPosition, SubmissionRecord, SubmissionStore,
 };
 use crate::{pump, rejected};
 
@@ -170,6 +170,8 @@ impl Submitter {
         if !self.deps.backends.clients.contains_key(&backend) {
             return Err(invalid(format!("unknown backend {backend:?}")));
         }
+        crate::domain::limits::json("envelope", &event.data.envelope)
+            .map_err(|e| invalid(e.to_string()))?;
         let envelope_json = serde_json::to_vec(&event.data.envelope).unwrap_or_default();
         let envelope = Envelope::from_json(&envelope_json)
             .map_err(|e| invalid(format!("field `envelope`: {e}")))?;
@@ -229,7 +231,7 @@ impl Submitter {
         let id = req.record.id.as_str();
         let existing = match self.deps.store.ensure_submission(&req.record).await {
             Ok(r) => r,
-            Err(e) => return self.store_unavailable(delivery, id, &e.to_string()).await,
+            Err(e) => return self.store_failed(delivery, id, &e).await,
         };
         match existing.status {
             SubmissionStatus::Logged => return self.already_logged(delivery, &existing).await,
@@ -242,7 +244,7 @@ impl Submitter {
         }
         let record = match self.deps.store.begin_attempt(id).await {
             Ok(r) => r,
-            Err(e) => return self.store_unavailable(delivery, id, &e.to_string()).await,
+            Err(e) => return self.store_failed(delivery, id, &e).await,
         };
         let Some(client) = self.deps.backends.clients.get(&req.backend) else {
             // Checked in parse; the backends do not change while running.
@@ -270,7 +272,7 @@ impl Submitter {
                     .await
                 {
                     Ok(dead) => self.dead_letter_settle(delivery, &dead).await,
-                    Err(e) => self.store_unavailable(delivery, id, &e.to_string()).await,
+                    Err(e) => self.store_failed(delivery, id, &e).await,
                 }
             }
         }
@@ -290,9 +292,7 @@ impl Submitter {
             .await
         {
             // The log holds the entry; the next attempt gets it back through a 409.
-            return self
-                .store_unavailable(delivery, &record.id, &e.to_string())
-                .await;
+            return self.store_failed(delivery, &record.id, &e).await;
         }
         tracing::info!(submission_id = %record.id, backend = %record.backend, uuid = %uuid, log_index = receipt.log_index, "logged");
         self.publish_logged(delivery, record, &uuid, receipt, Outcome::Logged)
@@ -321,10 +321,7 @@ impl Submitter {
                 let _ = delivery.ack().await;
                 Outcome::AlreadyLogged
             }
-            Err(e) => {
-                self.store_unavailable(delivery, &record.id, &e.to_string())
-                    .await
-            }
+            Err(e) => self.store_failed(delivery, &record.id, &e).await,
         }
     }
 
@@ -435,6 +432,26 @@ impl Submitter {
             tracing::warn!(error = %e, "ack failed; the redelivery finds it dead-lettered");
         }
         Outcome::DeadLettered
+    }
+
+    /// A store failure: an outage naks for a later try; a refusal of this submission's data
+    /// is recorded and settled, so it never blocks the queue.
+    async fn store_failed(&self, delivery: &dyn Delivery, id: &str, error: &PortError) -> Outcome {
+        if error.is_transient() {
+            return self
+                .store_unavailable(delivery, id, &error.to_string())
+                .await;
+        }
+        rejected::reject(
+            self.deps.rejects.as_ref(),
+            delivery,
+            EventKind::SubmissionRequested.base_subject(),
+            RejectReason::StoreRefused.as_str(),
+            format!("the store refused submission {id}: {error}"),
+            Some(id.to_owned()),
+        )
+        .await;
+        Outcome::Rejected
     }
 
     async fn store_unavailable(&self, delivery: &dyn Delivery, id: &str, error: &str) -> Outcome {

@@ -4,8 +4,12 @@
 //! A pump task pulls messages and gathers them until it holds `flush_batch` writes or the
 //! oldest has waited `flush_interval`, whichever comes first, then hands the batch to the
 //! actor. The actor upserts the whole batch in one statement in a task of its own and acks
-//! every message only after the commit; a failed upsert naks them all, so a crash or an
-//! outage loses nothing (the bus redelivers, and the upsert is idempotent). Up to
+//! every message only after the commit; an upsert that fails because the store is
+//! unavailable naks them all, so a crash or an outage loses nothing (the bus redelivers,
+//! and the upsert is idempotent). An upsert the store refuses for good (its data, not its
+//! state) is split in halves until the refused writes are found; each is recorded as a
+//! rejected message and terminated, and the others commit, so one bad write never blocks
+//! a queue. Up to
 //! `in_flight` flushes run at once (two by default: one commits while the next writes), and
 //! the pump gathers the next batch meanwhile; the newest version still wins, because the
 //! upsert compares accepted times, and concurrent flushes lock rows in VeriKey order.
@@ -15,16 +19,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use events::Subjects;
 use events::streams::{PROVCACHE_WRITES, PROVCACHE_WRITES_SUBJECT};
+use events::{RejectReason, Subjects};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::domain::entry::EntryWrite;
 use crate::ports::{
-    ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, StartPosition, UpsertOutcome,
+    ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, RejectedEventStore, StartPosition,
+    UpsertOutcome,
 };
-use crate::pump;
+use crate::{pump, rejected};
 
 /// The actor's name and durable consumer name.
 pub const NAME: &str = "write-behind-flusher";
@@ -41,6 +46,8 @@ pub struct WriteBehindDeps {
     pub cache: Arc<dyn HotCachePurge>,
     /// This deployment's subjects.
     pub subjects: Subjects,
+    /// Where writes the store refuses for good are recorded.
+    pub rejects: Arc<dyn RejectedEventStore>,
 }
 
 /// The flusher. Config lives here; the pump lives in [`WriteBehindState`].
@@ -107,47 +114,102 @@ impl WriteBehind {
         let mut writes = Vec::with_capacity(deliveries.len());
         let mut good = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            match EntryWrite::from_json(d.payload()) {
+            // The API checked the write; a message from elsewhere (a bug, a foreign
+            // publisher, an older version) is checked again, so it cannot block the rest.
+            match EntryWrite::from_json(d.payload()).and_then(|w| w.entry.validate().map(|()| w)) {
                 Ok(w) => {
                     writes.push(w);
                     good.push(d);
                 }
                 Err(e) => {
-                    // Only provd publishes here, so this is a bug or a foreign publisher;
-                    // it must not block the writes behind it.
-                    metrics::counter!("provd_write_behind_rejected_total").increment(1);
-                    tracing::warn!(error = %e, "dropping a malformed write-behind message");
-                    let _ = d.term().await;
+                    let reason = match e {
+                        crate::domain::entry::EntryError::MalformedWrite(_) => {
+                            RejectReason::InvalidJson
+                        }
+                        _ => RejectReason::InvalidData,
+                    };
+                    self.reject(d.as_ref(), reason, e.to_string(), None).await;
                 }
             }
         }
         if writes.is_empty() {
             return;
         }
-        let oldest = writes.iter().map(|w| w.accepted_at).min();
         metrics::histogram!("provd_write_behind_batch_size").record(writes.len() as f64);
-        let started = Instant::now();
-        match self.deps.store.upsert_entries(&writes).await {
-            Ok(outcome) => {
-                metrics::histogram!("provd_write_behind_flush_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("provd_write_behind_flushed_total").increment(outcome.written);
-                metrics::counter!("provd_write_behind_invalidated_total")
-                    .increment(outcome.invalidated);
-                if let Some(oldest) = oldest {
-                    let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
-                    metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
+        // A batch the store refuses is split until the writes it refuses are found: each is
+        // recorded and settled, and the rest commit. Only an unavailable store naks.
+        let mut pending = vec![(writes, good)];
+        while let Some((writes, good)) = pending.pop() {
+            let oldest = writes.iter().map(|w| w.accepted_at).min();
+            let started = Instant::now();
+            match self.deps.store.upsert_entries(&writes).await {
+                Ok(outcome) => {
+                    metrics::histogram!("provd_write_behind_flush_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("provd_write_behind_flushed_total")
+                        .increment(outcome.written);
+                    metrics::counter!("provd_write_behind_invalidated_total")
+                        .increment(outcome.invalidated);
+                    if let Some(oldest) = oldest {
+                        let lag = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+                        metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
+                    }
+                    self.settle(&writes, good, &outcome).await;
                 }
-                self.settle(&writes, good, &outcome).await;
-            }
-            Err(e) => {
-                let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
-                metrics::counter!("provd_write_behind_flush_errors_total").increment(1);
-                tracing::warn!(error = %e, writes = good.len(), delay_ms = delay.as_millis() as u64, "flush failed; will retry");
-                let naks = good.iter().map(|d| d.nak(delay));
-                let _ = futures::future::join_all(naks).await;
+                Err(e) if e.is_transient() => {
+                    let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
+                    metrics::counter!("provd_write_behind_flush_errors_total").increment(1);
+                    tracing::warn!(error = %e, writes = good.len(), delay_ms = delay.as_millis() as u64, "flush failed; will retry");
+                    let naks = good.iter().map(|d| d.nak(delay));
+                    let _ = futures::future::join_all(naks).await;
+                }
+                Err(e) if writes.len() == 1 => {
+                    let id = writes[0].write_id.to_string();
+                    let detail = format!(
+                        "the store refused the write of {}: {e}",
+                        writes[0].entry.veri_key
+                    );
+                    self.reject(
+                        good[0].as_ref(),
+                        RejectReason::StoreRefused,
+                        detail,
+                        Some(id),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, writes = writes.len(), "the store refused a batch; splitting it to find the writes it refuses");
+                    let mut writes = writes;
+                    let mut good = good;
+                    let half = writes.len() / 2;
+                    let later_writes = writes.split_off(half);
+                    let later = good.split_off(half);
+                    pending.push((later_writes, later));
+                    pending.push((writes, good));
+                }
             }
         }
+    }
+
+    /// Records a write that can never be stored, counts it and settles it, so it never
+    /// blocks the writes behind it and stays visible to operators.
+    async fn reject(
+        &self,
+        delivery: &dyn Delivery,
+        reason: RejectReason,
+        detail: String,
+        write_id: Option<String>,
+    ) {
+        metrics::counter!("provd_write_behind_rejected_total").increment(1);
+        rejected::reject(
+            self.deps.rejects.as_ref(),
+            delivery,
+            PROVCACHE_WRITES_SUBJECT,
+            reason.as_str(),
+            detail,
+            write_id,
+        )
+        .await;
     }
 }
 
@@ -337,6 +399,8 @@ mod tests {
     struct Recorder {
         batches: Mutex<Vec<Vec<String>>>,
         failures_left: Mutex<u32>,
+        /// Keys whose writes the store refuses for good.
+        refused: Mutex<Vec<String>>,
         /// Keys whose writes are dropped as invalidated after acceptance.
         invalidated: Mutex<Vec<String>>,
     }
@@ -358,6 +422,14 @@ mod tests {
                     service: "postgres",
                     message: "down".into(),
                 });
+            }
+            if w.iter().any(|w| {
+                self.refused
+                    .lock()
+                    .expect("lock")
+                    .contains(&w.entry.veri_key)
+            }) {
+                return Err(PortError::Rejected("value too long for type".into()));
             }
             let doomed = self.invalidated.lock().expect("lock").clone();
             let (dropped, kept): (Vec<_>, Vec<_>) =
@@ -414,6 +486,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_the_store_refuses_is_recorded_and_the_rest_of_its_batch_commits() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        store
+            .refused
+            .lock()
+            .expect("lock")
+            .push(format!("sha256:{:064x}", 17));
+        let rejects = crate::testing::MemoryStore::default();
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        for i in 0..51 {
+            bus.publish_raw(&subject, write(i));
+        }
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
+            subjects,
+            rejects: Arc::new(rejects.clone()),
+        };
+        let (actor, _h) = Actor::spawn(
+            None,
+            WriteBehind::new(deps, 64, Duration::from_millis(50)),
+            (),
+        )
+        .await
+        .expect("starts");
+        eventually(|| bus.settlements().len() == 51).await;
+        let committed: usize = store
+            .batches
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(Vec::len)
+            .sum();
+        assert_eq!(committed, 50, "every other write of the batch commits");
+        let settled = bus.settlements();
+        assert_eq!(
+            settled.iter().filter(|s| **s == Settlement::Ack).count(),
+            50
+        );
+        assert_eq!(
+            settled.iter().filter(|s| **s == Settlement::Term).count(),
+            1
+        );
+        assert!(
+            !settled.contains(&Settlement::Nak),
+            "a refusal is never retried"
+        );
+        let recorded = rejects.rejected();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0].reason, "store_refused");
+        assert!(
+            recorded[0].detail.contains(&format!("{:064x}", 17)),
+            "{recorded:?}"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test]
     async fn flushes_by_size_or_interval_acks_after_commit_and_retries_failures() {
         let bus = MemoryBus::new();
         let store = Arc::new(Recorder::default());
@@ -429,6 +562,7 @@ mod tests {
             store: store.clone(),
             cache: Arc::new(MemoryCache::new()),
             subjects,
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -478,6 +612,7 @@ mod tests {
             store: store.clone(),
             cache: Arc::new(cache.clone()),
             subjects,
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -539,6 +674,7 @@ mod tests {
             store: store.clone(),
             cache: Arc::new(MemoryCache::new()),
             subjects,
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
         };
         // Batches of two: the first flush cannot finish until the second has started.
         let (actor, _h) = Actor::spawn(

@@ -93,6 +93,9 @@ pub enum RejectReason {
     InvalidField,
     /// The payload is well-formed but says something impossible (e.g. no criterion).
     InvalidData,
+    /// The store refused to hold what the message asks for, for good (its data, not an
+    /// outage); recorded so it never blocks the messages behind it.
+    StoreRefused,
 }
 
 impl RejectReason {
@@ -107,6 +110,7 @@ impl RejectReason {
             RejectReason::MissingField => "missing_field",
             RejectReason::InvalidField => "invalid_field",
             RejectReason::InvalidData => "invalid_data",
+            RejectReason::StoreRefused => "store_refused",
         }
     }
 }

@@ -88,44 +88,86 @@ pub enum AdapterError {
 
 impl From<AdapterError> for PortError {
     fn from(e: AdapterError) -> Self {
+        let unavailable = |service: &'static str, e: &AdapterError| PortError::Unavailable {
+            service,
+            message: e.to_string(),
+        };
         match &e {
-            AdapterError::Postgres(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                PortError::Rejected(e.to_string())
-            }
-            AdapterError::Postgres(
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::WorkerCrashed,
-            ) => PortError::Unavailable {
-                service: "postgres",
-                message: e.to_string(),
+            AdapterError::Postgres(err) => match sql_kind(err, Dialect::Postgres) {
+                SqlKind::Unavailable => unavailable("postgres", &e),
+                SqlKind::Conflict => PortError::Conflict(e.to_string()),
+                SqlKind::NotFound => PortError::NotFound(e.to_string()),
+                SqlKind::Refused => PortError::Rejected(e.to_string()),
             },
-            // Other database errors (serialisation failures, deadlocks, restarts) are worth
-            // one more try too; a real schema problem will keep failing and be visible.
-            AdapterError::Postgres(_) | AdapterError::Migrate(_) => PortError::Unavailable {
-                service: "postgres",
-                message: e.to_string(),
+            AdapterError::Sqlite(err) => match sql_kind(err, Dialect::Sqlite) {
+                SqlKind::Unavailable => unavailable("sqlite", &e),
+                SqlKind::Conflict => PortError::Conflict(e.to_string()),
+                SqlKind::NotFound => PortError::NotFound(e.to_string()),
+                SqlKind::Refused => PortError::Rejected(e.to_string()),
             },
-            AdapterError::Sqlite(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                PortError::Rejected(e.to_string())
-            }
-            // Busy, locked, full disk or I/O: another try may succeed.
-            AdapterError::Sqlite(_) => PortError::Unavailable {
-                service: "sqlite",
-                message: e.to_string(),
-            },
-            AdapterError::Redis(_) => PortError::Unavailable {
-                service: "redis",
-                message: e.to_string(),
-            },
-            AdapterError::Nats(_) => PortError::Unavailable {
-                service: "nats",
-                message: e.to_string(),
-            },
+            AdapterError::Migrate(_) => unavailable("postgres", &e),
+            AdapterError::Redis(_) => unavailable("redis", &e),
+            AdapterError::Nats(_) => unavailable("nats", &e),
             AdapterError::Corrupt(_) => PortError::Rejected(e.to_string()),
         }
+    }
+}
+
+/// Which SQL dialect produced an error; their codes differ.
+#[derive(Clone, Copy)]
+enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// What kind of failure a database error is.
+#[derive(Debug, PartialEq, Eq)]
+enum SqlKind {
+    /// Down, busy, timed out, or a transaction that lost a race: another try may succeed.
+    Unavailable,
+    /// A unique key already holds another row.
+    Conflict,
+    /// No row where one was required.
+    NotFound,
+    /// The data itself is refused (too long, NUL, out of range, a check): never retried.
+    Refused,
+}
+
+/// Classifies a database error by its code, so a write the schema refuses is never
+/// retried as if the store were down, and an outage is never reported as bad data.
+fn sql_kind(err: &sqlx::Error, dialect: Dialect) -> SqlKind {
+    match err {
+        sqlx::Error::Database(db) => {
+            if db.is_unique_violation() {
+                return SqlKind::Conflict;
+            }
+            let code = db.code().unwrap_or_default();
+            match dialect {
+                // SQLSTATE class 22 is a data exception (string too long, NUL or an
+                // unsupported escape, numeric out of range), class 23 an integrity
+                // constraint (check, not null, foreign key).
+                Dialect::Postgres if code.starts_with("22") || code.starts_with("23") => {
+                    SqlKind::Refused
+                }
+                Dialect::Postgres => SqlKind::Unavailable,
+                // SQLite's primary result codes: CONSTRAINT (19), TOOBIG (18),
+                // MISMATCH (20), RANGE (25); extended codes carry the primary one in their
+                // low byte.
+                Dialect::Sqlite => match code.parse::<i32>().map(|c| c & 0xff) {
+                    Ok(18 | 19 | 20 | 25) => SqlKind::Refused,
+                    _ => SqlKind::Unavailable,
+                },
+            }
+        }
+        sqlx::Error::RowNotFound => SqlKind::NotFound,
+        sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::InvalidArgument(_) => SqlKind::Refused,
+        // I/O, TLS, protocol, pool timeouts and closed pools, crashed workers.
+        _ => SqlKind::Unavailable,
     }
 }

@@ -69,6 +69,21 @@ pub struct HourCount {
     pub count: i64,
 }
 
+/// Messages refused for good on one subject for one reason.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RejectedCount {
+    /// The subject they arrived on.
+    pub subject: String,
+    /// Why (a `provd_events_rejected_total` reason).
+    pub reason: String,
+    /// How many are recorded.
+    pub count: i64,
+}
+
+/// Counts recorded rejections by subject and reason; the same SQL in both stores.
+pub(crate) const REJECTED_COUNTS_SQL: &str = "SELECT subject, reason, count(*) AS n \
+     FROM prov_rejected_events GROUP BY subject, reason ORDER BY subject, reason";
+
 /// Everything the status page reads from PostgreSQL at once.
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct OpsSnapshot {
@@ -88,6 +103,8 @@ pub struct OpsSnapshot {
     pub invalidations_per_hour: Vec<HourCount>,
     /// Rekor submissions by status.
     pub submissions_by_status: Vec<(String, i64)>,
+    /// Recorded rejections (events, writes, ledger rows) by subject and reason.
+    pub rejected: Vec<RejectedCount>,
 }
 
 /// The part of [`OpsSnapshot`] the gauge sampler reads every few seconds.
@@ -215,6 +232,20 @@ impl PgStore {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let rejected = sqlx::query(sqlx::AssertSqlSafe(
+            REJECTED_COUNTS_SQL.replace("FROM ", "FROM provcache."),
+        ))
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(RejectedCount {
+                subject: r.try_get("subject")?,
+                reason: r.try_get("reason")?,
+                count: r.try_get("n")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(OpsSnapshot {
             checkpoints,
             open_divergences,
@@ -224,6 +255,7 @@ impl PgStore {
             replay,
             invalidations_per_hour,
             submissions_by_status,
+            rejected,
         })
     }
 }

@@ -71,32 +71,9 @@ pub(crate) fn check_policy_row(
     Ok(())
 }
 
-/// `Unavailable` when the database is down, restarting, out of resources or asks for a
-/// retry (SQLSTATE classes 08, 40, 53, 57, 58, and lost connections); `Rejected` for
-/// everything else, which another try would only repeat.
+/// The store's one classification of database errors ([`super::AdapterError`]).
 fn pg_error(e: sqlx::Error) -> PortError {
-    let unavailable = match &e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|k| c.starts_with(k))
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    };
-    if unavailable {
-        PortError::Unavailable {
-            service: "postgres",
-            message: e.to_string(),
-        }
-    } else {
-        PortError::Rejected(format!("postgres refused the policy: {e}"))
-    }
+    super::AdapterError::Postgres(e).into()
 }
 
 #[async_trait]

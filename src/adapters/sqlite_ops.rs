@@ -9,8 +9,8 @@ use sqlx::{Row, SqliteConnection};
 
 use super::AdapterError;
 use super::postgres_ops::{
-    CheckpointView, DivergenceView, HourCount, INVALIDATION_HOURS, OpsSnapshot, ReplayView,
-    SampledFigures,
+    CheckpointView, DivergenceView, HourCount, INVALIDATION_HOURS, OpsSnapshot,
+    REJECTED_COUNTS_SQL, RejectedCount, ReplayView, SampledFigures,
 };
 use super::sqlite::{SqliteResult, SqliteStore, from_micros, to_micros};
 
@@ -155,6 +155,20 @@ impl SqliteStore {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .sq()?;
+        let rejected = sqlx::query(REJECTED_COUNTS_SQL)
+            .fetch_all(&mut *tx)
+            .await
+            .sq()?
+            .into_iter()
+            .map(|r| {
+                Ok(RejectedCount {
+                    subject: r.try_get("subject")?,
+                    reason: r.try_get("reason")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .sq()?;
         tx.commit().await.sq()?;
         Ok(OpsSnapshot {
             checkpoints,
@@ -165,6 +179,7 @@ impl SqliteStore {
             replay,
             invalidations_per_hour,
             submissions_by_status,
+            rejected,
         })
     }
 }

@@ -48,32 +48,9 @@ fn select(rest: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM prov_policies {rest}"))
 }
 
-/// `Unavailable` when the file cannot be used right now (busy, locked, out of memory or
-/// disk, I/O, the pool); `Rejected` when SQLite refuses the values (constraints, types,
-/// sizes) or the statement, which another try would only repeat.
+/// The store's one classification of database errors ([`super::AdapterError`]).
 fn sqlite_error(e: sqlx::Error) -> PortError {
-    // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8, INTERRUPT 9, IOERR 10,
-    // FULL 13, CANTOPEN 14, PROTOCOL 15 (extended codes keep them in the low byte).
-    const TRANSIENT: [i64; 9] = [5, 6, 7, 8, 9, 10, 13, 14, 15];
-    let unavailable = match &e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| TRANSIENT.contains(&(c & 0xff))),
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    };
-    if unavailable {
-        PortError::Unavailable {
-            service: "sqlite",
-            message: e.to_string(),
-        }
-    } else {
-        PortError::Rejected(format!("sqlite refused the policy: {e}"))
-    }
+    super::AdapterError::Sqlite(e).into()
 }
 
 fn stored(rows: Vec<PolicyRow>) -> Result<Vec<StoredPolicy>, PortError> {

@@ -68,17 +68,24 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     read.merge(write)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "bundle request failed");
-    ApiError::Unavailable("the store is unavailable; try again".into())
-}
-
 fn refused(e: &BundleError) -> ApiError {
     match e {
         BundleError::TooLarge { .. } | BundleError::TooManyChunks { .. } => {
             ApiError::PayloadTooLarge(format!("bundle refused: {e}"))
         }
         _ => ApiError::BadRequest(format!("bundle refused, nothing stored: {e}")),
+    }
+}
+
+impl From<AirgapError> for ApiError {
+    fn from(e: AirgapError) -> Self {
+        match e {
+            AirgapError::Bundle(e) => refused(&e),
+            AirgapError::Refused(m) => ApiError::Conflict(m),
+            AirgapError::Store(e) => e.into(),
+            AirgapError::NoManifest(_) => ApiError::NotFound(e.to_string()),
+            AirgapError::Source(_) => ApiError::BadRequest(e.to_string()),
+        }
     }
 }
 
@@ -109,7 +116,7 @@ async fn export(
         .cache
         .get(&veri_key)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::NotFound(format!("no live entry for {veri_key}")))?;
     let proof_root = entry.proof_root.clone().ok_or_else(|| {
         ApiError::Conflict(format!(
@@ -120,7 +127,7 @@ async fn export(
         .evidence
         .manifest(&proof_root)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::NotFound(format!("no evidence stored for {proof_root}")))?;
     let rekor = bundled_receipt(&s, &veri_key).await?;
     let head = Bundle::head(&entry, &manifest, density, Utc::now(), rekor)
@@ -132,7 +139,7 @@ async fn export(
         .store
         .stored_indexes(&proof_root)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     if let Some(gap) = crate::airgap::missing_of(want, &stored).first() {
         return Err(ApiError::Conflict(format!(
             "chunk {gap} of {proof_root} is not stored here; a {} bundle needs chunks 0..{want}",
@@ -212,7 +219,7 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
         .store
         .linked_receipt(veri_key)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
     else {
         return Ok(None);
     };
@@ -220,7 +227,7 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
         .submissions
         .stored_receipt(&uuid)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
     else {
         return Ok(None);
     };
@@ -292,9 +299,7 @@ async fn import(
             };
             Ok((status, Json(outcome)).into_response())
         }
-        Err(AirgapError::Bundle(e)) => Err(refused(&e)),
-        Err(AirgapError::Refused(m)) => Err(ApiError::Conflict(m)),
-        Err(e) => Err(unavailable(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -314,11 +319,11 @@ async fn chunk_status(
         .evidence
         .manifest(&proof_root)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::NotFound(format!("no evidence with proof root {proof_root}")))?;
     let st = status(s.airgap.store.as_ref(), &manifest)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({
         "proof_root": st.proof_root,
         "total_chunks": st.total_chunks,
@@ -353,7 +358,7 @@ async fn link(
         .submissions
         .stored_receipt(&body.rekor_uuid)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| {
             ApiError::NotFound(format!("no stored Rekor receipt {:?}", body.rekor_uuid))
         })?;
@@ -361,7 +366,7 @@ async fn link(
         .store
         .link_receipt(&veri_key, &stored.uuid)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::OK,
         Json(json!({"veri_key": veri_key, "rekor_uuid": stored.uuid})),

@@ -71,11 +71,6 @@ fn limit(given: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "log monitoring store unavailable");
-    ApiError::Unavailable("the checkpoint store is unavailable; try again".into())
-}
-
 fn checkpoint_json(c: &StoredCheckpoint) -> Value {
     let cp = &c.checkpoint;
     json!({
@@ -139,7 +134,7 @@ async fn list_checkpoints(
         .checkpoints
         .checkpoints(&query)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({
         "checkpoints": rows.iter().map(checkpoint_json).collect::<Vec<_>>(),
     })))
@@ -166,7 +161,7 @@ async fn list_divergences(
         .divergences
         .divergences(q.open.unwrap_or(false), limit(q.limit)?)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     Ok(Json(json!({
         "divergences": rows.iter().map(divergence_json).collect::<Vec<_>>(),
     })))
@@ -211,7 +206,7 @@ async fn acknowledge(
         .divergences
         .acknowledge_divergence(id, &by)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::NotFound(format!("no divergence {id}")))?;
     tracing::info!(id, by = %by, backend = %d.backend, kind = %d.kind, "divergence acknowledged");
     Ok(Json(divergence_json(&d)))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actors::domain::entry::{Entry, verdict_hash};
 use actors::domain::verikey::{VeriKeyInputs, parse_veri_key};
-use actors::provcache::{Accepted, CacheError};
+use actors::provcache::Accepted;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -172,11 +172,6 @@ fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
     Ok(entry)
 }
 
-fn unavailable(e: CacheError) -> ApiError {
-    tracing::warn!(error = %e, "provcache request failed");
-    ApiError::Unavailable("the provenance cache's durable store is unavailable; try again".into())
-}
-
 #[utoipa::path(post, path = "/api/v1/provcache/entries", tag = "provcache",
     request_body(content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
     responses((status = 202, description = "queued (write-behind)"), (status = 201, description = "committed"),
@@ -189,7 +184,7 @@ async fn put_entry(
     let entry = entry_of(body, s.default_ttl)?;
     let veri_key = entry.veri_key.clone();
     let expires_at = entry.expires_at;
-    let accepted = s.cache.put(entry).await.map_err(unavailable)?;
+    let accepted = s.cache.put(entry).await.map_err(ApiError::from)?;
     let (status, word) = match accepted {
         Accepted::Queued => (StatusCode::ACCEPTED, "queued"),
         Accepted::Committed => (StatusCode::CREATED, "committed"),
@@ -211,7 +206,7 @@ async fn get_entry(
 ) -> Result<Response, ApiError> {
     parse_veri_key(&veri_key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let started = std::time::Instant::now();
-    let found = s.cache.get(&veri_key).await.map_err(unavailable)?;
+    let found = s.cache.get(&veri_key).await.map_err(ApiError::from)?;
     let tier = found.as_ref().map_or("miss", |(_, served)| served.as_str());
     metrics::histogram!("provd_provcache_read_duration_seconds", "tier" => tier)
         .record(started.elapsed().as_secs_f64());

@@ -1,5 +1,6 @@
 //! JSON errors with a stable `code`.
 
+use actors::ports::PortError;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,6 +9,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// Errors of the HTTP layer: what a client sees.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,37 @@ pub enum ApiError {
     /// A bug or an unexpected failure (500). The detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// The one mapping from a store's or bus's failure to what a client sees: only an
+/// unavailable service is a 503 (worth a retry); data the store refused is a 400, a
+/// conflict a 409, a missing record a 404.
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Unavailable { service, message } => {
+                tracing::warn!(service, error = %message, "a dependency is unavailable");
+                ApiError::Unavailable(format!("{service} is unavailable; try again"))
+            }
+            PortError::Conflict(m) => ApiError::Conflict(m),
+            PortError::NotFound(m) => ApiError::NotFound(m),
+            PortError::Rejected(m) => ApiError::BadRequest(m),
+        }
+    }
+}
+
+impl From<actors::provcache::CacheError> for ApiError {
+    fn from(e: actors::provcache::CacheError) -> Self {
+        match e {
+            actors::provcache::CacheError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::adapters::AdapterError> for ApiError {
+    fn from(e: crate::adapters::AdapterError) -> Self {
+        PortError::from(e).into()
+    }
 }
 
 #[derive(Serialize)]
@@ -85,6 +120,12 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
             );
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {

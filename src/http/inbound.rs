@@ -16,6 +16,8 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use actors::invalidator::Trigger;
+
 use super::AppState;
 use super::auth::scoped_api;
 use super::error::ApiError;
@@ -59,14 +61,18 @@ async fn publish_event(State(s): State<AppState>, body: Bytes) -> Result<Respons
     }
     let (kind, event) = events::decode(&body)
         .map_err(|e| ApiError::BadRequest(format!("not an event provd accepts: {e}")))?;
+    // An invalidation is refused here if its invalidator would refuse it (a field the
+    // stores cannot hold, no criterion), so an accepted event is always applied.
+    if let Some(trigger) = Trigger::ALL.into_iter().find(|t| t.kind() == kind) {
+        trigger.decode(&body).map_err(|r| {
+            ApiError::BadRequest(format!("not an event provd accepts: {}", r.detail))
+        })?;
+    }
     let subject = s.subjects.subject(kind);
     s.bus
         .publish(&subject, &event.id, body.to_vec())
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, %subject, "cannot publish an inbound event");
-            ApiError::Unavailable("the event bus is unavailable; try again".into())
-        })?;
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -25,7 +25,7 @@ use std::time::Duration;
 use actors::domain::evidence::EvidenceLimits;
 use actors::domain::invalidation::{Invalidation, LedgerRow};
 use actors::health::Health;
-use actors::ports::{EventBus, EvidenceStore, RekorBackends, SubmissionStore};
+use actors::ports::{EventBus, EvidenceStore, PortError, RekorBackends, SubmissionStore};
 use actors::provcache::ProvCache;
 use async_trait::async_trait;
 use axum::extract::State;
@@ -57,16 +57,16 @@ pub trait Probe: Send + Sync {
 #[async_trait]
 pub trait LedgerQuery: Send + Sync {
     /// Rows with `seq_no > since`, oldest first, at most `limit`.
-    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, String>;
+    async fn revocations(&self, since: i64, limit: i64) -> Result<Vec<LedgerRow>, PortError>;
     /// Totals: rows, rows by type, entries invalidated, head.
-    async fn stats(&self) -> Result<serde_json::Value, String>;
+    async fn stats(&self) -> Result<serde_json::Value, PortError>;
 }
 
 /// Counts of what the durable tier holds.
 #[async_trait]
 pub trait EntryCount: Send + Sync {
     /// Entries in the durable tier.
-    async fn entry_count(&self) -> Result<i64, String>;
+    async fn entry_count(&self) -> Result<i64, PortError>;
 }
 
 /// Everything the handlers share.
@@ -120,7 +120,8 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
     let read = scoped_api(
         OpenApiRouter::new()
             .routes(routes!(revocations))
-            .routes(routes!(revocation_stats)),
+            .routes(routes!(revocation_stats))
+            .routes(routes!(rejected)),
         &state.tokens,
         Scope::Read,
     );
@@ -272,13 +273,7 @@ async fn invalidate(
     // Refuse here what the invalidator would refuse later (e.g. a malformed epoch).
     Invalidation::explicit(&event).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let subject = s.subjects.subject(EventKind::InvalidateRequested);
-    s.bus
-        .publish(&subject, &event.id, event.to_json())
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot publish invalidation");
-            ApiError::Unavailable("the event bus is unavailable; try again".into())
-        })?;
+    s.bus.publish(&subject, &event.id, event.to_json()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -319,10 +314,7 @@ async fn revocations(
             "`limit` must be between 1 and {MAX_PAGE}"
         )));
     }
-    let rows = s.ledger.revocations(since, limit).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot read the ledger");
-        ApiError::Unavailable("the ledger is unavailable; try again".into())
-    })?;
+    let rows = s.ledger.revocations(since, limit).await?;
     let next_since = rows.last().map_or(since, |r| r.seq_no);
     Ok(Json(json!({
         "revocations": rows,
@@ -331,13 +323,51 @@ async fn revocations(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectedQuery {
+    limit: Option<i64>,
+}
+
+/// Messages refused for good, newest first: events provd could not accept, cache writes
+/// and invalidations the store refused, ledger events that could not be applied. Each was
+/// settled so the messages behind it went on, and is kept here for an operator.
+#[utoipa::path(get, path = "/api/v1/rejected", tag = "operations",
+    params(("limit" = Option<i64>, Query, description = "1-1000, default 100")),
+    responses((status = 200, description = "`rejected`: subject, event_id, reason, detail, payload (base64), rejected_at")),
+    security(("bearer" = ["read"])))]
+async fn rejected(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<RejectedQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use base64::Engine as _;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let rows = s.ops.rejected(limit).await?;
+    let rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "subject": r.subject,
+                "event_id": r.event_id,
+                "reason": r.reason,
+                "detail": r.detail,
+                "payload": base64::engine::general_purpose::STANDARD.encode(&r.payload),
+                "rejected_at": r.rejected_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"rejected": rows})))
+}
+
 /// The ledger's statistics.
 #[utoipa::path(get, path = "/api/v1/provcache/revocations/stats", tag = "provcache",
     responses((status = 200, description = "totals by type, entries invalidated, head")),
     security(("bearer" = ["read"])))]
 async fn revocation_stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    s.ledger.stats().await.map(Json).map_err(|e| {
-        tracing::warn!(error = %e, "cannot read ledger statistics");
-        ApiError::Unavailable("the ledger is unavailable; try again".into())
-    })
+    Ok(Json(s.ledger.stats().await?))
 }

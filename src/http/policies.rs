@@ -15,11 +15,11 @@
 use std::sync::Arc;
 
 use actors::domain::policy::{self, Policy};
-use actors::ports::{EventBus, PolicyPut, PolicyStore, PortError, StoredPolicy};
+use actors::ports::{EventBus, PolicyPut, PolicyStore, StoredPolicy};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use events::data::PolicyUpdated;
 use events::{CloudEvent, EventKind, Subjects};
@@ -34,9 +34,6 @@ use super::trace;
 use crate::config::{Scope, Token};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Seconds a client is asked to wait after a 503.
-const RETRY_AFTER_SECS: u32 = 5;
 
 /// What the routes need.
 #[derive(Clone)]
@@ -149,27 +146,6 @@ fn correlation_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn store_error(e: PortError) -> ApiError {
-    match e {
-        PortError::Unavailable { .. } => {
-            tracing::warn!(error = %e, "policy store unavailable");
-            ApiError::Unavailable("the policy store is unavailable; try again".into())
-        }
-        PortError::Rejected(m) => ApiError::BadRequest(m),
-    }
-}
-
-/// The error as a response; a 503 carries `Retry-After`.
-fn error_response(e: ApiError) -> Response {
-    let retry = matches!(e, ApiError::Unavailable(_));
-    let mut resp = e.into_response();
-    if retry {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    resp
-}
-
 fn summary(p: &StoredPolicy) -> Value {
     json!({
         "name": p.name,
@@ -189,10 +165,7 @@ async fn publish(
     s.bus
         .publish(&subject, &event.id, event.to_json())
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot publish policy.updated");
-            ApiError::Unavailable("the event bus is unavailable; try again".into())
-        })
+        .map_err(ApiError::from)
 }
 
 /// Stores a policy document as the name's next version.
@@ -213,7 +186,7 @@ async fn put_policy(
 ) -> Response {
     match put(&s, &name, correlation_id(&headers), &body).await {
         Ok(r) => r,
-        Err(e) => error_response(e),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -228,7 +201,7 @@ async fn put(
     let document: Value = serde_json::from_slice(&checked.canonical)
         .map_err(|e| ApiError::Internal(format!("canonical policy JSON does not parse: {e}")))?;
     let _one_at_a_time = s.put_lock.lock().await;
-    let current = s.store.policy(name).await.map_err(store_error)?;
+    let current = s.store.policy(name).await.map_err(ApiError::from)?;
     let mut announced = None;
     if let Some(c) = current.as_ref().filter(|c| c.policy_hash != checked.hash) {
         // Publish first, then store: a crash in between can only invalidate the verdicts of
@@ -242,7 +215,7 @@ async fn put(
         .store
         .put_policy(name, &checked.hash, &document)
         .await
-        .map_err(store_error)?;
+        .map_err(ApiError::from)?;
     Ok(match put {
         PolicyPut::Created(c) => {
             tracing::info!(name, version = c.version, hash = %c.policy_hash, "policy created");
@@ -304,13 +277,13 @@ async fn get_policy(State(s): State<PoliciesState>, Path(name): Path<String>) ->
             .store
             .policy(&name)
             .await
-            .map_err(store_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound(format!("no policy {name}")))?;
         let mut body = summary(&p);
         body["document"] = p.document;
         Ok::<_, ApiError>(Json(body).into_response())
     };
-    found.await.unwrap_or_else(error_response)
+    found.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The current version of every policy, by name (without the documents).
@@ -324,7 +297,7 @@ async fn list_policies(State(s): State<PoliciesState>) -> Response {
             "policies": all.iter().map(summary).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => error_response(store_error(e)),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -333,9 +306,10 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Mutex as StdMutex;
 
+    use actors::ports::PortError;
     use async_trait::async_trait;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, header};
     use tower::ServiceExt;
 
     use super::*;

@@ -70,11 +70,6 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
     write.merge(read)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "evidence store failed");
-    ApiError::Unavailable("the evidence store is unavailable; try again".into())
-}
-
 fn too_large(e: &EvidenceError) -> ApiError {
     count_upload("too_large");
     ApiError::PayloadTooLarge(e.to_string())
@@ -149,7 +144,7 @@ async fn upload(
         .await
         .map_err(|e| {
             count_upload("error");
-            unavailable(e)
+            ApiError::from(e)
         })?;
     let status = if created {
         count_upload("created");
@@ -185,7 +180,7 @@ async fn load_manifest(s: &AppState, proof_root: &str) -> Result<Manifest, ApiEr
     s.evidence
         .manifest(proof_root)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::NotFound(format!("no evidence with proof root {proof_root}")))
 }
 
@@ -221,7 +216,7 @@ async fn page(
         s.evidence
             .chunk_infos(&proof_root, from, page_size)
             .await
-            .map_err(unavailable)?
+            .map_err(ApiError::from)?
     };
     Ok(Json(json!({
         "proof_root": m.proof_root,
@@ -262,7 +257,7 @@ async fn chunk(
         .evidence
         .chunk(&proof_root, index)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| {
             ApiError::NotFound(format!("no chunk {index} under proof root {proof_root}"))
         })?;
@@ -321,7 +316,7 @@ async fn verify(
             .evidence
             .chunks(&proof_root, from, VERIFY_BATCH)
             .await
-            .map_err(unavailable)?;
+            .map_err(ApiError::from)?;
         let Some(last) = batch.last().map(|c| c.index) else {
             break;
         };

@@ -10,7 +10,7 @@
 use actors::domain::dsse::Envelope;
 use actors::domain::keys::PublicKey;
 use actors::domain::sigstore_bundle;
-use actors::domain::submission::{SubmissionStatus, submission_id};
+use actors::domain::submission::{SubmissionStatus, is_submission_id, submission_id};
 use actors::ports::{NewSubmission, StoredReceipt, SubmissionRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -61,11 +61,6 @@ struct SubmitBody {
     backend: Option<String>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "submission store unavailable");
-    ApiError::Unavailable("the submission store is unavailable; try again".into())
-}
-
 /// The JSON form of a stored receipt: the Sigstore bundle's `TransparencyLogEntry`.
 fn receipt_json(r: &StoredReceipt) -> Value {
     json!({
@@ -108,10 +103,15 @@ async fn enqueue(
     s.bus
         .publish(&subject, msg_id, event.to_json())
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot queue submission");
-            ApiError::Unavailable("the event bus is unavailable; try again".into())
-        })
+        .map_err(ApiError::from)
+}
+
+/// The stored submission `id`; an id not of the submission form cannot name one.
+async fn find_submission(s: &AppState, id: &str) -> Result<Option<SubmissionRecord>, ApiError> {
+    if !is_submission_id(id) {
+        return Ok(None);
+    }
+    Ok(s.submissions.submission(id).await?)
 }
 
 /// The queue message for a submission.
@@ -153,6 +153,9 @@ async fn submit(
             known.join(", ")
         )));
     }
+    // Refused here what a store could not hold, before anything is queued.
+    actors::domain::limits::json("envelope", &body.envelope)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let envelope_bytes = serde_json::to_vec(&body.envelope).unwrap_or_default();
     let envelope = Envelope::from_json(&envelope_bytes)
         .map_err(|e| ApiError::BadRequest(format!("field `envelope`: {e}")))?;
@@ -174,7 +177,12 @@ async fn submit(
             .map_err(|e| ApiError::BadRequest(format!("field `verifiers[{i}]`: {e}")))?;
     }
     let id = submission_id(&backend, &envelope);
-    if let Some(existing) = s.submissions.submission(&id).await.map_err(unavailable)? {
+    if let Some(existing) = s
+        .submissions
+        .submission(&id)
+        .await
+        .map_err(ApiError::from)?
+    {
         return Ok((
             StatusCode::OK,
             Json(json!({"id": existing.id, "status": existing.status.as_str()})),
@@ -200,7 +208,7 @@ async fn submit(
         .submissions
         .ensure_submission(&new)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::from)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": stored.id, "status": stored.status.as_str()})),
@@ -216,7 +224,7 @@ async fn get_submission(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(sub) = s.submissions.submission(&id).await.map_err(unavailable)? else {
+    let Some(sub) = find_submission(&s, &id).await? else {
         return Err(ApiError::NotFound(format!("no submission {id}")));
     };
     let receipt = match &sub.entry_uuid {
@@ -224,7 +232,7 @@ async fn get_submission(
             .submissions
             .stored_receipt(uuid)
             .await
-            .map_err(unavailable)?,
+            .map_err(ApiError::from)?,
         None => None,
     };
     Ok(Json(submission_json(&sub, receipt.as_ref())))
@@ -243,7 +251,7 @@ async fn get_bundle(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<sigstore_bundle::SigstoreBundle>, ApiError> {
-    let Some(sub) = s.submissions.submission(&id).await.map_err(unavailable)? else {
+    let Some(sub) = find_submission(&s, &id).await? else {
         return Err(ApiError::NotFound(format!("no submission {id}")));
     };
     if sub.status != SubmissionStatus::Logged {
@@ -257,7 +265,7 @@ async fn get_bundle(
             .submissions
             .stored_receipt(uuid)
             .await
-            .map_err(unavailable)?,
+            .map_err(ApiError::from)?,
         None => None,
     };
     let Some(stored) = stored else {
@@ -306,7 +314,7 @@ async fn get_entry(
         .submissions
         .stored_receipt(&uuid)
         .await
-        .map_err(unavailable)?
+        .map_err(ApiError::from)?
     {
         Some(r) => Ok(Json(receipt_json(&r))),
         None => Err(ApiError::NotFound(format!("no stored receipt {uuid}"))),
@@ -319,7 +327,10 @@ async fn get_entry(
               (status = 409, description = "not dead-lettered")),
     security(("bearer" = ["admin"])))]
 async fn retry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let Some(sub) = s.submissions.requeue(&id).await.map_err(unavailable)? else {
+    if !is_submission_id(&id) {
+        return Err(ApiError::NotFound(format!("no submission {id}")));
+    }
+    let Some(sub) = s.submissions.requeue(&id).await? else {
         return Err(ApiError::NotFound(format!("no submission {id}")));
     };
     if sub.status != SubmissionStatus::Queued {

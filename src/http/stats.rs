@@ -48,19 +48,9 @@ fn sample(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
     responses((status = 200, description = "hits, misses, hit ratio, write-behind, evidence, ledger")),
     security(("bearer" = ["read"])))]
 async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let unavailable = |what: &'static str| {
-        move |e: String| {
-            tracing::warn!(error = %e, "cannot read {what}");
-            ApiError::Unavailable(format!("the {what} is unavailable; try again"))
-        }
-    };
-    let entries = s.counts.entry_count().await.map_err(unavailable("store"))?;
-    let evidence = s
-        .evidence
-        .evidence_totals()
-        .await
-        .map_err(|e| unavailable("evidence store")(e.to_string()))?;
-    let ledger = s.ledger.stats().await.map_err(unavailable("ledger"))?;
+    let entries = s.counts.entry_count().await?;
+    let evidence = s.evidence.evidence_totals().await?;
+    let ledger = s.ledger.stats().await?;
 
     let text = s.metrics.render();
     let mut tiers = serde_json::Map::new();

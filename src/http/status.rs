@@ -11,6 +11,8 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use actors::ports::{PortError, RejectedEvent};
+
 use super::AppState;
 use crate::adapters::postgres_ops::OpsSnapshot;
 use crate::ops::status::{Inputs, report};
@@ -23,6 +25,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub trait OpsQuery: Send + Sync {
     /// Checkpoints, divergences, ledger positions, replay, invalidations, submissions.
     async fn snapshot(&self) -> Result<OpsSnapshot, String>;
+    /// The most recently refused messages (events, cache writes, ledger rows), newest first.
+    async fn rejected(&self, limit: i64) -> Result<Vec<RejectedEvent>, PortError>;
 }
 
 /// The open routes of this module.

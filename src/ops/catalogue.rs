@@ -12,7 +12,9 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use crate::config::Config;
 
 /// Inbound subjects (without prefix) that consumers count rejections and errors under.
-const INBOUND_SUBJECTS: [&str; 5] = [
+const INBOUND_SUBJECTS: [&str; 7] = [
+    "provcache.writes",
+    "prov.ledger.revocations",
     "prov.events.signer.revoked",
     "prov.events.feed.epoch_advanced",
     "prov.events.policy.updated",
@@ -20,8 +22,8 @@ const INBOUND_SUBJECTS: [&str; 5] = [
     "rekor.submissions.requested",
 ];
 
-/// The reasons `events::decode_as` gives for refusing an event.
-const REJECT_REASONS: [&str; 8] = [
+/// The reasons for refusing an event (`events::RejectReason`).
+const REJECT_REASONS: [&str; 9] = [
     "invalid_json",
     "unsupported_spec_version",
     "unknown_type",
@@ -30,6 +32,7 @@ const REJECT_REASONS: [&str; 8] = [
     "missing_field",
     "invalid_field",
     "invalid_data",
+    "store_refused",
 ];
 
 /// Outcomes of one submission-queue delivery (`actors::submitter`).

@@ -12,7 +12,9 @@ use actors::health::ChildHealth;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::postgres_ops::{DivergenceView, HourCount, OpsSnapshot, ReplayView};
+use crate::adapters::postgres_ops::{
+    DivergenceView, HourCount, OpsSnapshot, RejectedCount, ReplayView,
+};
 
 /// One service's state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +103,16 @@ pub struct LedgerFigures {
     pub outbox_lag: i64,
 }
 
+/// Messages refused for good (events, cache writes, ledger rows), kept for operators in
+/// the rejected-messages table and listed by `GET /api/v1/rejected`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RejectedFigures {
+    /// How many are recorded.
+    pub total: i64,
+    /// By subject and reason.
+    pub by_subject: Vec<RejectedCount>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
@@ -136,6 +148,9 @@ pub struct StatusReport {
     pub replay: Option<Vec<ReplayView>>,
     /// Ledger positions.
     pub ledger: Option<LedgerFigures>,
+    /// Recorded rejections; absent when the database could not be read.
+    #[serde(default)]
+    pub rejected: Option<RejectedFigures>,
 }
 
 /// The value of one sample in Prometheus text, summed over the series matching `label`
@@ -260,6 +275,7 @@ pub fn report(inputs: Inputs) -> StatusReport {
         invalidations: None,
         replay: None,
         ledger: None,
+        rejected: None,
     };
     match inputs.snapshot {
         Ok(snap) => {
@@ -303,6 +319,10 @@ pub fn report(inputs: Inputs) -> StatusReport {
                 per_hour: snap.invalidations_per_hour,
             });
             out.replay = Some(snap.replay);
+            out.rejected = Some(RejectedFigures {
+                total: snap.rejected.iter().map(|r| r.count).sum(),
+                by_subject: snap.rejected,
+            });
             out.ledger = Some(LedgerFigures {
                 head: snap.ledger_head,
                 outbox_published: snap.outbox_published,

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::epoch::FeedEpoch;
 use super::invalidation::Criterion;
-use super::verikey::{MAX_FIELD_LEN, VeriKeyError, parse_veri_key};
+use super::limits::{self, LimitError};
+use super::verikey::{VeriKeyError, parse_veri_key};
 
 /// Most signer key IDs on one entry.
 pub const MAX_SIGNER_KEYS: usize = 256;
@@ -21,9 +22,9 @@ pub enum EntryError {
     /// The trust score is outside 0–100.
     #[error("`trust_score` must be between 0 and 100, got {0}")]
     TrustScore(i64),
-    /// A required field is empty or too long.
-    #[error("`{0}` must be non-empty and at most {MAX_FIELD_LEN} bytes")]
-    Field(&'static str),
+    /// A field is empty, too long, or holds what the stores cannot (see [`limits`]).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// Too many signer key IDs.
     #[error("at most {MAX_SIGNER_KEYS} `signer_key_ids`")]
     TooManyKeys,
@@ -70,13 +71,6 @@ pub fn verdict_hash(verdict: &serde_json::Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
-fn field(name: &'static str, v: &str) -> Result<(), EntryError> {
-    if v.is_empty() || v.len() > MAX_FIELD_LEN {
-        return Err(EntryError::Field(name));
-    }
-    Ok(())
-}
-
 impl Entry {
     /// Checks the entry's fields.
     pub fn validate(&self) -> Result<(), EntryError> {
@@ -84,22 +78,22 @@ impl Entry {
         if !(0..=100).contains(&self.trust_score) {
             return Err(EntryError::TrustScore(i64::from(self.trust_score)));
         }
-        field("policy_hash", &self.policy_hash)?;
-        field("signer_set_hash", &self.signer_set_hash)?;
-        if let Some(p) = &self.proof_root {
-            field("proof_root", p)?;
-        }
-        if let Some(f) = &self.feed_id {
-            field("feed_id", f)?;
-        }
-        if let Some(e) = &self.feed_epoch {
-            field("feed_epoch", e)?;
-        }
+        limits::required("verdict_hash", &self.verdict_hash, limits::HASH_LEN)?;
+        limits::json("verdict", &self.verdict)?;
+        limits::required("policy_hash", &self.policy_hash, limits::HASH_LEN)?;
+        limits::required("signer_set_hash", &self.signer_set_hash, limits::HASH_LEN)?;
+        limits::optional("proof_root", self.proof_root.as_deref(), limits::HASH_LEN)?;
+        limits::optional("feed_id", self.feed_id.as_deref(), limits::FEED_ID_LEN)?;
+        limits::optional(
+            "feed_epoch",
+            self.feed_epoch.as_deref(),
+            limits::FEED_EPOCH_LEN,
+        )?;
         if self.signer_key_ids.len() > MAX_SIGNER_KEYS {
             return Err(EntryError::TooManyKeys);
         }
         for k in &self.signer_key_ids {
-            field("signer_key_ids", k)?;
+            limits::required("signer_key_ids", k, limits::KEY_ID_LEN)?;
         }
         if self.expires_at <= self.created_at {
             return Err(EntryError::Expired);
@@ -284,5 +278,33 @@ mod tests {
         let mut e = entry('a');
         e.veri_key = "nope".into();
         assert!(e.validate().is_err());
+        // What PostgreSQL cannot hold is refused here, naming the field.
+        let mut e = entry('a');
+        e.policy_hash = "p".repeat(200);
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`policy_hash`")
+        );
+        let mut e = entry('a');
+        e.feed_epoch = Some("1".repeat(100));
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`feed_epoch`")
+        );
+        let mut e = entry('a');
+        e.signer_key_ids = vec!["k".repeat(300)];
+        assert!(
+            e.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`signer_key_ids`")
+        );
+        let mut e = entry('a');
+        e.verdict = serde_json::json!({"note": "a\u{0}b"});
+        assert!(e.validate().unwrap_err().to_string().contains("`verdict`"));
     }
 }

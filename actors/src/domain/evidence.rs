@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::domain::limits::{self, LimitError};
 use crate::domain::merkle::{self, CompactRange, Hash, MerkleError};
 
 /// The prefix of every digest and proof root in text form.
@@ -56,6 +57,9 @@ pub enum EvidenceError {
     /// A Merkle operation failed.
     #[error(transparent)]
     Merkle(#[from] MerkleError),
+    /// A field is outside what the stores can hold.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// Chunking limits: the chunk size and the most chunks one piece of evidence may have.
@@ -201,6 +205,24 @@ impl Manifest {
     /// root is the root over the chunk hashes.
     pub fn check(&self) -> Result<(), EvidenceError> {
         let bad = |m: String| Err(EvidenceError::InconsistentManifest(m));
+        // What both stores can hold: the sizes are SQL integers, the type bounded text.
+        let max = i128::from(limits::MAX_CHUNK_FIELD);
+        limits::range("chunkSize", i128::from(self.chunk_size), 1, max)?;
+        limits::range("totalChunks", i128::from(self.total_chunks), 0, max)?;
+        limits::range(
+            "totalSize",
+            i128::from(self.total_size),
+            0,
+            i128::from(i64::MAX),
+        )?;
+        limits::required("contentType", &self.content_type, limits::CONTENT_TYPE_LEN)?;
+        limits::required("proofRoot", &self.proof_root, limits::HASH_LEN)?;
+        if let Some(c) = self.chunks.iter().find(|c| c.size > self.chunk_size) {
+            return bad(format!(
+                "chunk {} has {} bytes, more than `chunkSize` {}",
+                c.index, c.size, self.chunk_size
+            ));
+        }
         if self.chunks.len() as u64 != self.total_chunks {
             return bad(format!(
                 "{} chunks listed, total_chunks is {}",
@@ -216,7 +238,14 @@ impl Manifest {
         {
             return bad(format!("chunk at position {} has index {}", c.0, c.1.index));
         }
-        let sum: u64 = self.chunks.iter().map(|c| c.size).sum();
+        // Checked: declared sizes come from outside and must not wrap.
+        let sum = self
+            .chunks
+            .iter()
+            .try_fold(0u64, |acc, c| acc.checked_add(c.size));
+        let Some(sum) = sum else {
+            return bad("chunk sizes add up to more than 2^64 bytes".into());
+        };
         if sum != self.total_size {
             return bad(format!(
                 "chunk sizes add up to {sum}, total_size is {}",

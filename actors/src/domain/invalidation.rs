@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::DomainError;
 use super::epoch::FeedEpoch;
+use super::limits;
 
 /// The ledger's `revocation_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,14 +174,51 @@ impl Invalidation {
         criterion: Criterion,
         reason: Option<String>,
     ) -> Result<Self, DomainError> {
-        Ok(Invalidation {
+        let inv = Invalidation {
             revocation_id: event_uuid(event)?,
             revocation_type,
             criterion,
             reason,
             source: event.source.clone(),
             correlation_id: event.correlationid.clone(),
-        })
+        };
+        inv.validate()?;
+        Ok(inv)
+    }
+
+    /// Checks every field fits the ledger and the entry indexes of both stores
+    /// ([`limits`]), so an accepted invalidation can always be recorded and applied.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        let (field, max) = match &self.criterion {
+            Criterion::VeriKey(_) => ("veri_key", limits::HASH_LEN),
+            Criterion::SignerKeyId(_) => ("signer_key_id", limits::KEY_ID_LEN),
+            Criterion::SignerSetHash(_) => ("signer_set_hash", limits::HASH_LEN),
+            Criterion::PolicyHash(_) => ("policy_hash", limits::HASH_LEN),
+            Criterion::FeedEpochBefore { feed_id, .. } => {
+                limits::optional("feed_id", feed_id.as_deref(), limits::FEED_ID_LEN)?;
+                ("feed_epoch", limits::FEED_EPOCH_LEN)
+            }
+        };
+        // The criterion's value is the ledger's `revoked_key` and what the indexes match.
+        limits::required(
+            field,
+            &self.criterion.value(),
+            max.min(limits::REVOKED_KEY_LEN),
+        )?;
+        limits::optional("reason", self.reason.as_deref(), limits::REASON_LEN).or_else(
+            |e| match e {
+                // An empty reason is stored as given.
+                limits::LimitError::Empty(_) => Ok(()),
+                other => Err(other),
+            },
+        )?;
+        limits::required("source", &self.source, limits::SOURCE_LEN)?;
+        limits::optional(
+            "correlationid",
+            self.correlation_id.as_deref(),
+            limits::CORRELATION_ID_LEN,
+        )?;
+        Ok(())
     }
 
     /// An explicit invalidation (API or `prov.events.invalidate`).

@@ -16,6 +16,8 @@
 //!   [`policy`] (policy documents, their hashes, and verdicts decided by verifying
 //!   attestations against them).
 //!
+//! * Input limits: [`limits`] (the one list of what both stores can hold).
+//!
 //! Each module has its own error enum; [`DomainError`] covers the provenance-cache rules.
 
 pub mod bundle;
@@ -27,6 +29,7 @@ pub mod epoch;
 pub mod evidence;
 pub mod invalidation;
 pub mod keys;
+pub mod limits;
 pub mod log;
 pub mod merkle;
 pub mod note;
@@ -55,4 +58,7 @@ pub enum DomainError {
     /// An invalidation criterion is missing or malformed.
     #[error("invalid invalidation criterion: {0}")]
     InvalidCriterion(String),
+    /// A field is longer than the stores hold, or holds NUL.
+    #[error(transparent)]
+    Limit(#[from] limits::LimitError),
 }

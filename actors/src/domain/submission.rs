@@ -97,6 +97,16 @@ pub fn submission_id(backend: &str, envelope: &Envelope) -> String {
     format!("sub-{}", hex::encode(ctx.finish().as_ref()))
 }
 
+/// Whether `s` has the form of a submission id (`sub-` and 64 lowercase hex digits); one
+/// that does not cannot name a submission.
+pub fn is_submission_id(s: &str) -> bool {
+    s.strip_prefix("sub-").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
