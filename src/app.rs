@@ -507,6 +507,7 @@ impl App {
             cache: provcache.clone(),
             subjects: subjects.clone(),
             rejects: store.clone(),
+            health: health.clone(),
         };
         let (flush_batch, flush_interval) = (
             config.provcache.flush_batch,

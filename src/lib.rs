@@ -1,12 +1,21 @@
 //! provd: Rekor transparency-log anchoring and a provenance cache of policy verdicts.
 //!
-//! This package holds everything that touches the outside world: the adapters that
-//! implement `actors`' ports on PostgreSQL, Redis and NATS JetStream ([`adapters`]), the
-//! HTTP API ([`http`]), configuration ([`config`]), logs and metrics ([`telemetry`]),
-//! Sigstore trust roots kept fresh through TUF ([`trust`]), the command line ([`cli`]) and
-//! the composition root ([`app`]). [`evaluate`] is verify-then-cache: verdicts decided by
-//! verifying attestations against stored policies. The binary's `main` only parses the
-//! command line and hands over to [`cli::run`].
+//! This package holds everything that touches the outside world:
+//!
+//! * [`adapters`]: `actors`' ports on PostgreSQL, SQLite, Redis/Valkey, NATS JetStream and
+//!   the in-process bus, and the Rekor clients; their errors map onto the ports' kinds.
+//! * [`airgap`]: signed air-gap bundles: import, lazy chunk fetch, the storage they need.
+//! * [`app`]: the composition root that builds either mode from the configuration.
+//! * [`cli`]: the command line; the binary's `main` only parses it and hands over to
+//!   [`cli::run`].
+//! * [`config`]: the configuration file, environment and flags.
+//! * [`devlog`]: the local Rekor-compatible log (`provd dev-log`).
+//! * [`evaluate`]: verify-then-cache: verdicts decided by verifying attestations against
+//!   stored policies.
+//! * [`http`]: the HTTP API, its errors and its OpenAPI document.
+//! * [`ops`]: the status report and the metrics catalogue.
+//! * [`telemetry`]: logs and metrics.
+//! * [`trust`]: Sigstore trust roots kept fresh through TUF and carried across air gaps.
 
 pub mod adapters;
 pub mod airgap;

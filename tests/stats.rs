@@ -92,6 +92,52 @@ async fn stats_count_entries_hits_misses_evidence_and_revocations() {
             );
         }
     }
+    // The status report reads the same typed figures: they equal `/metrics` too.
+    let status: Value = t
+        .http
+        .get(t.url("/api/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    let mut hits = 0.0;
+    for tier in ["memory", "valkey", "postgres", "sqlite"] {
+        hits += t
+            .metric("provd_provcache_hits_total", &[("tier", tier)])
+            .await;
+    }
+    assert_eq!(status["cache"]["hits"].as_f64(), Some(hits), "{status}");
+    let misses = t
+        .metric("provd_provcache_misses_total", &[("tier", "postgres")])
+        .await;
+    assert_eq!(status["cache"]["misses"].as_f64(), Some(misses), "{status}");
+    // Gauges move with the flusher: the two views agree once it is idle.
+    for (field, metric) in [
+        ("queue_depth", "provd_write_behind_queue_depth"),
+        ("lag_seconds", "provd_write_behind_lag_seconds"),
+    ] {
+        common::eventually(
+            "stats and /metrics agree",
+            Duration::from_secs(30),
+            || async {
+                let stats_now: Value = t
+                    .http
+                    .get(t.url("/api/v1/provcache/stats"))
+                    .bearer_auth(READ_TOKEN)
+                    .send()
+                    .await
+                    .expect("stats")
+                    .json()
+                    .await
+                    .expect("json");
+                let from_metrics = t.metric(metric, &[]).await;
+                (stats_now["write_behind"][field].as_f64() == Some(from_metrics)).then_some(())
+            },
+        )
+        .await;
+    }
     let r = t
         .http
         .get(t.url("/api/v1/provcache/stats"))

@@ -20,6 +20,9 @@ pub enum ChildStatus {
     Restarting(String),
     /// Down for good: its restart budget is spent. Needs an operator.
     Failed(String),
+    /// Up, but its queue holds work and has not advanced for a while (a store that stays
+    /// unavailable, or a fault it cannot get past).
+    Stalled(String),
     /// Stopped on purpose (shutdown).
     Stopped,
 }

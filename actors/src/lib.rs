@@ -1,20 +1,27 @@
 //! provd's core: the pure domain, the ports it needs, and the supervised actors.
 //!
-//! * [`domain`]: synchronous logic with no I/O (Merkle, notes, VeriKey, invalidation rules).
-//! * [`ports`]: the narrow async traits actors use to reach stores, caches and the bus.
-//! * [`supervisor`], [`invalidator`], [`write_behind`], [`ledger`]: the actors; [`health`] is what
-//!   `/readyz` reads.
+//! * [`domain`]: synchronous logic with no I/O (Merkle, notes, VeriKey, invalidation rules,
+//!   the limits of what provd accepts).
+//! * [`ports`]: the narrow async traits actors use to reach stores, caches and the bus, and
+//!   the kinds of failure they report.
+//! * [`supervisor`]: starts the actors and restarts them; [`health`] is what `/readyz` reads.
+//! * The actors: [`invalidator`] (one per trigger), [`write_behind`] (the flusher),
+//!   [`ledger`] (the outbox publisher and the per-node consumer), [`submitter`] (the Rekor
+//!   submission queue), [`log_sync`] and [`divergence`] (transparency-log monitoring),
+//!   [`tile_sync`] (tile mirroring).
+//! * [`pump`]: the task that pulls batches from the bus beside an actor's mailbox;
+//!   [`rejected`]: how a consumer refuses a message for good (recorded, counted, settled).
 //! * [`provcache`]: the cache's read and write paths over the tiers.
 //! * [`ledger_replay`]: catch-up from the revocation ledger (start-up, reconnect, CLI).
-//! * [`log_sync`], [`divergence`]: transparency-log monitoring (checkpoint sync per backend,
-//!   cross-node divergence detection, the alert outbox).
-//! * `testing` (feature): in-memory fakes of the ports for unit tests.
+//! * [`figures`]: the figures shown in several places, counted once with their metrics.
+//! * `testing`, `testing_monitor` (feature): in-memory fakes of the ports for unit tests.
 //!
 //! This crate never names a database, cache, broker or HTTP library: adapters live in the
 //! `provd` package.
 
 pub mod divergence;
 pub mod domain;
+pub mod figures;
 pub mod health;
 pub mod invalidator;
 pub mod ledger;

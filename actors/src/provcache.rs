@@ -15,6 +15,7 @@ use chrono::Utc;
 use metrics::Counter;
 
 use crate::domain::entry::{Entry, EntryWrite};
+use crate::figures;
 use crate::ports::{EntryStore, EntryTier, EventBus, HotCachePurge, PortError};
 
 /// Errors of the cache service.
@@ -66,15 +67,15 @@ struct TierSlot {
     /// Unix milliseconds until which the tier is skipped after a failure.
     down_until: AtomicI64,
     /// Metric handles, registered once: a hit must not build label sets.
-    hits: Counter,
-    misses: Counter,
+    hits: figures::Count,
+    misses: figures::Count,
     errors: [Counter; 3],
 }
 
 /// Metric handles of the cache as a whole.
 struct Meters {
-    durable_hits: Counter,
-    durable_misses: Counter,
+    durable_hits: figures::Count,
+    durable_misses: figures::Count,
     queued: Counter,
     direct: Counter,
     fallbacks: Counter,
@@ -85,8 +86,8 @@ struct Meters {
 impl Meters {
     fn new(durable: &'static str) -> Self {
         Meters {
-            durable_hits: metrics::counter!("provd_provcache_hits_total", "tier" => durable),
-            durable_misses: metrics::counter!("provd_provcache_misses_total", "tier" => durable),
+            durable_hits: figures::cache_hits(durable),
+            durable_misses: figures::cache_misses(durable),
             queued: metrics::counter!("provd_provcache_writes_total", "path" => "write_behind"),
             direct: metrics::counter!("provd_provcache_writes_total", "path" => "direct"),
             fallbacks: metrics::counter!("provd_provcache_write_behind_fallbacks_total"),
@@ -156,8 +157,8 @@ impl ProvCache {
                         metrics::counter!("provd_provcache_tier_errors_total", "tier" => name, "op" => op)
                     };
                     TierSlot {
-                        hits: metrics::counter!("provd_provcache_hits_total", "tier" => name),
-                        misses: metrics::counter!("provd_provcache_misses_total", "tier" => name),
+                        hits: figures::cache_hits(name),
+                        misses: figures::cache_misses(name),
                         errors: [error("get"), error("put"), error("remove")],
                         tier,
                         name,

@@ -465,8 +465,7 @@ impl Submitter {
 
     async fn run_batch(&self, deliveries: Vec<Box<dyn Delivery>>) {
         let depth = deliveries.last().and_then(|d| d.pending()).unwrap_or(0);
-        metrics::gauge!("provd_rekor_submission_queue_depth")
-            .set((depth + deliveries.len() as u64) as f64);
+        crate::figures::set_submission_queue_depth((depth + deliveries.len() as u64) as f64);
         futures::stream::iter(deliveries)
             .for_each_concurrent(self.config.concurrency.max(1), |d| async move {
                 let outcome = self.process(d.as_ref()).await;

@@ -25,6 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::domain::entry::EntryWrite;
+use crate::health::{ChildStatus, Health};
 use crate::ports::{
     ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, RejectedEventStore, StartPosition,
     UpsertOutcome,
@@ -48,7 +49,17 @@ pub struct WriteBehindDeps {
     pub subjects: Subjects,
     /// Where writes the store refuses for good are recorded.
     pub rejects: Arc<dyn RejectedEventStore>,
+    /// Where the queue's progress is shown: [`QUEUE_GATE`] turns `Stalled` while writes wait
+    /// and none has been settled for [`STALL_AFTER`], which `/readyz` and the status report
+    /// show.
+    pub health: Health,
 }
+
+/// The readiness gate that shows whether the write-behind queue advances.
+pub const QUEUE_GATE: &str = "write-behind-queue";
+
+/// How long writes may wait without any being settled before the queue counts as stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// The flusher. Config lives here; the pump lives in [`WriteBehindState`].
 #[derive(Clone)]
@@ -57,6 +68,7 @@ pub struct WriteBehind {
     flush_batch: usize,
     flush_interval: Duration,
     in_flight: usize,
+    stall_after: Duration,
 }
 
 impl WriteBehind {
@@ -68,7 +80,14 @@ impl WriteBehind {
             flush_batch: flush_batch.max(1),
             flush_interval,
             in_flight: 2,
+            stall_after: STALL_AFTER,
         }
+    }
+
+    /// Shows the queue as stalled after `d` without progress instead of [`STALL_AFTER`].
+    pub fn with_stall_after(mut self, d: Duration) -> Self {
+        self.stall_after = d;
+        self
     }
 
     /// At most `n` flushes at once (at least one).
@@ -100,8 +119,9 @@ impl WriteBehind {
 
 /// Messages the flusher handles.
 pub enum WriteBehindMsg {
-    /// A gathered batch; reply when every delivery is settled.
-    Flush(Vec<Box<dyn Delivery>>, oneshot::Sender<()>),
+    /// A gathered batch; reply when every delivery is settled, with whether any of them
+    /// was settled for good (committed or recorded as rejected) rather than put back.
+    Flush(Vec<Box<dyn Delivery>>, oneshot::Sender<bool>),
 }
 
 /// The running pump.
@@ -110,7 +130,10 @@ pub struct WriteBehindState {
 }
 
 impl WriteBehind {
-    async fn flush(&self, deliveries: Vec<Box<dyn Delivery>>) {
+    /// Flushes a batch; `true` when the queue advanced (anything was committed or
+    /// recorded as rejected), `false` when everything was put back.
+    async fn flush(&self, deliveries: Vec<Box<dyn Delivery>>) -> bool {
+        let mut advanced = false;
         let mut writes = Vec::with_capacity(deliveries.len());
         let mut good = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -122,6 +145,7 @@ impl WriteBehind {
                     good.push(d);
                 }
                 Err(e) => {
+                    advanced = true;
                     let reason = match e {
                         crate::domain::entry::EntryError::MalformedWrite(_) => {
                             RejectReason::InvalidJson
@@ -133,7 +157,7 @@ impl WriteBehind {
             }
         }
         if writes.is_empty() {
-            return;
+            return advanced;
         }
         metrics::histogram!("provd_write_behind_batch_size").record(writes.len() as f64);
         // A batch the store refuses is split until the writes it refuses are found: each is
@@ -155,6 +179,7 @@ impl WriteBehind {
                         metrics::gauge!("provd_write_behind_flushed_lag_seconds").set(lag);
                     }
                     self.settle(&writes, good, &outcome).await;
+                    advanced = true;
                 }
                 Err(e) if e.is_transient() => {
                     let delay = pump::retry_delay(good[0].delivered().min(8) as u32);
@@ -164,6 +189,7 @@ impl WriteBehind {
                     let _ = futures::future::join_all(naks).await;
                 }
                 Err(e) if writes.len() == 1 => {
+                    advanced = true;
                     let id = writes[0].write_id.to_string();
                     let detail = format!(
                         "the store refused the write of {}: {e}",
@@ -189,6 +215,7 @@ impl WriteBehind {
                 }
             }
         }
+        advanced
     }
 
     /// Records a write that can never be stored, counts it and settles it, so it never
@@ -257,12 +284,82 @@ impl WriteBehind {
     }
 }
 
+/// Whether the queue advances, shown as the [`QUEUE_GATE`] readiness gate: `Stalled` while
+/// writes wait and none has been settled for [`STALL_AFTER`], `Running` otherwise.
+struct Progress {
+    health: Health,
+    after: Duration,
+    last: Instant,
+    /// When a flush last put all its writes back (the store unavailable). They are not
+    /// pending in the broker while they wait for redelivery, yet they are work.
+    put_back_at: Option<Instant>,
+    stalled: bool,
+}
+
+/// How long writes put back count as waiting: longer than the longest redelivery delay
+/// (`pump::retry_delay`), so a store that stays down keeps them counted, while writes
+/// another node took over stop counting.
+const PUT_BACK_WINDOW: Duration = Duration::from_secs(60);
+
+impl Progress {
+    fn new(health: Health, after: Duration) -> Self {
+        health.set(QUEUE_GATE, true, ChildStatus::Running);
+        Progress {
+            health,
+            after,
+            last: Instant::now(),
+            put_back_at: None,
+            stalled: false,
+        }
+    }
+
+    /// A flush ended: it settled some writes for good, or put them all back.
+    fn flushed(&mut self, advanced: bool) {
+        if advanced {
+            self.last = Instant::now();
+            self.put_back_at = None;
+            self.show(0);
+        } else {
+            self.put_back_at = Some(Instant::now());
+        }
+    }
+
+    /// `waiting` writes are held, in flight or behind in the broker.
+    fn check(&mut self, waiting: u64) {
+        let put_back = self
+            .put_back_at
+            .is_some_and(|t| t.elapsed() < PUT_BACK_WINDOW.max(self.after));
+        let waiting = waiting + u64::from(put_back);
+        if waiting == 0 {
+            self.last = Instant::now();
+        }
+        self.show(waiting);
+    }
+
+    fn show(&mut self, waiting: u64) {
+        let stalled = waiting > 0 && self.last.elapsed() >= self.after;
+        if stalled == self.stalled {
+            return;
+        }
+        self.stalled = stalled;
+        let status = if stalled {
+            tracing::warn!(waiting, "the write-behind queue has not advanced");
+            ChildStatus::Stalled(format!(
+                "{waiting} write(s) waiting and none flushed for {}s",
+                self.last.elapsed().as_secs()
+            ))
+        } else {
+            ChildStatus::Running
+        };
+        self.health.set(QUEUE_GATE, true, status);
+    }
+}
+
 /// Publishes the queue gauges from what the pump holds.
 fn queue_gauges(held: &[Box<dyn Delivery>], held_since: Option<Instant>) {
     let behind = held.last().and_then(|d| d.pending()).unwrap_or(0);
-    metrics::gauge!("provd_write_behind_queue_depth").set((held.len() as u64 + behind) as f64);
     let lag = held_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    metrics::gauge!("provd_write_behind_lag_seconds").set(lag);
+    crate::figures::set_write_behind((held.len() as u64 + behind) as f64, lag);
 }
 
 impl Actor for WriteBehind {
@@ -288,9 +385,12 @@ impl Actor for WriteBehind {
         let max = self.flush_batch;
         let interval = self.flush_interval;
         let in_flight = self.in_flight;
+        let mut progress = Progress::new(self.deps.health.clone(), self.stall_after);
         state.pump = Some(pump::Pump::spawn(async move {
             // Flushes handed over and not yet settled, oldest first.
-            let mut flushing: VecDeque<oneshot::Receiver<()>> = VecDeque::new();
+            let mut flushing: VecDeque<oneshot::Receiver<bool>> = VecDeque::new();
+            // Messages the broker holds beyond those delivered, as of the last batch.
+            let mut behind: u64 = 0;
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
                 let mut failures: u32 = 0;
@@ -314,6 +414,11 @@ impl Actor for WriteBehind {
                                 if !b.is_empty() && held_since.is_none() {
                                     held_since = Some(Instant::now());
                                 }
+                                behind = match b.last() {
+                                    Some(d) => d.pending().unwrap_or(behind),
+                                    // A wait that delivered nothing: nothing is behind.
+                                    None => 0,
+                                };
                                 held.extend(b);
                             }
                             Err(e) => {
@@ -327,6 +432,20 @@ impl Actor for WriteBehind {
                         }
                     }
                     queue_gauges(&held, held_since);
+                    // Flushes that ended meanwhile, without waiting for the others.
+                    while let Some(front) = flushing.front_mut() {
+                        match front.try_recv() {
+                            Ok(advanced) => {
+                                flushing.pop_front();
+                                progress.flushed(advanced);
+                            }
+                            Err(oneshot::error::TryRecvError::Empty) => break,
+                            Err(oneshot::error::TryRecvError::Closed) => {
+                                flushing.pop_front();
+                            }
+                        }
+                    }
+                    progress.check(held.len() as u64 + flushing.len() as u64 + behind);
                     let due = held_since.is_some_and(|t| t.elapsed() >= interval);
                     if held.is_empty() || (held.len() < max && !due) {
                         continue;
@@ -350,8 +469,10 @@ impl Actor for WriteBehind {
                         if let Some(settled) = flushing.pop_front() {
                             // An error means the flush ended unsettled (its deliveries come
                             // back after `ack_wait`); only a dead actor stops the pump.
-                            if settled.await.is_err() && !pump::actor_alive(&myself) {
-                                return;
+                            match settled.await {
+                                Ok(advanced) => progress.flushed(advanced),
+                                Err(_) if !pump::actor_alive(&myself) => return,
+                                Err(_) => {}
                             }
                         }
                     }
@@ -374,8 +495,8 @@ impl Actor for WriteBehind {
                 // the pump bounds how many run at once.
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.flush(deliveries).await;
-                    let _ = done.send(());
+                    let advanced = me.flush(deliveries).await;
+                    let _ = done.send(advanced);
                 });
                 Ok(())
             }
@@ -506,6 +627,7 @@ mod tests {
             cache: Arc::new(MemoryCache::new()),
             subjects,
             rejects: Arc::new(rejects.clone()),
+            health: Health::new(),
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -547,6 +669,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queue_that_does_not_advance_is_shown_stalled_until_it_does() {
+        let bus = MemoryBus::new();
+        let store = Arc::new(Recorder::default());
+        // Unavailable for a long while: every flush puts its writes back.
+        *store.failures_left.lock().expect("lock") = u32::MAX;
+        let health = Health::new();
+        let subjects = Subjects::new("t");
+        let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
+        bus.publish_raw(&subject, write(1));
+        let deps = WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store: store.clone(),
+            cache: Arc::new(MemoryCache::new()),
+            subjects,
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
+            health: health.clone(),
+        };
+        let flusher = WriteBehind::new(deps, 8, Duration::from_millis(20))
+            .with_stall_after(Duration::from_millis(300));
+        let (actor, _h) = Actor::spawn(None, flusher, ()).await.expect("starts");
+        let gate = || health.get(QUEUE_GATE).map(|h| h.status);
+        eventually(|| matches!(gate(), Some(ChildStatus::Stalled(_)))).await;
+        assert!(!health.ready(), "a stalled queue is not ready");
+        // The store comes back: the write is flushed and the queue runs again.
+        *store.failures_left.lock().expect("lock") = 0;
+        eventually(|| gate() == Some(ChildStatus::Running)).await;
+        assert!(health.ready());
+        actor.stop(None);
+    }
+
+    #[tokio::test]
     async fn flushes_by_size_or_interval_acks_after_commit_and_retries_failures() {
         let bus = MemoryBus::new();
         let store = Arc::new(Recorder::default());
@@ -563,6 +716,7 @@ mod tests {
             cache: Arc::new(MemoryCache::new()),
             subjects,
             rejects: Arc::new(crate::testing::MemoryStore::default()),
+            health: Health::new(),
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -613,6 +767,7 @@ mod tests {
             cache: Arc::new(cache.clone()),
             subjects,
             rejects: Arc::new(crate::testing::MemoryStore::default()),
+            health: Health::new(),
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -675,6 +830,7 @@ mod tests {
             cache: Arc::new(MemoryCache::new()),
             subjects,
             rejects: Arc::new(crate::testing::MemoryStore::default()),
+            health: Health::new(),
         };
         // Batches of two: the first flush cannot finish until the second has started.
         let (actor, _h) = Actor::spawn(

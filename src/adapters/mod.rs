@@ -171,3 +171,88 @@ fn sql_kind(err: &sqlx::Error, dialect: Dialect) -> SqlKind {
         _ => SqlKind::Unavailable,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A database error with a given code, as a driver reports it (`true`: a unique
+    /// violation).
+    #[derive(Debug)]
+    struct Coded(&'static str, bool);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "code {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            if self.1 {
+                sqlx::error::ErrorKind::UniqueViolation
+            } else {
+                sqlx::error::ErrorKind::Other
+            }
+        }
+    }
+
+    fn db(code: &'static str, unique: bool) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code, unique)))
+    }
+
+    #[test]
+    fn database_errors_are_classified_by_code() {
+        let (other, unique) = (false, true);
+        let pg = |e| PortError::from(AdapterError::Postgres(e));
+        let lite = |e| PortError::from(AdapterError::Sqlite(e));
+        // PostgreSQL: string too long, NUL, numeric out of range, a check: the data.
+        for code in ["22001", "22021", "22P05", "22003", "23514", "23502"] {
+            assert!(
+                matches!(pg(db(code, other)), PortError::Rejected(_)),
+                "{code}"
+            );
+        }
+        assert!(matches!(pg(db("23505", unique)), PortError::Conflict(_)));
+        // A lost connection, a serialisation failure, too many clients: worth a retry.
+        for code in ["08006", "40001", "40P01", "53300", "57P01"] {
+            assert!(pg(db(code, other)).is_transient(), "{code}");
+        }
+        assert!(pg(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(matches!(
+            pg(sqlx::Error::RowNotFound),
+            PortError::NotFound(_)
+        ));
+        // SQLite: CONSTRAINT_CHECK (275), TOOBIG (18), MISMATCH (20) are the data;
+        // BUSY (5), LOCKED (6), IOERR (10) are not.
+        for code in ["275", "18", "20", "19"] {
+            assert!(
+                matches!(lite(db(code, other)), PortError::Rejected(_)),
+                "{code}"
+            );
+        }
+        assert!(matches!(lite(db("2067", unique)), PortError::Conflict(_)));
+        for code in ["5", "6", "10", "261"] {
+            assert!(lite(db(code, other)).is_transient(), "{code}");
+        }
+    }
+}

@@ -134,7 +134,7 @@ macro_rules! bundle_store {
             ) -> Result<(), actors::ports::PortError> {
                 self.import_bundle(entry, manifest, chunks)
                     .await?
-                    .map_err(actors::ports::PortError::Conflict)
+                    .map_err(actors::ports::PortError::Rejected)
             }
 
             async fn store_chunks(

@@ -44,7 +44,7 @@ pub enum AirgapError {
 #[async_trait]
 pub trait BundleStore: Send + Sync + 'static {
     /// Stores the entry, its manifest and the given chunks in one transaction;
-    /// `PortError::Conflict` (nothing stored) when this node invalidated the entry after it
+    /// `PortError::Rejected` (nothing stored) when this node invalidated the entry after it
     /// was written.
     async fn import(
         &self,
@@ -167,7 +167,7 @@ pub async fn import_bundle(
         .import(&bundle.to_entry(), &manifest, &chunks)
         .await
         .map_err(|e| match e {
-            PortError::Conflict(m) => {
+            PortError::Rejected(m) => {
                 metrics::counter!("provd_bundle_imports_total", "outcome" => "invalidated")
                     .increment(1);
                 AirgapError::Refused(m)

@@ -189,3 +189,38 @@ where
 fn query_rejection(e: QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid query: {}", e.body_text()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: PortError) -> Response {
+        ApiError::from(e).into_response()
+    }
+
+    #[test]
+    fn each_failure_kind_keeps_its_status() {
+        let down = answer(PortError::Unavailable {
+            service: "postgres",
+            message: "connection refused".into(),
+        });
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[axum::http::header::RETRY_AFTER], "5");
+        for (e, status) in [
+            (
+                PortError::Rejected("value too long".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                PortError::Conflict("duplicate".into()),
+                StatusCode::CONFLICT,
+            ),
+            (PortError::NotFound("no row".into()), StatusCode::NOT_FOUND),
+        ] {
+            let r = answer(e);
+            assert_eq!(r.status(), status);
+            // Only an outage is worth a retry.
+            assert!(r.headers().get(axum::http::header::RETRY_AFTER).is_none());
+        }
+    }
+}

@@ -66,7 +66,7 @@ async fn status(State(s): State<AppState>) -> Response {
             .filter(|(name, _)| name != actors::ledger::CATCH_UP_GATE)
             .collect(),
         actors_ready: s.health.ready(),
-        metrics: s.metrics.render(),
+        figures: actors::figures::snapshot(),
         snapshot,
         now: chrono::Utc::now(),
     });

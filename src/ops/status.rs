@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use actors::figures::{Figures, TIERS};
 use actors::health::ChildHealth;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -153,26 +154,6 @@ pub struct StatusReport {
     pub rejected: Option<RejectedFigures>,
 }
 
-/// The value of one sample in Prometheus text, summed over the series matching `label`
-/// (all series when `None`); 0 when absent.
-pub fn sample(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, value)| {
-            let (n, labels) = series
-                .split_once('{')
-                .map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
-            let labelled = match &want {
-                Some(w) => labels.split(',').any(|kv| kv == w),
-                None => true,
-            };
-            (n == name && labelled).then(|| value.parse::<f64>().unwrap_or(0.0))
-        })
-        .sum()
-}
-
 /// What the report is made of.
 pub struct Inputs {
     /// This node.
@@ -183,8 +164,8 @@ pub struct Inputs {
     pub actors: BTreeMap<String, ChildHealth>,
     /// Whether every required actor runs.
     pub actors_ready: bool,
-    /// `/metrics` as rendered now.
-    pub metrics: String,
+    /// The cache and queue figures now (the same numbers `/metrics` shows).
+    pub figures: Figures,
     /// The database's figures, or why they could not be read.
     pub snapshot: Result<OpsSnapshot, String>,
     /// Now.
@@ -218,7 +199,12 @@ pub fn report(inputs: Inputs) -> StatusReport {
         let before = problems.len();
         for (name, h) in &inputs.actors {
             if h.required && h.status != actors::health::ChildStatus::Running {
-                problems.push(format!("{name} is not running"));
+                problems.push(match &h.status {
+                    actors::health::ChildStatus::Stalled(why) => {
+                        format!("{name} is stalled: {why}")
+                    }
+                    _ => format!("{name} is not running"),
+                });
             }
         }
         // Every actor runs, yet a readiness gate is closed (e.g. the ledger catch-up).
@@ -232,16 +218,13 @@ pub fn report(inputs: Inputs) -> StatusReport {
         .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
         .collect();
 
-    let m = &inputs.metrics;
-    let hits: f64 = ["memory", "valkey", "postgres", "sqlite"]
-        .iter()
-        .map(|t| sample(m, "provd_provcache_hits_total", Some(("tier", t))))
-        .sum();
+    let f = &inputs.figures;
+    let hits: f64 = TIERS.iter().map(|t| f.tier(t).hits as f64).sum();
     // A read either hits some tier or misses the last one, the durable store (one of the
-    // two in a process; the other's series is absent).
+    // two in a process; the other stays at zero).
     let misses: f64 = ["postgres", "sqlite"]
         .iter()
-        .map(|t| sample(m, "provd_provcache_misses_total", Some(("tier", t))))
+        .map(|t| f.tier(t).misses as f64)
         .sum();
     let cache = CacheFigures {
         hits,
@@ -253,10 +236,10 @@ pub fn report(inputs: Inputs) -> StatusReport {
         },
     };
     let write_behind = WriteBehindFigures {
-        queue_depth: sample(m, "provd_write_behind_queue_depth", None),
-        lag_seconds: sample(m, "provd_write_behind_lag_seconds", None),
+        queue_depth: f.write_behind_queue_depth,
+        lag_seconds: f.write_behind_lag_seconds,
     };
-    let queue_depth = sample(m, "provd_rekor_submission_queue_depth", None);
+    let queue_depth = f.submission_queue_depth;
 
     let mut out = StatusReport {
         healthy: false,
@@ -340,6 +323,7 @@ pub fn report(inputs: Inputs) -> StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actors::figures::TierFigures;
     use actors::health::ChildStatus;
 
     fn inputs() -> Inputs {
@@ -356,16 +340,30 @@ mod tests {
             )]
             .into(),
             actors_ready: true,
-            metrics: "provd_provcache_hits_total{tier=\"memory\"} 3\n\
-                      provd_provcache_misses_total{tier=\"postgres\"} 1\n"
-                .into(),
+            figures: Figures {
+                tiers: vec![
+                    TierFigures {
+                        tier: "memory",
+                        hits: 3,
+                        misses: 1,
+                    },
+                    TierFigures {
+                        tier: "postgres",
+                        hits: 0,
+                        misses: 1,
+                    },
+                ],
+                write_behind_queue_depth: 0.0,
+                write_behind_lag_seconds: 0.0,
+                submission_queue_depth: 0.0,
+            },
             snapshot: Ok(OpsSnapshot::default()),
             now: Utc::now(),
         }
     }
 
     #[test]
-    fn all_up_is_healthy_with_the_hit_ratio_from_the_metrics() {
+    fn all_up_is_healthy_with_the_hit_ratio_from_the_figures() {
         let r = report(inputs());
         assert!(r.healthy, "{:?}", r.problems);
         assert_eq!(r.cache.hit_ratio, 0.75);
