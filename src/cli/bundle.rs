@@ -15,6 +15,8 @@ use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use actors::domain::bundle::{
     Bundle, BundleError, BundleLimits, BundleWriter, Density, SignatureStatus,
     check_chunk_against_manifest, verify_bundle,
@@ -29,13 +31,6 @@ use crate::airgap::fetch::{ChunkSource, ChunksDirWriter, DirSource, HttpSource, 
 use crate::airgap::{BundleStore, import_bundle};
 use crate::config::bundles::{BundlesConfig, load_public_key};
 use crate::config::{Config, RawConfig};
-
-/// Exit code of a valid bundle / successful command.
-const EXIT_OK: u8 = 0;
-/// Exit code of an invalid bundle or a failed step.
-const EXIT_INVALID: u8 = 1;
-/// Exit code of a usage error (bad flags, unreadable file or key).
-const EXIT_USAGE: u8 = 2;
 
 /// `provd export` flags.
 #[derive(Debug, Clone, Args)]
@@ -124,10 +119,7 @@ pub struct ImportArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    super::runtime().context("cannot start the async runtime")
 }
 
 fn bar(what: &str) -> ProgressBar {
@@ -186,7 +178,7 @@ fn bundles_config(path: Option<&Path>) -> anyhow::Result<BundlesConfig> {
 pub fn verify(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
     let usage = |e: anyhow::Error| {
         eprintln!("provd verify: {e:#}");
-        ExitCode::from(EXIT_USAGE)
+        Exit::Usage.into()
     };
     if args.explain {
         return match replay_explanation(&args) {
@@ -236,7 +228,7 @@ pub fn verify(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
                 );
                 println!("  checks:     {}", v.checks.join(", "));
             }
-            ExitCode::from(EXIT_OK)
+            Exit::Ok.into()
         }
         Err(e) => {
             if args.json {
@@ -247,7 +239,7 @@ pub fn verify(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
             } else {
                 println!("invalid: {}: {e}", args.file.display());
             }
-            ExitCode::from(EXIT_INVALID)
+            Exit::Failed.into()
         }
     }
 }
@@ -293,7 +285,7 @@ pub fn export(_config: Option<&Path>, args: ExportArgs) -> ExitCode {
             Ok(k) => Some(k),
             Err(e) => {
                 eprintln!("provd export: {e:#}");
-                return ExitCode::from(EXIT_USAGE);
+                return Exit::Usage.into();
             }
         },
     };
@@ -301,11 +293,11 @@ pub fn export(_config: Option<&Path>, args: ExportArgs) -> ExitCode {
     match result {
         Ok(summary) => {
             eprintln!("{summary}");
-            ExitCode::from(EXIT_OK)
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!("provd export: {e:#}");
-            ExitCode::from(EXIT_INVALID)
+            Exit::Failed.into()
         }
     }
 }
@@ -313,16 +305,8 @@ pub fn export(_config: Option<&Path>, args: ExportArgs) -> ExitCode {
 async fn export_async(args: &ExportArgs, key: Option<&PrivateKey>) -> anyhow::Result<String> {
     let density = Density::parse(&args.density)?;
     let base = args.server.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .build()?;
-    let get = |url: String| {
-        let r = client.get(url);
-        match &args.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    };
+    let client = super::http_client(args.token.as_deref(), std::time::Duration::from_secs(3600))?;
+    let get = |url: String| client.get(url);
     // The head: entry, manifest and receipt, as a lite bundle (verified like any other).
     let url = format!(
         "{base}/api/v1/provcache/entries/{}/bundle?density=lite",
@@ -434,7 +418,7 @@ async fn export_async(args: &ExportArgs, key: Option<&PrivateKey>) -> anyhow::Re
 pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
     if args.lazy_fetch && args.backend.is_none() && args.chunks_dir.is_none() {
         eprintln!("provd import: --lazy-fetch needs --backend <URL> and/or --chunks-dir <DIR>");
-        return ExitCode::from(EXIT_USAGE);
+        return Exit::Usage.into();
     }
     let config = match Config::load(path, std::env::vars(), |raw: &mut RawConfig| {
         args.connections.apply(raw);
@@ -442,7 +426,7 @@ pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("provd import: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return Exit::Usage.into();
         }
     };
     let mut trusted = config.bundles.trusted_keys.clone();
@@ -451,29 +435,29 @@ pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
             Ok(k) => trusted.push(k),
             Err(e) => {
                 eprintln!("provd import: {e:#}");
-                return ExitCode::from(EXIT_USAGE);
+                return Exit::Usage.into();
             }
         }
     }
     let bytes = match read_bundle(&args.file, &config.bundles.limits) {
         Err(e) => {
             eprintln!("provd import: {e:#}");
-            return ExitCode::from(EXIT_USAGE);
+            return Exit::Usage.into();
         }
         Ok(Err(e)) => {
             println!("refused, nothing stored: {}: {e}", args.file.display());
-            return ExitCode::from(EXIT_INVALID);
+            return Exit::Failed.into();
         }
         Ok(Ok(b)) => b,
     };
     let result =
         runtime().and_then(|rt| rt.block_on(import_async(&config, &args, &bytes, &trusted)));
     match result {
-        Ok(true) => ExitCode::from(EXIT_OK),
-        Ok(false) => ExitCode::from(EXIT_INVALID),
+        Ok(true) => Exit::Ok.into(),
+        Ok(false) => Exit::Failed.into(),
         Err(e) => {
             eprintln!("provd import: {e:#}");
-            ExitCode::from(EXIT_INVALID)
+            Exit::Failed.into()
         }
     }
 }
@@ -603,8 +587,8 @@ fn replay_explanation(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if ok {
-        ExitCode::from(EXIT_OK)
+        Exit::Ok.into()
     } else {
-        ExitCode::from(EXIT_INVALID)
+        Exit::Failed.into()
     })
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Exit;
+
 use clap::{Args, Subcommand};
 
 use crate::config::LogFormat;
@@ -190,14 +192,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             "provd dev-log: fault flags need --allow-faults (a lab safety switch: a log with \
              faults lies to its clients on purpose)"
         );
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
     let (key_pem, checkpoint_key_pem) = match (read_pem(&args.key), read_pem(&args.checkpoint_key))
     {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("provd dev-log: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     telemetry::init_logs(LogFormat::Text);
@@ -213,7 +215,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("provd dev-log: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let rt = match super::service::runtime() {
@@ -240,7 +242,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("provd dev-log: {e}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }

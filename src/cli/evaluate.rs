@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::Exit;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -53,21 +55,18 @@ pub struct EvaluateArgs {
 
 /// Runs `provd evaluate`.
 pub fn run(args: EvaluateArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("provd: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     match rt.block_on(evaluate(&args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("provd evaluate: {e:#}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }
@@ -99,18 +98,10 @@ async fn evaluate(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let base = args.server.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(120))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let mut request = client
+    let client = super::http_client(args.token.as_deref(), Duration::from_secs(120))?;
+    let resp = client
         .post(format!("{base}/api/v1/provcache/evaluate"))
-        .json(&body);
-    if let Some(t) = &args.token {
-        request = request.bearer_auth(t);
-    }
-    let resp = request
+        .json(&body)
         .send()
         .await
         .with_context(|| format!("cannot reach provd at {base}"))?;
@@ -143,6 +134,6 @@ async fn evaluate(args: &EvaluateArgs) -> anyhow::Result<ExitCode> {
     Ok(if allow {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        Exit::Failed.into()
     })
 }

@@ -1,8 +1,11 @@
 //! The command line: `provd <command>`.
 //!
 //! Each command group lives in its own module; this one declares the top level and
-//! dispatches. Commands that talk to services load the configuration exactly as `serve`
-//! does (file, then `PROVD_*` variables, then flags).
+//! dispatches, and holds what every command shares: [`Exit`], the one place exit codes are
+//! decided (0 done, 1 failed, 2 usage, 78 configuration), the one async runtime, and the
+//! one HTTP client that carries the bearer token to a running provd. Commands that talk to
+//! services load the configuration exactly as `serve` does (file, then `PROVD_*`
+//! variables, then flags).
 
 pub mod bundle;
 pub mod devlog;
@@ -176,6 +179,60 @@ pub enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+}
+
+/// How a command ends: the one place its exit code is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done; a check passed (0).
+    Ok,
+    /// A check failed, provd refused, or a dependency could not be reached (1).
+    Failed,
+    /// Bad arguments or input: flags, unreadable files, malformed documents (2).
+    Usage,
+    /// The configuration cannot be used (78, `EX_CONFIG` of sysexits.h).
+    Config,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        match e {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Failed => ExitCode::from(1),
+            Exit::Usage => ExitCode::from(2),
+            Exit::Config => ExitCode::from(78),
+        }
+    }
+}
+
+/// The one async runtime every command runs on: multi-threaded, I/O and timers on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// The one HTTP client for a running provd: a 5 s connect timeout, `timeout` for a whole
+/// request, and the bearer token, when given, on every request.
+pub(crate) fn http_client(
+    token: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the token is not a valid header value")?;
+        // Never printed by the client's debug output.
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .context("cannot build the HTTP client")
 }
 
 /// Runs a parsed command line and returns the process exit code.

@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use super::Exit;
 use std::time::Duration;
 
 use actors::domain::policy;
@@ -97,14 +99,11 @@ enum Failure {
 
 /// Runs a `provd policy` command.
 pub fn run(command: PolicyCommand) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("provd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failed.into();
         }
     };
     let (what, result) = match command {
@@ -116,11 +115,11 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
             eprintln!("provd policy {what}: {e:#}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
         Err(Failure::Refused(e)) => {
             eprintln!("provd policy {what}: {e:#}");
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
     }
 }
@@ -152,16 +151,9 @@ async fn call(
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), Failure> {
     let base = server.server.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build the HTTP client")
-        .map_err(Failure::Refused)?;
+    let client = super::http_client(server.token.as_deref(), Duration::from_secs(30))
+        .map_err(Failure::Usage)?;
     let mut req = client.request(method, format!("{base}{path}"));
-    if let Some(t) = &server.token {
-        req = req.bearer_auth(t);
-    }
     if let Some(b) = body {
         req = req
             .header(reqwest::header::CONTENT_TYPE, "application/json")

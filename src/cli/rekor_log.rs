@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::Exit;
+
 use actors::domain::receipt::Receipt;
 use actors::ports::{LogCheckpoint, RekorClient, RekorError};
 use clap::Args;
@@ -92,10 +94,7 @@ fn backend(
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
+    super::runtime().map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
 }
 
 /// The JSON form of a checkpoint.
@@ -150,13 +149,13 @@ fn finish(
             } else {
                 eprintln!("provd: {e}");
             }
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
         Err(Failure::Usage(m)) => {
             eprintln!("provd: {m}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
-        Err(Failure::Config) => ExitCode::from(78),
+        Err(Failure::Config) => Exit::Config.into(),
     }
 }
 

@@ -9,6 +9,8 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+
+use super::Exit;
 use std::sync::Arc;
 
 use actors::ledger_replay::{ReplayOptions, ReplayProgress, ReplayReport, Replayer};
@@ -112,18 +114,15 @@ pub fn run(path: Option<&Path>, args: ReplayArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("provd: {e}");
-            return ExitCode::from(78);
+            return Exit::Config.into();
         }
     };
     crate::telemetry::init_logs(config.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("provd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let options = ReplayOptions {
@@ -144,7 +143,7 @@ pub fn run(path: Option<&Path>, args: ReplayArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("provd: {e:#}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use events::{Subjects, decode};
@@ -100,18 +102,15 @@ pub enum EventsCommand {
 fn load(path: Option<&Path>, f: impl FnOnce(&mut RawConfig)) -> Result<Config, ExitCode> {
     Config::load(path, std::env::vars(), f).map_err(|e| {
         eprintln!("provd: {e}");
-        ExitCode::from(78)
+        Exit::Config.into()
     })
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("provd: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+    super::runtime().map_err(|e| {
+        eprintln!("provd: cannot start the async runtime: {e}");
+        Exit::Failed.into()
+    })
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
@@ -119,7 +118,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("provd: {e:#}");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use actors::domain::verification::{
     self, Artifact, ArtifactDigest, IdentityPolicy, Matcher, Report, Request, SignerPolicy,
     SignerSummary, Thresholds, TrustMaterial, VerificationError, WorkflowClaims,
@@ -125,11 +127,11 @@ pub fn run(config: Option<&Path>, command: SigstoreCommand) -> ExitCode {
             Ok(outcome) => print_report(&outcome, args.json),
             Err(Failure::Usage(msg)) => {
                 eprintln!("error: {msg}");
-                ExitCode::from(2)
+                Exit::Usage.into()
             }
             Err(Failure::Config(msg)) => {
                 eprintln!("error: {msg}");
-                ExitCode::from(78)
+                Exit::Config.into()
             }
         },
     }
@@ -182,7 +184,7 @@ fn print_report(outcome: &Outcome, json: bool) -> ExitCode {
     if report.valid {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        Exit::Failed.into()
     }
 }
 
@@ -392,9 +394,7 @@ fn refresh_if_needed(data_dir: &Path, config: &TrustConfig) {
         None => None,
     };
     let result = trust::http_client().and_then(|http| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        super::runtime()
             .map_err(|e| TrustError::BadInput(format!("cannot start the async runtime: {e}")))?
             .block_on(trust::update(
                 data_dir,

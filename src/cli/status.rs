@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use super::Exit;
 use std::time::Duration;
 
 use clap::Args;
@@ -28,22 +30,16 @@ pub struct StatusArgs {
 
 /// Runs `provd status`.
 pub fn run(args: StatusArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("provd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failed.into();
         }
     };
     let url = format!("{}/api/v1/status", args.server.trim_end_matches('/'));
     let fetched = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(args.timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = super::http_client(None, args.timeout).map_err(|e| format!("{e:#}"))?;
         let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
         resp.json::<Value>().await.map_err(|e| e.to_string())
     });
@@ -51,11 +47,11 @@ pub fn run(args: StatusArgs) -> ExitCode {
         Ok(v) if v.get("healthy").is_some() => v,
         Ok(v) => {
             eprintln!("provd status: {url} did not answer with a status report: {v}");
-            return ExitCode::from(1);
+            return Exit::Failed.into();
         }
         Err(e) => {
             eprintln!("provd status: cannot read {url}: {e}");
-            return ExitCode::from(1);
+            return Exit::Failed.into();
         }
     };
     if args.json {
@@ -66,7 +62,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
     if report["healthy"] == true {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        Exit::Failed.into()
     }
 }
 

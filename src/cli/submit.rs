@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::Exit;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -53,35 +55,19 @@ pub struct SubmitArgs {
 
 /// Runs `provd rekor submit`.
 pub fn run(args: SubmitArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("provd: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     match rt.block_on(submit(&args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("provd rekor submit: {e:#}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
-    }
-}
-
-fn request(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-) -> reqwest::RequestBuilder {
-    let r = client.request(method, url);
-    match token {
-        Some(t) => r.bearer_auth(t),
-        None => r,
     }
 }
 
@@ -108,25 +94,20 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let base = args.server.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = super::http_client(args.token.as_deref(), Duration::from_secs(30))?;
     let mut body = json!({"envelope": envelope, "verifiers": verifiers});
     if let Some(b) = &args.backend {
         body["backend"] = json!(b);
     }
-    let resp = request(
-        &client,
-        reqwest::Method::POST,
-        &format!("{base}/api/v1/rekor/submissions"),
-        args.token.as_deref(),
-    )
-    .json(&body)
-    .send()
-    .await
-    .with_context(|| format!("cannot reach provd at {base}"))?;
+    let resp = client
+        .request(
+            reqwest::Method::POST,
+            format!("{base}/api/v1/rekor/submissions"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach provd at {base}"))?;
     let (_, queued) = answer(resp).await?;
     let id = queued["id"].as_str().unwrap_or_default().to_owned();
     if !args.wait {
@@ -140,15 +121,14 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + args.timeout;
     let mut delay = Duration::from_millis(100);
     loop {
-        let resp = request(
-            &client,
-            reqwest::Method::GET,
-            &format!("{base}/api/v1/rekor/submissions/{id}"),
-            args.token.as_deref(),
-        )
-        .send()
-        .await
-        .with_context(|| format!("cannot reach provd at {base}"))?;
+        let resp = client
+            .request(
+                reqwest::Method::GET,
+                format!("{base}/api/v1/rekor/submissions/{id}"),
+            )
+            .send()
+            .await
+            .with_context(|| format!("cannot reach provd at {base}"))?;
         let (_, sub) = answer(resp).await?;
         let status = sub["status"].as_str().unwrap_or_default();
         let done = matches!(status, "logged" | "dead_lettered");
@@ -176,7 +156,7 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
             if status == "logged"
                 && let Some(path) = &args.bundle_out
             {
-                write_bundle(&client, base, &id, args.token.as_deref(), path).await?;
+                write_bundle(&client, base, &id, path).await?;
                 if !args.json {
                     println!("{id} bundle written to {}", path.display());
                 }
@@ -190,7 +170,7 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
                         humantime::format_duration(args.timeout)
                     );
                 }
-                ExitCode::from(1)
+                Exit::Failed.into()
             });
         }
         tokio::time::sleep(delay).await;
@@ -203,18 +183,16 @@ async fn write_bundle(
     client: &reqwest::Client,
     base: &str,
     id: &str,
-    token: Option<&str>,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let resp = request(
-        client,
-        reqwest::Method::GET,
-        &format!("{base}/api/v1/rekor/submissions/{id}/bundle"),
-        token,
-    )
-    .send()
-    .await
-    .with_context(|| format!("cannot reach provd at {base}"))?;
+    let resp = client
+        .request(
+            reqwest::Method::GET,
+            format!("{base}/api/v1/rekor/submissions/{id}/bundle"),
+        )
+        .send()
+        .await
+        .with_context(|| format!("cannot reach provd at {base}"))?;
     let (_, bundle) = answer(resp).await?;
     let mut text = serde_json::to_string_pretty(&bundle).context("bundle JSON")?;
     text.push('\n');

@@ -16,6 +16,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use actors::domain::merkle::{Hash, verify_consistency};
 use actors::domain::note::{Checkpoint, Verifier, verify_checkpoint};
 use actors::domain::tiles::{ReadError, Tile, TileReader, TiledTree, TilesReport, verify_tiles};
@@ -121,11 +123,11 @@ fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode
             }),
         ),
         Err(Failure::Invalid(reason)) => (
-            ExitCode::from(1),
+            Exit::Failed.into(),
             json!({"valid": false, "dir": dir.display().to_string(), "reason": reason}),
         ),
         Err(Failure::Trouble(reason)) => (
-            ExitCode::from(2),
+            Exit::Usage.into(),
             json!({"valid": false, "dir": dir.display().to_string(), "error": reason}),
         ),
     };

@@ -10,6 +10,8 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use super::Exit;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,11 +101,7 @@ fn load(config_path: Option<&Path>, name: &str) -> Result<(Config, RekorBackendC
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
+    super::runtime().map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
 }
 
 /// Writes one line to stdout; a closed pipe (`| head`) ends the output quietly instead of
@@ -134,13 +132,13 @@ fn finish(
             } else {
                 eprintln!("provd: {e}");
             }
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
         Err(Failure::Usage(m)) => {
             eprintln!("provd: {m}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
-        Err(Failure::Config) => ExitCode::from(78),
+        Err(Failure::Config) => Exit::Config.into(),
     }
 }
 

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use actors::domain::dsse::Envelope;
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
 use actors::domain::note::{self, Checkpoint, Note, Verifier};
@@ -191,11 +193,11 @@ fn finish(
             } else {
                 eprintln!("invalid: {reason}");
             }
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
         Err(Failure::Usage(reason)) => {
             eprintln!("error: {reason}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }
@@ -353,7 +355,7 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
                 }
                 Err(Failure::Usage(e) | Failure::Invalid(e)) => {
                     eprintln!("error: {e}");
-                    ExitCode::from(2)
+                    Exit::Usage.into()
                 }
             }
         }
@@ -396,7 +398,7 @@ pub fn run_keys(command: KeysCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Exit;
+
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use serde_json::json;
@@ -142,10 +144,10 @@ pub fn run(config_path: Option<&Path>, cmd: TrustCommand) -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(Failure::Config) => ExitCode::from(78),
+        Err(Failure::Config) => Exit::Config.into(),
         Err(Failure::Usage(m)) => {
             eprintln!("provd trust {name}: {m}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
         Err(Failure::Trust(e)) => {
             let kept = if matches!(name, "update" | "import") {
@@ -155,8 +157,8 @@ pub fn run(config_path: Option<&Path>, cmd: TrustCommand) -> ExitCode {
             };
             eprintln!("provd trust {name}: {e}{kept}");
             match e {
-                TrustError::BadInput(_) => ExitCode::from(2),
-                _ => ExitCode::from(1),
+                TrustError::BadInput(_) => Exit::Usage.into(),
+                _ => Exit::Failed.into(),
             }
         }
     }
@@ -205,10 +207,7 @@ fn custom_root(
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
+    super::runtime().map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
 }
 
 fn update(path: Option<&Path>, args: UpdateArgs) -> Result<ExitCode, Failure> {
