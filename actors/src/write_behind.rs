@@ -574,6 +574,18 @@ mod tests {
         }
     }
 
+    /// The flusher's deps on `bus` and `store`, on subjects `t`, with fresh fakes for the rest.
+    fn deps(bus: &MemoryBus, store: Arc<dyn EntryStore>) -> WriteBehindDeps {
+        WriteBehindDeps {
+            bus: Arc::new(bus.clone()),
+            store,
+            cache: Arc::new(MemoryCache::new()),
+            subjects: Subjects::new("t"),
+            rejects: Arc::new(crate::testing::MemoryStore::default()),
+            health: Health::new(),
+        }
+    }
+
     fn write(i: usize) -> Vec<u8> {
         let now = Utc::now();
         let verdict = serde_json::json!({"decision": "allow"});
@@ -622,12 +634,8 @@ mod tests {
             bus.publish_raw(&subject, write(i));
         }
         let deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: store.clone(),
-            cache: Arc::new(MemoryCache::new()),
-            subjects,
             rejects: Arc::new(rejects.clone()),
-            health: Health::new(),
+            ..deps(&bus, store.clone())
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -679,12 +687,8 @@ mod tests {
         let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
         bus.publish_raw(&subject, write(1));
         let deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: store.clone(),
-            cache: Arc::new(MemoryCache::new()),
-            subjects,
-            rejects: Arc::new(crate::testing::MemoryStore::default()),
             health: health.clone(),
+            ..deps(&bus, store.clone())
         };
         let flusher = WriteBehind::new(deps, 8, Duration::from_millis(20))
             .with_stall_after(Duration::from_millis(300));
@@ -710,14 +714,7 @@ mod tests {
         for i in 0..5 {
             bus.publish_raw(&subject, write(i));
         }
-        let deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: store.clone(),
-            cache: Arc::new(MemoryCache::new()),
-            subjects,
-            rejects: Arc::new(crate::testing::MemoryStore::default()),
-            health: Health::new(),
-        };
+        let deps = deps(&bus, store.clone());
         let (actor, _h) = Actor::spawn(
             None,
             WriteBehind::new(deps, 3, Duration::from_millis(100)),
@@ -762,12 +759,8 @@ mod tests {
         bus.publish_raw(&subject, write(1));
         bus.publish_raw(&subject, write(2));
         let deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: store.clone(),
             cache: Arc::new(cache.clone()),
-            subjects,
-            rejects: Arc::new(crate::testing::MemoryStore::default()),
-            health: Health::new(),
+            ..deps(&bus, store.clone())
         };
         let (actor, _h) = Actor::spawn(
             None,
@@ -824,14 +817,7 @@ mod tests {
         for i in 0..4 {
             bus.publish_raw(&subject, write(i));
         }
-        let deps = WriteBehindDeps {
-            bus: Arc::new(bus.clone()),
-            store: store.clone(),
-            cache: Arc::new(MemoryCache::new()),
-            subjects,
-            rejects: Arc::new(crate::testing::MemoryStore::default()),
-            health: Health::new(),
-        };
+        let deps = deps(&bus, store.clone());
         // Batches of two: the first flush cannot finish until the second has started.
         let (actor, _h) = Actor::spawn(
             None,
