@@ -24,7 +24,6 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::AdapterError;
 use crate::adapters::durable::{DurableStore, ServiceBus};
 use crate::adapters::hot_sweep::HotTiers;
 use crate::adapters::jetstream::JetStreamBus;
@@ -33,6 +32,7 @@ use crate::adapters::memory::MemoryTier;
 use crate::adapters::postgres::PgStore;
 use crate::adapters::redis::RedisCache;
 use crate::adapters::sqlite::SqliteStore;
+use crate::adapters::{AdapterError, Service};
 use crate::config::{Config, mask_url};
 use crate::http::{self, AppState, EntryCount, LedgerQuery, Probe};
 use crate::telemetry;
@@ -142,9 +142,9 @@ pub fn describe_modes(config: &Config) -> Vec<(&'static str, String)> {
 /// `tier` label).
 pub fn store_name(config: &Config) -> &'static str {
     if config.database_url.is_some() {
-        "postgres"
+        Service::Postgres.as_str()
     } else {
-        "sqlite"
+        Service::Sqlite.as_str()
     }
 }
 
@@ -153,12 +153,12 @@ pub fn store_name(config: &Config) -> &'static str {
 pub fn service_names(config: &Config) -> Vec<&'static str> {
     let mut names = vec![store_name(config)];
     if config.redis_url.is_some() {
-        names.push("redis");
+        names.push(Service::Redis.as_str());
     }
     names.push(if config.nats_url.is_some() {
-        "nats"
+        Service::Nats.as_str()
     } else {
-        "local-bus"
+        Service::LocalBus.as_str()
     });
     names
 }
@@ -280,7 +280,7 @@ struct RedisProbe(RedisCache);
 #[async_trait]
 impl Probe for RedisProbe {
     fn name(&self) -> &'static str {
-        "redis"
+        Service::Redis.as_str()
     }
     async fn check(&self) -> Result<(), String> {
         self.0.ping().await.map_err(|e| e.to_string())

@@ -78,11 +78,11 @@ pub trait ServiceBus: EventBus {
 
 /// Calls the store's inherent methods of the same names.
 macro_rules! durable_store_via_inherent {
-    ($ty:ty, $kind:literal) => {
+    ($ty:ty, $kind:expr) => {
         #[async_trait]
         impl DurableStore for $ty {
             fn kind(&self) -> &'static str {
-                $kind
+                $kind.as_str()
             }
             async fn ping(&self) -> Result<(), AdapterError> {
                 <$ty>::ping(self).await
@@ -122,13 +122,13 @@ macro_rules! durable_store_via_inherent {
     };
 }
 
-durable_store_via_inherent!(super::postgres::PgStore, "postgres");
-durable_store_via_inherent!(super::sqlite::SqliteStore, "sqlite");
+durable_store_via_inherent!(super::postgres::PgStore, super::Service::Postgres);
+durable_store_via_inherent!(super::sqlite::SqliteStore, super::Service::Sqlite);
 
 #[async_trait]
 impl ServiceBus for super::jetstream::JetStreamBus {
     fn kind(&self) -> &'static str {
-        "nats"
+        super::Service::Nats.as_str()
     }
     async fn ping(&self) -> Result<(), AdapterError> {
         if !self.is_connected() {
@@ -153,7 +153,7 @@ impl ServiceBus for super::jetstream::JetStreamBus {
 #[async_trait]
 impl ServiceBus for super::local_bus::LocalBus {
     fn kind(&self) -> &'static str {
-        "local-bus"
+        super::Service::LocalBus.as_str()
     }
     async fn ping(&self) -> Result<(), AdapterError> {
         super::local_bus::LocalBus::ping(self).await

@@ -543,7 +543,7 @@ async fn settler(
         let result = match inner.upgrade() {
             Some(inner) => settle_batch(&inner, &batch).await.map_err(PortError::from),
             None => Err(PortError::Unavailable {
-                service: "local-bus",
+                service: super::Service::LocalBus.as_str(),
                 message: "the bus is shutting down".into(),
             }),
         };
@@ -1098,7 +1098,7 @@ impl LocalDelivery {
     async fn settle(&self) -> Result<(), PortError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let gone = || PortError::Unavailable {
-            service: "local-bus",
+            service: super::Service::LocalBus.as_str(),
             message: "the bus is shutting down".into(),
         };
         self.inner

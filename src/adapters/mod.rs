@@ -63,6 +63,41 @@ pub mod webhook;
 
 use actors::ports::PortError;
 
+/// The services and stores provd runs on, by the one name probes (`/readyz`), metrics
+/// (`provd_service_up{service}`, the durable tier's `tier` label) and logs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// PostgreSQL, the distributed mode's store.
+    Postgres,
+    /// The SQLite file, the embedded mode's store.
+    Sqlite,
+    /// Valkey/Redis, the distributed hot tier.
+    Redis,
+    /// NATS JetStream, the distributed bus.
+    Nats,
+    /// The in-process bus on the SQLite file.
+    LocalBus,
+}
+
+impl Service {
+    /// The name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Service::Postgres => "postgres",
+            Service::Sqlite => "sqlite",
+            Service::Redis => "redis",
+            Service::Nats => "nats",
+            Service::LocalBus => "local-bus",
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Errors of the adapter layer.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -88,26 +123,26 @@ pub enum AdapterError {
 
 impl From<AdapterError> for PortError {
     fn from(e: AdapterError) -> Self {
-        let unavailable = |service: &'static str, e: &AdapterError| PortError::Unavailable {
-            service,
+        let unavailable = |service: Service, e: &AdapterError| PortError::Unavailable {
+            service: service.as_str(),
             message: e.to_string(),
         };
         match &e {
             AdapterError::Postgres(err) => match sql_kind(err, Dialect::Postgres) {
-                SqlKind::Unavailable => unavailable("postgres", &e),
+                SqlKind::Unavailable => unavailable(Service::Postgres, &e),
                 SqlKind::Conflict => PortError::Conflict(e.to_string()),
                 SqlKind::NotFound => PortError::NotFound(e.to_string()),
                 SqlKind::Refused => PortError::Rejected(e.to_string()),
             },
             AdapterError::Sqlite(err) => match sql_kind(err, Dialect::Sqlite) {
-                SqlKind::Unavailable => unavailable("sqlite", &e),
+                SqlKind::Unavailable => unavailable(Service::Sqlite, &e),
                 SqlKind::Conflict => PortError::Conflict(e.to_string()),
                 SqlKind::NotFound => PortError::NotFound(e.to_string()),
                 SqlKind::Refused => PortError::Rejected(e.to_string()),
             },
-            AdapterError::Migrate(_) => unavailable("postgres", &e),
-            AdapterError::Redis(_) => unavailable("redis", &e),
-            AdapterError::Nats(_) => unavailable("nats", &e),
+            AdapterError::Migrate(_) => unavailable(Service::Postgres, &e),
+            AdapterError::Redis(_) => unavailable(Service::Redis, &e),
+            AdapterError::Nats(_) => unavailable(Service::Nats, &e),
             AdapterError::Corrupt(_) => PortError::Rejected(e.to_string()),
         }
     }

@@ -603,7 +603,7 @@ impl PgStore {
 #[async_trait]
 impl EntryStore for PgStore {
     fn name(&self) -> &'static str {
-        "postgres"
+        super::Service::Postgres.as_str()
     }
 
     async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {

@@ -510,7 +510,7 @@ impl SqliteStore {
 #[async_trait]
 impl EntryStore for SqliteStore {
     fn name(&self) -> &'static str {
-        "sqlite"
+        super::Service::Sqlite.as_str()
     }
 
     async fn get_entry(&self, veri_key: &str) -> Result<Option<Entry>, PortError> {

@@ -13,6 +13,7 @@ use actors::health::ChildHealth;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::Service;
 use crate::adapters::postgres_ops::{
     DivergenceView, HourCount, OpsSnapshot, RejectedCount, ReplayView,
 };
@@ -222,8 +223,9 @@ pub fn report(inputs: Inputs) -> StatusReport {
     let hits: f64 = TIERS.iter().map(|t| f.tier(t).hits as f64).sum();
     // A read either hits some tier or misses the last one, the durable store (one of the
     // two in a process; the other stays at zero).
-    let misses: f64 = ["postgres", "sqlite"]
+    let misses: f64 = [Service::Postgres, Service::Sqlite]
         .iter()
+        .map(|s| s.as_str())
         .map(|t| f.tier(t).misses as f64)
         .sum();
     let cache = CacheFigures {
