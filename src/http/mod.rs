@@ -13,6 +13,8 @@ pub mod inbound;
 pub mod policies;
 pub mod proofs;
 pub mod rekor;
+#[cfg(test)]
+mod route_errors;
 pub mod stats;
 pub mod status;
 pub mod tiles;
