@@ -10,6 +10,19 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// `GET /api/v1/provcache/stats` with the read token.
+async fn stats_of(t: &TestApp) -> Value {
+    t.http
+        .get(t.url("/api/v1/provcache/stats"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn stats_count_entries_hits_misses_evidence_and_revocations() {
     let Some(t) = TestApp::start().await else {
@@ -61,16 +74,7 @@ async fn stats_count_entries_hits_misses_evidence_and_revocations() {
         .expect("upload");
     assert_eq!(r.status(), 201);
 
-    let stats: Value = t
-        .http
-        .get(t.url("/api/v1/provcache/stats"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats_of(&t).await;
     assert_eq!(stats["entries"], 1, "{stats}");
     assert_eq!(stats["tiers"]["memory"]["hits"], 1.0, "{stats}");
     assert_eq!(stats["hits"], 1.0, "{stats}");
@@ -118,20 +122,11 @@ async fn stats_count_entries_hits_misses_evidence_and_revocations() {
         ("queue_depth", "provd_write_behind_queue_depth"),
         ("lag_seconds", "provd_write_behind_lag_seconds"),
     ] {
-        common::eventually(
+        eventually(
             "stats and /metrics agree",
             Duration::from_secs(30),
             || async {
-                let stats_now: Value = t
-                    .http
-                    .get(t.url("/api/v1/provcache/stats"))
-                    .bearer_auth(READ_TOKEN)
-                    .send()
-                    .await
-                    .expect("stats")
-                    .json()
-                    .await
-                    .expect("json");
+                let stats_now = stats_of(&t).await;
                 let from_metrics = t.metric(metric, &[]).await;
                 (stats_now["write_behind"][field].as_f64() == Some(from_metrics)).then_some(())
             },
