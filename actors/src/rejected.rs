@@ -19,8 +19,9 @@ const MAX_KEPT_DETAIL: usize = 8 * 1024;
 /// When a rejection that could not be recorded comes back.
 const RECORD_RETRY: Duration = Duration::from_secs(5);
 
-/// Refuses `delivery`: counts it under `base_subject` and `reason`, records it, and
-/// terminates it.
+/// Refuses `delivery`: records it, counts it under `base_subject` and `reason`, and
+/// terminates it. `false` when it could not be recorded yet and was put back instead (it is
+/// refused, recorded and counted when it comes back).
 pub async fn reject(
     rejects: &dyn RejectedEventStore,
     delivery: &dyn Delivery,
@@ -28,7 +29,7 @@ pub async fn reject(
     reason: &'static str,
     detail: String,
     event_id: Option<String>,
-) {
+) -> bool {
     tracing::warn!(
         subject = delivery.subject(),
         reason,
@@ -36,12 +37,6 @@ pub async fn reject(
         event_id = event_id.as_deref().unwrap_or("-"),
         "rejected event"
     );
-    metrics::counter!(
-        "provd_events_rejected_total",
-        "subject" => base_subject,
-        "reason" => reason
-    )
-    .increment(1);
     let payload = delivery.payload();
     // The record must be storable whatever the message held: NUL and overlong ids or
     // subjects are made safe here, and the payload is kept as bytes.
@@ -62,11 +57,19 @@ pub async fn reject(
             if let Err(e) = delivery.nak(RECORD_RETRY).await {
                 tracing::warn!(error = %e, "could not nak a rejected message");
             }
-            return;
+            return false;
         }
         Err(e) => tracing::error!(error = %e, "the store refused the record of a rejected message"),
     }
+    // Counted once, when it is settled for good.
+    metrics::counter!(
+        "provd_events_rejected_total",
+        "subject" => base_subject,
+        "reason" => reason
+    )
+    .increment(1);
     if let Err(e) = delivery.term().await {
         tracing::warn!(error = %e, "could not terminate rejected event");
     }
+    true
 }

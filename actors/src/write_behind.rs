@@ -227,8 +227,7 @@ impl WriteBehind {
         detail: String,
         write_id: Option<String>,
     ) {
-        metrics::counter!("provd_write_behind_rejected_total").increment(1);
-        rejected::reject(
+        let settled = rejected::reject(
             self.deps.rejects.as_ref(),
             delivery,
             PROVCACHE_WRITES_SUBJECT,
@@ -237,6 +236,9 @@ impl WriteBehind {
             write_id,
         )
         .await;
+        if settled {
+            metrics::counter!("provd_write_behind_rejected_total").increment(1);
+        }
     }
 }
 
