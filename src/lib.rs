@@ -26,5 +26,6 @@ pub mod devlog;
 pub mod evaluate;
 pub mod http;
 pub mod ops;
+pub mod storage;
 pub mod telemetry;
 pub mod trust;
