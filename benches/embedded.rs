@@ -29,7 +29,7 @@ use events::Subjects;
 use events::streams::{PROVCACHE_WRITES, PROVCACHE_WRITES_SUBJECT};
 use provd::adapters::local_bus::LocalBus;
 use provd::adapters::memory::MemoryTier;
-use provd::adapters::sqlite::SqliteStore;
+use provd::storage::Store;
 
 const READS: usize = 20_000;
 const WRITES: usize = 20_000;
@@ -72,17 +72,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-async fn scratch(store: &SqliteStore) {
+async fn scratch(store: &Store) {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS bench_scratch \
          (id INTEGER PRIMARY KEY, k TEXT NOT NULL, payload BLOB NOT NULL)",
     )
-    .execute(store.writer())
+    .execute(store.sqlite_writer().expect("sqlite"))
     .await
     .expect("scratch table");
 }
 
-async fn durable_reads(store: &SqliteStore) {
+async fn durable_reads(store: &Store) {
     let past = Utc::now() - chrono::Duration::days(1);
     let writes: Vec<EntryWrite> = (0..READS)
         .map(|i| write(entry(i, "key-read"), past))
@@ -103,7 +103,7 @@ async fn durable_reads(store: &SqliteStore) {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT verdict FROM provcache_items WHERE veri_key = ?1")
                 .bind(k)
-                .fetch_optional(store.reader())
+                .fetch_optional(store.sqlite_reader().expect("sqlite"))
                 .await
                 .expect("select");
         assert!(row.is_some());
@@ -115,7 +115,7 @@ async fn durable_reads(store: &SqliteStore) {
     );
 }
 
-async fn write_behind(store: &SqliteStore, bus: &LocalBus, subjects: &Subjects) {
+async fn write_behind(store: &Store, bus: &LocalBus, subjects: &Subjects) {
     let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
     let now = Utc::now();
     let writes: Vec<EntryWrite> = (0..WRITES)
@@ -140,7 +140,7 @@ async fn write_behind(store: &SqliteStore, bus: &LocalBus, subjects: &Subjects) 
         sqlx::query("INSERT INTO bench_scratch (k, payload) VALUES (?1, ?2)")
             .bind(id)
             .bind(payload)
-            .execute(store.writer())
+            .execute(store.sqlite_writer().expect("sqlite"))
             .await
             .expect("insert");
     }
@@ -184,7 +184,12 @@ async fn write_behind(store: &SqliteStore, bus: &LocalBus, subjects: &Subjects) 
     let ours = rate(WRITES, t.elapsed());
     let t = Instant::now();
     for chunk in writes.chunks(BATCH) {
-        let mut tx = store.writer().begin().await.expect("begin");
+        let mut tx = store
+            .sqlite_writer()
+            .expect("sqlite")
+            .begin()
+            .await
+            .expect("begin");
         for w in chunk {
             sqlx::query("INSERT INTO bench_scratch (k, payload) VALUES (?1, ?2)")
                 .bind(&w.entry.veri_key)
@@ -202,7 +207,7 @@ async fn write_behind(store: &SqliteStore, bus: &LocalBus, subjects: &Subjects) 
     );
 }
 
-async fn invalidation(store: &SqliteStore) {
+async fn invalidation(store: &Store) {
     let past = Utc::now() - chrono::Duration::days(1);
     let memory = MemoryTier::new(2 * ENTRIES as u64);
     let entries: Vec<Entry> = (0..ENTRIES)
@@ -250,7 +255,7 @@ async fn invalidation(store: &SqliteStore) {
     // As in the distributed benchmark: the same rows by their signer set, no key lookup.
     let n = sqlx::query("DELETE FROM provcache_items WHERE signer_set_hash = ?1")
         .bind("sha256:set-key-bench")
-        .execute(store.writer())
+        .execute(store.sqlite_writer().expect("sqlite"))
         .await
         .expect("delete")
         .rows_affected();
@@ -275,13 +280,13 @@ fn main() {
     let _metrics = provd::telemetry::metrics();
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("data directory");
-        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let store = Store::open_sqlite(dir.path()).await.expect("open");
         store.migrate().await.expect("migrate");
         let subjects = Subjects::new("bench");
         let bus = LocalBus::open(&store, subjects.clone()).await.expect("bus");
         println!(
             "embedded-mode benchmarks on {} (ours | baseline from the same run | ours ÷ baseline)",
-            store.path().display()
+            store.sqlite_path().expect("sqlite").display()
         );
         durable_reads(&store).await;
         write_behind(&store, &bus, &subjects).await;

@@ -22,8 +22,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use provd::adapters::hot_sweep::HotTiers;
 use provd::adapters::memory::MemoryTier;
-use provd::adapters::postgres::PgStore;
 use provd::adapters::redis::RedisCache;
+use provd::storage::Store;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -80,7 +80,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Stores the entries durably, as accepted a day ago (before any revocation of the run),
 /// and in both hot tiers.
-async fn fill(store: &PgStore, memory: &MemoryTier, redis: &RedisCache, entries: &[Entry]) {
+async fn fill(store: &Store, memory: &MemoryTier, redis: &RedisCache, entries: &[Entry]) {
     for chunk in entries.chunks(10_000) {
         let col = |f: fn(&Entry) -> String| chunk.iter().map(f).collect::<Vec<String>>();
         sqlx::query(
@@ -96,7 +96,7 @@ async fn fill(store: &PgStore, memory: &MemoryTier, redis: &RedisCache, entries:
         .bind(col(|e| e.policy_hash.clone()))
         .bind(col(|e| e.signer_set_hash.clone()))
         .bind(col(|e| e.feed_id.clone().unwrap_or_default()))
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("fill");
         let (sets, keys): (Vec<String>, Vec<String>) = chunk
@@ -113,7 +113,7 @@ async fn fill(store: &PgStore, memory: &MemoryTier, redis: &RedisCache, entries:
         )
         .bind(&sets)
         .bind(&keys)
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("members");
     }
@@ -130,7 +130,7 @@ async fn fill_hot(memory: &MemoryTier, redis: &RedisCache, entries: &[Entry]) {
         .await;
 }
 
-async fn invalidation(store: &PgStore, redis_url: &str, prefix: &str) {
+async fn invalidation(store: &Store, redis_url: &str, prefix: &str) {
     let memory = MemoryTier::new(2 * ENTRIES as u64);
     let redis = RedisCache::new(redis_url, prefix).expect("redis");
     let set = format!("sha256:{}", "ef".repeat(32));
@@ -148,7 +148,7 @@ async fn invalidation(store: &PgStore, redis_url: &str, prefix: &str) {
     // Warm-up round, not measured.
     fill(store, &memory, &redis, &entries[..10_000]).await;
     sqlx::query("DELETE FROM provcache.provcache_items")
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("delete");
 
@@ -211,7 +211,7 @@ async fn invalidation(store: &PgStore, redis_url: &str, prefix: &str) {
     let t = Instant::now();
     let n = sqlx::query("DELETE FROM provcache.provcache_items WHERE signer_set_hash = $1")
         .bind(&set)
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("delete")
         .rows_affected();
@@ -257,7 +257,7 @@ impl HotTierSweep for NoHot {
     }
 }
 
-async fn replay(store: &PgStore, redis_url: &str, prefix: &str) {
+async fn replay(store: &Store, redis_url: &str, prefix: &str) {
     // A ledger of every criterion kind, as the invalidators write it.
     let t = Instant::now();
     sqlx::query(
@@ -278,7 +278,7 @@ async fn replay(store: &PgStore, redis_url: &str, prefix: &str) {
          FROM generate_series(1, $1) AS g",
     )
     .bind(LEDGER_ROWS)
-    .execute(store.pool())
+    .execute(store.pg_pool().expect("postgres"))
     .await
     .expect("ledger");
     println!(
@@ -301,7 +301,7 @@ async fn replay(store: &PgStore, redis_url: &str, prefix: &str) {
     // What autovacuum would have done by now after the invalidation benchmark's 300 000 dead
     // rows; without it every statement plans against stale statistics over a bloated table.
     sqlx::query("VACUUM ANALYZE provcache.provcache_items, provcache.prov_signer_set_members")
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("vacuum");
 
@@ -421,14 +421,14 @@ fn main() {
             .execute(&mut conn)
             .await
             .expect("create database");
-        let store = PgStore::connect(&with_database(&admin, &name))
+        let store = Store::connect_postgres(&with_database(&admin, &name))
             .await
             .expect("connect");
         store.migrate().await.expect("migrate");
         let prefix = format!("bench-{}:", &name[12..]);
         invalidation(&store, &redis_url, &prefix).await;
         replay(&store, &redis_url, &prefix).await;
-        store.pool().close().await;
+        store.pg_pool().expect("postgres").close().await;
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
         )))

@@ -3,7 +3,7 @@
 //! * In-process hit through `ProvCache::get` vs a plain `HashMap` lookup behind a mutex.
 //! * Valkey/Redis hit through `ProvCache::get` (Redis tier only) vs a raw `GET` on the very
 //!   connection the tier uses (its `ConnectionManager`), p50 and p99.
-//! * Write-behind upsert (`PgStore::upsert_writes`, batches of 5000, one or two in flight,
+//! * Write-behind upsert (`Store::upsert_writes`, batches of 5000, one or two in flight,
 //!   and batches of 1000) vs row-by-row INSERT … ON CONFLICT and vs COPY of the same rows in
 //!   the same batches, in entries per second.
 //!
@@ -21,8 +21,8 @@ use actors::testing::MemoryBus;
 use async_trait::async_trait;
 use chrono::Utc;
 use provd::adapters::memory::MemoryTier;
-use provd::adapters::postgres::PgStore;
 use provd::adapters::redis::RedisCache;
+use provd::storage::Store;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -215,21 +215,16 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-async fn truncate(store: &PgStore) {
+async fn truncate(store: &Store) {
     sqlx::query("TRUNCATE provcache.provcache_items, provcache.prov_signer_set_members")
-        .execute(store.pool())
+        .execute(store.pg_pool().expect("postgres"))
         .await
         .expect("truncate");
 }
 
 /// Upserts `writes` in batches of `batch` with `in_flight` flushes running at once, each
 /// taking the next batch as the flusher would; entries per second.
-async fn upsert_rate(
-    store: &PgStore,
-    writes: &[EntryWrite],
-    batch: usize,
-    in_flight: usize,
-) -> f64 {
+async fn upsert_rate(store: &Store, writes: &[EntryWrite], batch: usize, in_flight: usize) -> f64 {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let chunks: Vec<&[EntryWrite]> = writes.chunks(batch).collect();
     let t = Instant::now();
@@ -289,7 +284,7 @@ async fn postgres(admin_url: &str) {
         .execute(&mut admin)
         .await
         .expect("create database");
-    let store = PgStore::connect(&with_database(admin_url, &name))
+    let store = Store::connect_postgres(&with_database(admin_url, &name))
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
@@ -320,7 +315,12 @@ async fn postgres(admin_url: &str) {
     // committed per batch.
     let t = Instant::now();
     for batch in writes.chunks(BATCH) {
-        let mut tx = store.pool().begin().await.expect("begin");
+        let mut tx = store
+            .pg_pool()
+            .expect("postgres")
+            .begin()
+            .await
+            .expect("begin");
         for w in batch {
             let e = &w.entry;
             sqlx::query(
@@ -368,7 +368,12 @@ async fn postgres(admin_url: &str) {
             let chunks: Vec<&[EntryWrite]> = writes.chunks(BATCH).collect();
             let t = Instant::now();
             let loaders = (0..in_flight).map(|_| async {
-                let mut conn = store.pool().acquire().await.expect("conn");
+                let mut conn = store
+                    .pg_pool()
+                    .expect("postgres")
+                    .acquire()
+                    .await
+                    .expect("conn");
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(chunk) = chunks.get(i) else { break };
@@ -407,7 +412,7 @@ async fn postgres(admin_url: &str) {
         one / copy,
         small / copy,
     );
-    store.pool().close().await;
+    store.pg_pool().expect("postgres").close().await;
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
     )))

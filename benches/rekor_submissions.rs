@@ -225,10 +225,9 @@ fn main() {
         let app = App::start(config).await.expect("provd starts");
         let pool = app
             .parts()
-            .postgres
-            .as_ref()
+            .store
+            .pg_pool()
             .expect("distributed mode")
-            .pool()
             .clone();
 
         // Warm-up: connections, streams, consumers, prepared statements.

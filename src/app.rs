@@ -24,17 +24,16 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::durable::{DurableStore, ServiceBus};
+use crate::adapters::bus::ServiceBus;
 use crate::adapters::hot_sweep::HotTiers;
 use crate::adapters::jetstream::JetStreamBus;
 use crate::adapters::local_bus::LocalBus;
 use crate::adapters::memory::MemoryTier;
-use crate::adapters::postgres::PgStore;
 use crate::adapters::redis::RedisCache;
-use crate::adapters::sqlite::SqliteStore;
 use crate::adapters::{AdapterError, Service};
 use crate::config::{Config, mask_url};
 use crate::http::{self, AppState, EntryCount, LedgerQuery, Probe};
+use crate::storage::{Backend, Store};
 use crate::telemetry;
 
 /// Errors of the composition root.
@@ -93,20 +92,19 @@ pub struct App {
 #[derive(Clone)]
 pub struct Parts {
     /// The durable store (PostgreSQL or SQLite).
-    pub store: Arc<dyn DurableStore>,
+    pub store: Arc<Store>,
     /// The event bus (JetStream or the in-process bus).
     pub bus: Arc<dyn ServiceBus>,
     /// Valkey/Redis, when configured; the in-process tier runs either way.
     pub redis: Option<RedisCache>,
-    /// The PostgreSQL store, in distributed mode (tools and tests reach its pool).
-    pub postgres: Option<PgStore>,
-    /// The SQLite file, when the store or the bus is embedded.
-    pub sqlite: Option<SqliteStore>,
+    /// The SQLite file, when the store or the bus is embedded (the in-process bus shares
+    /// its writer).
+    pub sqlite: Option<Store>,
 }
 
 /// How each part runs, as `provd serve` prints it: `(part, mode)`.
 pub fn describe_modes(config: &Config) -> Vec<(&'static str, String)> {
-    let file = config.data_dir.join(crate::adapters::sqlite::DB_FILE);
+    let file = config.data_dir.join(crate::storage::DB_FILE);
     vec![
         (
             "store",
@@ -164,9 +162,9 @@ pub fn service_names(config: &Config) -> Vec<&'static str> {
 }
 
 /// Opens the SQLite file in the data directory and applies its migrations.
-async fn open_sqlite(config: &Config) -> Result<SqliteStore, AppError> {
-    let file = config.data_dir.join(crate::adapters::sqlite::DB_FILE);
-    let store = SqliteStore::open(&config.data_dir)
+async fn open_sqlite(config: &Config) -> Result<Store, AppError> {
+    let file = config.data_dir.join(crate::storage::DB_FILE);
+    let store = Store::open_sqlite(&config.data_dir)
         .await
         .map_err(|source| AppError::Startup {
             what: format!("cannot open the SQLite database {}", file.display()),
@@ -180,20 +178,11 @@ async fn open_sqlite(config: &Config) -> Result<SqliteStore, AppError> {
 }
 
 /// Opens the durable store the configuration selects and applies its migrations (`provd
-/// migrate`, the CLI's store commands, and `serve` at start). The SQLite file is returned
-/// too when it was opened, for the in-process bus to share.
-pub async fn open_store(
-    config: &Config,
-) -> Result<(Arc<dyn DurableStore>, Option<PgStore>, Option<SqliteStore>), AppError> {
+/// migrate`, the CLI's store commands, and `serve` at start).
+pub async fn open_store(config: &Config) -> Result<Store, AppError> {
     match &config.database_url {
-        Some(url) => {
-            let store = migrate_postgres(url).await?;
-            Ok((Arc::new(store.clone()), Some(store), None))
-        }
-        None => {
-            let store = open_sqlite(config).await?;
-            Ok((Arc::new(store.clone()), None, Some(store)))
-        }
+        Some(url) => migrate_postgres(url).await,
+        None => open_sqlite(config).await,
     }
 }
 
@@ -201,7 +190,7 @@ pub async fn open_store(
 /// here when the store is PostgreSQL but the bus is embedded).
 pub async fn open_bus(
     config: &Config,
-    sqlite: &mut Option<SqliteStore>,
+    sqlite: &mut Option<Store>,
 ) -> Result<Arc<dyn ServiceBus>, AppError> {
     let subjects = Subjects::new(config.nats_prefix.clone());
     match &config.nats_url {
@@ -234,7 +223,7 @@ pub async fn open_bus(
                     .map_err(|source| AppError::Startup {
                         what: format!(
                             "cannot open the in-process bus in {}",
-                            file.path().display()
+                            file.sqlite_path().unwrap_or(&config.data_dir).display()
                         ),
                         source,
                     })?;
@@ -245,7 +234,8 @@ pub async fn open_bus(
 
 /// Opens every part the configuration selects.
 pub async fn open_parts(config: &Config) -> Result<Parts, AppError> {
-    let (store, postgres, mut sqlite) = open_store(config).await?;
+    let store = open_store(config).await?;
+    let mut sqlite = (store.backend() == Backend::Sqlite).then(|| store.clone());
     let bus = open_bus(config, &mut sqlite).await?;
     let redis = match &config.redis_url {
         Some(url) => Some(
@@ -257,19 +247,18 @@ pub async fn open_parts(config: &Config) -> Result<Parts, AppError> {
         None => None,
     };
     Ok(Parts {
-        store,
+        store: Arc::new(store),
         bus,
         redis,
-        postgres,
         sqlite,
     })
 }
 
-struct StoreProbe(Arc<dyn DurableStore>);
+struct StoreProbe(Arc<Store>);
 #[async_trait]
 impl Probe for StoreProbe {
     fn name(&self) -> &'static str {
-        self.0.kind()
+        self.0.service().as_str()
     }
     async fn check(&self) -> Result<(), String> {
         self.0.ping().await.map_err(|e| e.to_string())
@@ -299,7 +288,7 @@ impl Probe for BusProbe {
 }
 
 /// The store as the HTTP handlers see it.
-struct StoreQueries(Arc<dyn DurableStore>);
+struct StoreQueries(Arc<Store>);
 
 #[async_trait]
 impl LedgerQuery for StoreQueries {
@@ -321,7 +310,7 @@ impl EntryCount for StoreQueries {
 
 #[async_trait]
 impl http::status::OpsQuery for StoreQueries {
-    async fn snapshot(&self) -> Result<crate::adapters::postgres_ops::OpsSnapshot, String> {
+    async fn snapshot(&self) -> Result<crate::storage::ops::OpsSnapshot, String> {
         self.0.ops_snapshot().await.map_err(|e| e.to_string())
     }
     async fn rejected(&self, limit: i64) -> Result<Vec<RejectedEvent>, PortError> {
@@ -345,7 +334,7 @@ fn probes(parts: &Parts) -> Vec<Arc<dyn Probe>> {
 fn monitor_children(
     config: &Config,
     backends: &RekorBackends,
-    store: &Arc<dyn DurableStore>,
+    store: &Arc<Store>,
     bus: &Arc<dyn ServiceBus>,
     subjects: &Subjects,
     health: &Health,
@@ -413,9 +402,9 @@ fn monitor_children(
 }
 
 /// Connects to PostgreSQL and applies migrations.
-async fn migrate_postgres(database_url: &str) -> Result<PgStore, AppError> {
+async fn migrate_postgres(database_url: &str) -> Result<Store, AppError> {
     let url = mask_url(database_url);
-    let store = PgStore::connect(database_url)
+    let store = Store::connect_postgres(database_url)
         .await
         .map_err(|source| AppError::Startup {
             what: format!(
@@ -733,7 +722,7 @@ impl App {
         tracing::info!(
             %addr,
             node_id = %config.node_id,
-            store = store.kind(),
+            store = store.service().as_str(),
             bus = bus.kind(),
             redis = parts.redis.is_some(),
             "provd listening"
@@ -764,7 +753,7 @@ impl App {
     }
 
     /// The durable store (PostgreSQL or SQLite).
-    pub fn store(&self) -> &Arc<dyn DurableStore> {
+    pub fn store(&self) -> &Arc<Store> {
         &self.parts.store
     }
 

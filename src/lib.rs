@@ -2,8 +2,8 @@
 //!
 //! This package holds everything that touches the outside world:
 //!
-//! * [`adapters`]: `actors`' ports on PostgreSQL, SQLite, Redis/Valkey, NATS JetStream and
-//!   the in-process bus, and the Rekor clients; their errors map onto the ports' kinds.
+//! * [`adapters`]: `actors`' ports on Redis/Valkey, NATS JetStream and the in-process bus,
+//!   and the Rekor clients; their errors (and the store's) map onto the ports' kinds.
 //! * [`airgap`]: signed air-gap bundles: import, lazy chunk fetch, the storage they need.
 //! * [`app`]: the composition root that builds either mode from the configuration.
 //! * [`cli`]: the command line; the binary's `main` only parses it and hands over to
@@ -14,6 +14,8 @@
 //!   stored policies.
 //! * [`http`]: the HTTP API, its errors and its OpenAPI document.
 //! * [`ops`]: the status report and the metrics catalogue.
+//! * [`storage`]: the durable store, one module per capability over PostgreSQL or SQLite,
+//!   only the SQL differing.
 //! * [`telemetry`]: logs and metrics.
 //! * [`trust`]: Sigstore trust roots kept fresh through TUF and carried across air gaps.
 

@@ -130,7 +130,7 @@ async fn stored_rows(t: &TestApp) -> (i64, i64) {
 /// Flips one byte of a stored chunk behind provd's back, as disk corruption would.
 async fn corrupt_chunk(t: &TestApp, root: &str, index: i64, offset: usize) -> u64 {
     let parts = t.app.parts();
-    if let Some(pg) = &parts.postgres {
+    if let Some(pg) = parts.store.pg_pool() {
         return sqlx::query(
             "UPDATE provcache.prov_evidence_chunks \
              SET blob = set_byte(blob, $3, (get_byte(blob, $3) + 1) % 256) \
@@ -139,7 +139,7 @@ async fn corrupt_chunk(t: &TestApp, root: &str, index: i64, offset: usize) -> u6
         .bind(root)
         .bind(index)
         .bind(i32::try_from(offset).expect("offset"))
-        .execute(pg.pool())
+        .execute(pg)
         .await
         .expect("corrupt a chunk")
         .rows_affected();
@@ -150,7 +150,7 @@ async fn corrupt_chunk(t: &TestApp, root: &str, index: i64, offset: usize) -> u6
     )
     .bind(root)
     .bind(index)
-    .fetch_one(lite.reader())
+    .fetch_one(lite.sqlite_reader().expect("sqlite"))
     .await
     .expect("read the chunk");
     blob[offset] = blob[offset].wrapping_add(1);
@@ -160,7 +160,7 @@ async fn corrupt_chunk(t: &TestApp, root: &str, index: i64, offset: usize) -> u6
     .bind(blob)
     .bind(root)
     .bind(index)
-    .execute(lite.writer())
+    .execute(lite.sqlite_writer().expect("sqlite"))
     .await
     .expect("corrupt a chunk")
     .rows_affected()

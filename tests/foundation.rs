@@ -8,7 +8,7 @@ use std::time::Duration;
 use actors::supervisor::{ChildSpec, SupervisorMsg};
 use chrono::Utc;
 use common::{ADMIN_TOKEN, Mode, READ_TOKEN, TestApp, both_modes, eventually};
-use provd::adapters::postgres::NewItem;
+use provd::storage::entries::NewItem;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
 

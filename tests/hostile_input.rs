@@ -5,6 +5,7 @@
 
 mod common;
 
+use actors::ports::EntryStore as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -5,6 +5,9 @@
 
 mod common;
 
+use actors::ports::EntryStore as _;
+use actors::ports::InvalidationStore as _;
+use actors::ports::ReplayStore as _;
 use std::time::{Duration, Instant};
 
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
@@ -617,14 +620,7 @@ async fn provd_replay_since_0_cleans_a_hot_tier_restored_from_a_stale_snapshot()
         .bind(e.created_at)
         .bind(w.accepted_at)
         .bind(e.expires_at)
-        .execute(
-            a.app
-                .parts()
-                .postgres
-                .as_ref()
-                .expect("distributed mode")
-                .pool(),
-        )
+        .execute(a.app.parts().store.pg_pool().expect("distributed mode"))
         .await
         .expect("restore durable rows");
     }
@@ -974,7 +970,7 @@ async fn provd_replay_removes_what_a_stale_restore_brought_back() {
     for e in [&doomed, &kept] {
         t.app
             .store()
-            .insert_item(&provd::adapters::postgres::NewItem {
+            .insert_item(&provd::storage::entries::NewItem {
                 veri_key: e.veri_key.clone(),
                 verdict: e.verdict.clone(),
                 verdict_hash: e.verdict_hash.clone(),

@@ -8,6 +8,8 @@
 
 mod common;
 
+use actors::ports::EntryStore as _;
+use actors::ports::ReplayStore as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -9,15 +9,15 @@ use actors::ports::{ConsumerSpec, Delivery, EventBus, PortError, StartPosition, 
 use events::Subjects;
 use events::streams::{PROV_EVENTS, PROVCACHE_WRITES, StreamDef};
 use provd::adapters::local_bus::LocalBus;
-use provd::adapters::sqlite::SqliteStore;
+use provd::storage::Store;
 use tempfile::TempDir;
 
 const PREFIX: &str = "lb";
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn open(dir: &TempDir) -> (SqliteStore, LocalBus) {
-    let store = SqliteStore::open(dir.path()).await.expect("open store");
+async fn open(dir: &TempDir) -> (Store, LocalBus) {
+    let store = Store::open_sqlite(dir.path()).await.expect("open store");
     store.migrate().await.expect("migrate");
     let bus = LocalBus::open(&store, Subjects::new(PREFIX))
         .await
@@ -82,10 +82,10 @@ async fn publish(bus: &LocalBus, base: &str, id: &str, payload: &str) {
         .expect("publish");
 }
 
-async fn stored_messages(store: &SqliteStore, def: &StreamDef) -> i64 {
+async fn stored_messages(store: &Store, def: &StreamDef) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM bus_messages WHERE stream = ?")
         .bind(stream(def))
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().expect("sqlite"))
         .await
         .expect("count messages")
 }
@@ -527,7 +527,7 @@ async fn a_narrow_filter_moves_past_messages_it_skips() {
     // The position is past every message looked at, so they are not scanned again.
     let cursor: i64 =
         sqlx::query_scalar("SELECT cursor FROM bus_consumers WHERE durable = 'narrow'")
-            .fetch_one(store.reader())
+            .fetch_one(store.sqlite_reader().expect("sqlite"))
             .await
             .unwrap();
     assert_eq!(cursor, 50);
@@ -680,7 +680,7 @@ async fn reopening_the_file_redelivers_what_was_not_acked() {
     assert_eq!(texts(&d), ["d"]);
     let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM bus_messages WHERE stream = ?")
         .bind(stream(&PROVCACHE_WRITES))
-        .fetch_all(store.reader())
+        .fetch_all(store.sqlite_reader().expect("sqlite"))
         .await
         .unwrap();
     assert_eq!(seqs, [4], "sequence numbers continue after reopening");
@@ -692,7 +692,7 @@ async fn reopening_the_file_redelivers_what_was_not_acked() {
 #[tokio::test]
 async fn a_size_limit_drops_the_oldest_messages() {
     let dir = TempDir::new().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
     store.migrate().await.unwrap();
     let bus = LocalBus::open_with_max_bytes(&store, Subjects::new(PREFIX), Some(1000))
         .await

@@ -768,7 +768,7 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
     eventually("node B stored the forked view", WAIT, || async {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM rekor_checkpoints WHERE tree_size = 6")
-                .fetch_one(b.parts().postgres.as_ref().expect("postgres").pool())
+                .fetch_one(b.parts().store.pg_pool().expect("postgres"))
                 .await
                 .expect("count");
         (n > 0).then_some(())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use actors::ports::PolicyStore as _;
 use std::process::{Command, Output};
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use actors::ports::EntryStore as _;
+use actors::ports::InvalidationStore as _;
 use std::time::Duration;
 
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};

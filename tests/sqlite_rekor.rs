@@ -15,7 +15,7 @@ use actors::ports::{
     ObservedCheckpoint, PortError, SubmissionStore,
 };
 use actors::testing_monitor::{FakeLog, note_for};
-use provd::adapters::sqlite::SqliteStore;
+use provd::storage::Store;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -43,9 +43,9 @@ fn prod_v1_receipt() -> Receipt {
 }
 
 /// A migrated store in a fresh directory (kept alive by the returned `TempDir`).
-async fn store() -> (TempDir, SqliteStore) {
+async fn store() -> (TempDir, Store) {
     let dir = TempDir::new().expect("tempdir");
-    let store = SqliteStore::open(dir.path()).await.expect("open");
+    let store = Store::open_sqlite(dir.path()).await.expect("open");
     store.migrate().await.expect("migrate");
     (dir, store)
 }
@@ -60,9 +60,9 @@ fn submission(id: &str, backend: &str) -> NewSubmission {
     }
 }
 
-async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+async fn count(store: &Store, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
-        .fetch_one(store.reader())
+        .fetch_one(store.sqlite_reader().expect("sqlite"))
         .await
         .expect("count")
 }
@@ -180,7 +180,7 @@ async fn submissions_move_through_their_lifecycle_and_receipts_round_trip() {
 
     // Everything is in the file: a store opened afresh on it reads the same rows.
     drop(store);
-    let reopened = SqliteStore::open(dir.path()).await.expect("reopen");
+    let reopened = Store::open_sqlite(dir.path()).await.expect("reopen");
     reopened.migrate().await.expect("migrate again");
     assert_eq!(
         reopened.submission("sub-1").await.expect("read"),
@@ -592,7 +592,7 @@ async fn divergences_are_raised_once_acknowledged_and_delivered_through_the_outb
 /// That migration is written by another branch at the same time; until it is merged the test
 /// makes the few tables it needs itself, with PostgreSQL's columns (`IF NOT EXISTS`, so the
 /// real ones are used once present).
-async fn provcache_tables(store: &SqliteStore) {
+async fn provcache_tables(store: &Store) {
     for sql in [
         "CREATE TABLE IF NOT EXISTS prov_revocations (
             seq_no INTEGER PRIMARY KEY AUTOINCREMENT, revocation_id TEXT NOT NULL UNIQUE,
@@ -607,7 +607,10 @@ async fn provcache_tables(store: &SqliteStore) {
             published_seq_no INTEGER NOT NULL DEFAULT 0 CHECK (published_seq_no >= 0),
             updated_at INTEGER NOT NULL DEFAULT 0)",
     ] {
-        sqlx::query(sql).execute(store.writer()).await.expect(sql);
+        sqlx::query(sql)
+            .execute(store.sqlite_writer().expect("sqlite"))
+            .await
+            .expect(sql);
     }
 }
 
@@ -642,7 +645,7 @@ async fn figures_reflect_ledger_replay_submissions_checkpoints_and_divergences()
         )
         .bind(format!("00000000-0000-0000-0000-00000000000{i}"))
         .bind(t.timestamp_micros())
-        .execute(store.writer())
+        .execute(store.sqlite_writer().expect("sqlite"))
         .await
         .expect("ledger row");
     }
@@ -651,7 +654,7 @@ async fn figures_reflect_ledger_replay_submissions_checkpoints_and_divergences()
          ON CONFLICT (id) DO UPDATE SET published_seq_no = 3",
     )
     .bind(now.timestamp_micros())
-    .execute(store.writer())
+    .execute(store.sqlite_writer().expect("sqlite"))
     .await
     .expect("outbox");
     for (node, seq) in [("node-b", 4), ("node-a", 1)] {
@@ -662,7 +665,7 @@ async fn figures_reflect_ledger_replay_submissions_checkpoints_and_divergences()
         .bind(node)
         .bind(seq)
         .bind(now.timestamp_micros())
-        .execute(store.writer())
+        .execute(store.sqlite_writer().expect("sqlite"))
         .await
         .expect("replay");
     }

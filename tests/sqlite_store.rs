@@ -11,15 +11,15 @@ use actors::ports::{
     RejectedEventStore, ReplayStore,
 };
 use chrono::{DateTime, Duration, Utc};
-use provd::adapters::sqlite::SqliteStore;
 use provd::airgap::BundleStore;
+use provd::storage::Store;
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
 
-async fn open() -> (TempDir, SqliteStore) {
+async fn open() -> (TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path()).await.expect("open");
+    let store = Store::open_sqlite(dir.path()).await.expect("open");
     store.migrate().await.expect("migrate");
     (dir, store)
 }
@@ -87,14 +87,14 @@ fn population() -> Vec<Entry> {
     ]
 }
 
-async fn seed(store: &SqliteStore, entries: &[Entry]) {
+async fn seed(store: &Store, entries: &[Entry]) {
     let at = Utc::now() - Duration::minutes(10);
     let writes: Vec<EntryWrite> = entries.iter().map(|e| write_at(e, at)).collect();
     let out = store.upsert_writes(&writes).await.expect("upsert");
     assert_eq!(out.written, entries.len() as u64);
 }
 
-async fn stored_keys(store: &SqliteStore) -> Vec<String> {
+async fn stored_keys(store: &Store) -> Vec<String> {
     let mut keys = Vec::new();
     for n in 1..=5 {
         if store.item_exists(&key(n)).await.expect("exists") {
@@ -310,7 +310,7 @@ async fn the_ledger_refuses_updates_and_deletes() {
         "DELETE FROM prov_revocations",
     ] {
         let err = sqlx::query(sql)
-            .execute(store.writer())
+            .execute(store.sqlite_writer().expect("sqlite"))
             .await
             .expect_err("append-only");
         assert!(
@@ -561,13 +561,13 @@ async fn evidence_round_trips_with_paging_and_totals() {
 
 /// `rekor_entries` belongs to the Rekor migration; the columns this test fills are the
 /// PostgreSQL table's required ones, so the insert works on the real table as well.
-async fn insert_rekor_entry(store: &SqliteStore, uuid: &str) {
+async fn insert_rekor_entry(store: &Store, uuid: &str) {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS rekor_entries (uuid TEXT PRIMARY KEY, backend TEXT NOT NULL, \
          log_id TEXT NOT NULL, log_index INTEGER NOT NULL, shard_log_index INTEGER NOT NULL, \
          body BLOB NOT NULL, inclusion_proof TEXT NOT NULL, checkpoint TEXT NOT NULL)",
     )
-    .execute(store.writer())
+    .execute(store.sqlite_writer().expect("sqlite"))
     .await
     .expect("rekor_entries");
     sqlx::query(
@@ -577,7 +577,7 @@ async fn insert_rekor_entry(store: &SqliteStore, uuid: &str) {
     )
     .bind(uuid)
     .bind(b"body".as_slice())
-    .execute(store.writer())
+    .execute(store.sqlite_writer().expect("sqlite"))
     .await
     .expect("rekor entry");
 }
@@ -723,11 +723,11 @@ async fn data_survives_closing_and_reopening_the_file() {
     .expect("chunk");
     assert!(store.put_evidence(&manifest, &chunks).await.expect("put"));
     store.set_published_seq_no(1).await.expect("outbox");
-    store.writer().close().await;
-    store.reader().close().await;
+    store.sqlite_writer().expect("sqlite").close().await;
+    store.sqlite_reader().expect("sqlite").close().await;
     drop(store);
 
-    let store = SqliteStore::open(dir.path()).await.expect("reopen");
+    let store = Store::open_sqlite(dir.path()).await.expect("reopen");
     store.migrate().await.expect("migrations are idempotent");
     assert_eq!(stored_keys(&store).await, [key(1), key(4), key(5)]);
     let got = store.entry(&key(1)).await.expect("read").expect("entry");

@@ -2,7 +2,7 @@
 //!
 //! The streams of `events::streams` (under the deployment's prefix), their messages, the
 //! durable consumers with their positions and every delivered but unacknowledged message
-//! live in tables of the `SqliteStore`'s file, so a publish that returned is on disk and a
+//! live in tables of the SQLite store's file, so a publish that returned is on disk and a
 //! restart resumes where the process stopped. Every write goes through the store's one
 //! writer connection, which serialises them: two subscriptions on one durable consumer can
 //! never take the same message. Waiting subscriptions sleep on a per-stream `Notify`
@@ -29,7 +29,7 @@ use sqlx::sqlite::{Sqlite, SqlitePool};
 use tokio::sync::Notify;
 
 use super::AdapterError;
-use super::sqlite::{SqliteResult, SqliteStore, to_micros};
+use crate::storage::Store;
 
 /// JetStream's `max_ack_pending` when a consumer asks for the broker's default.
 const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
@@ -101,7 +101,18 @@ fn micros(d: Duration) -> i64 {
 }
 
 fn now_us() -> i64 {
-    to_micros(chrono::Utc::now())
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Labels sqlx's errors as SQLite's (`.sq()?`), since `?` alone would call them PostgreSQL's.
+trait SqliteResult<T> {
+    fn sq(self) -> Result<T, AdapterError>;
+}
+
+impl<T> SqliteResult<T> for Result<T, sqlx::Error> {
+    fn sq(self) -> Result<T, AdapterError> {
+        self.map_err(AdapterError::Sqlite)
+    }
 }
 
 /// A GLOB pattern that matches at least every subject the NATS filter matches, so SQLite
@@ -148,17 +159,22 @@ impl LocalBus {
     /// `app::open_sqlite` does once for store and bus): creates the streams of the
     /// definitions under `subjects`' prefix, and makes every delivery left unacknowledged
     /// by a previous process due at once (no process holds it any more).
-    pub async fn open(store: &SqliteStore, subjects: Subjects) -> Result<LocalBus, AdapterError> {
+    pub async fn open(store: &Store, subjects: Subjects) -> Result<LocalBus, AdapterError> {
         Self::open_with_max_bytes(store, subjects, None).await
     }
 
     /// [`LocalBus::open`], capping every stream at `max_bytes` instead of its definition's
     /// size (as `JetStreamBus::with_stream_max_bytes` does).
     pub async fn open_with_max_bytes(
-        store: &SqliteStore,
+        store: &Store,
         subjects: Subjects,
         max_bytes: Option<i64>,
     ) -> Result<LocalBus, AdapterError> {
+        let (Some(writer), Some(reader)) = (store.sqlite_writer(), store.sqlite_reader()) else {
+            return Err(AdapterError::Corrupt(
+                "the in-process bus lives in a SQLite file, and this store is not one".into(),
+            ));
+        };
         let streams = defs::ALL
             .iter()
             .map(|def| StreamInfo {
@@ -180,8 +196,8 @@ impl LocalBus {
         let (settle, settle_rx) = tokio::sync::mpsc::unbounded_channel();
         let bus = LocalBus {
             inner: Arc::new(Inner {
-                writer: store.writer().clone(),
-                reader: store.reader().clone(),
+                writer: writer.clone(),
+                reader: reader.clone(),
                 subjects,
                 streams,
                 settle,
@@ -788,7 +804,7 @@ impl EventBus for LocalBus {
                              published_at >= ?",
                         )
                         .bind(&s.name)
-                        .bind(to_micros(t))
+                        .bind(t.timestamp_micros())
                         .fetch_one(&mut *tx)
                         .await
                         .sq()?;

@@ -1,27 +1,9 @@
-//! Adapters: the ports of `actors` implemented on real services.
+//! Adapters: the ports of `actors` implemented on real services. The durable store is
+//! [`crate::storage`], one module per capability over PostgreSQL or SQLite; the rest is here.
 //!
-//! * [`postgres`]: the durable store (provcache items, ledger, rejected events).
-//! * [`postgres_evidence`]: evidence chunks and manifests in the same database.
-//! * [`postgres_ledger`]: the ledger outbox position, replay checkpoints and batched replay.
+//! * [`bus`]: the trait each deployment mode's event bus implements as a whole.
 //! * [`hot_sweep`]: purging the hot tiers by revocation criterion (Redis indexes).
-//! * [`postgres_ops`]: the operator figures behind `/api/v1/status` and the sampled gauges.
-//! * [`postgres_rekor`]: Rekor submissions and receipts in the same database.
-//! * [`postgres_monitor`]: verified checkpoints, divergences and their outbox.
-//! * [`postgres_policies`]: named policy documents, every version kept.
 //! * [`webhook`]: the divergence alert webhook.
-//! * [`sqlite`]: the embedded mode's store (SQLite file in the data directory).
-//! * [`sqlite_provcache`]: provcache entries, invalidations with their ledger rows, and
-//!   rejected events in SQLite.
-//! * [`sqlite_evidence`]: evidence chunks and manifests in SQLite.
-//! * [`sqlite_ledger`]: the ledger outbox position, replay checkpoints and batched replay
-//!   in SQLite.
-//! * [`sqlite_bundles`]: air-gap bundle imports, fetched chunks and receipt links in SQLite.
-//! * [`sqlite_rekor`]: Rekor submissions and receipts in the SQLite file.
-//! * [`sqlite_monitor`]: verified checkpoints, divergences and their outbox in the SQLite
-//!   file.
-//! * [`sqlite_ops`]: the operator figures read from the SQLite file.
-//! * [`sqlite_policies`]: named policy documents, every version kept, in the SQLite file.
-//! * [`durable`]: the store and bus traits each deployment mode implements as a whole.
 //! * [`redis`]: the hot tier (Valkey/Redis).
 //! * [`memory`]: the in-process tier (moka).
 //! * [`jetstream`]: the event bus on NATS JetStream.
@@ -31,34 +13,17 @@
 //!   wrapper, and `build_backends` for the configured ones.
 //! * [`tiles`]: C2SP tile logs: the tile client, the filesystem tile cache, the mirror and
 //!   the proof builder.
+//! * [`tcp_nodelay`]: turns Nagle off on sqlx's PostgreSQL sockets.
 
-pub mod durable;
+pub mod bus;
 pub mod hot_sweep;
 pub mod jetstream;
 pub mod local_bus;
 pub mod memory;
-pub mod postgres;
-pub mod postgres_bundles;
-pub mod postgres_evidence;
-pub mod postgres_ledger;
-pub mod postgres_monitor;
-pub mod postgres_ops;
-pub mod postgres_policies;
-pub mod postgres_rekor;
 pub mod redis;
 pub mod rekor;
-pub mod sqlite;
-pub mod sqlite_bundles;
-pub mod sqlite_evidence;
-pub mod sqlite_ledger;
-pub mod sqlite_monitor;
-pub mod sqlite_ops;
-pub mod sqlite_policies;
-pub mod sqlite_provcache;
-pub mod sqlite_rekor;
 pub mod tcp_nodelay;
 pub mod tiles;
-mod via_inherent;
 pub mod webhook;
 
 use actors::ports::PortError;

@@ -470,8 +470,8 @@ async fn import_async(
     bytes: &[u8],
     trusted: &[PublicKey],
 ) -> anyhow::Result<bool> {
-    let (store, _, _) = crate::app::open_store(config).await?;
-    let outcome = match import_bundle(&*store, bytes, &config.bundles.limits, trusted).await {
+    let store = crate::app::open_store(config).await?;
+    let outcome = match import_bundle(&store, bytes, &config.bundles.limits, trusted).await {
         Ok((_, o)) => o,
         Err(crate::airgap::AirgapError::Bundle(e)) => {
             println!("refused, nothing stored: {}: {e}", args.file.display());
@@ -512,7 +512,7 @@ async fn import_async(
     for source in &sources {
         let bar = bar("fetching");
         let report = lazy_fetch(
-            &*store as &dyn BundleStore,
+            &store as &dyn BundleStore,
             &outcome.proof_root,
             source.as_ref(),
             args.batch_size as usize,

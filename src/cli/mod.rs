@@ -2,7 +2,8 @@
 //!
 //! Each command group lives in its own module; this one declares the top level and
 //! dispatches, and holds what every command shares: [`Exit`], the one place exit codes are
-//! decided (0 done, 1 failed, 2 usage, 78 configuration), the one async runtime, and the
+//! decided (0 done, 1 failed, 2 usage, 78 configuration), [`CliError`], the one error type
+//! whose kind picks the exit code, the one async runtime, and the
 //! one HTTP client that carries the bearer token to a running provd. Commands that talk to
 //! services load the configuration exactly as `serve` does (file, then `PROVD_*`
 //! variables, then flags).
@@ -201,6 +202,54 @@ impl From<Exit> for ExitCode {
             Exit::Failed => ExitCode::from(1),
             Exit::Usage => ExitCode::from(2),
             Exit::Config => ExitCode::from(78),
+        }
+    }
+}
+
+/// Why a command did not succeed: one error type for every command, whose kind decides the
+/// exit code ([`CliError::exit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A check failed, provd refused, or a dependency could not be reached (exit 1).
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+    /// Bad arguments or input: flags, unreadable files, malformed documents (exit 2).
+    #[error("{0:#}")]
+    Usage(anyhow::Error),
+    /// The configuration cannot be used (exit 78).
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+}
+
+impl CliError {
+    /// A failed check or a refusal, from its message.
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        CliError::Failed(anyhow::anyhow!("{message}"))
+    }
+
+    /// Bad arguments or input, from its message.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        CliError::Usage(anyhow::anyhow!("{message}"))
+    }
+
+    /// How the command ends.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Failed(_) => Exit::Failed,
+            CliError::Usage(_) => Exit::Usage,
+            CliError::Config(_) => Exit::Config,
+        }
+    }
+}
+
+/// Ends a command: its error, if any, on stderr after `what` (`provd policy apply`), and
+/// the exit code its kind decides.
+pub(crate) fn finish(what: &str, result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            e.exit().into()
         }
     }
 }

@@ -89,13 +89,7 @@ pub struct ListArgs {
     pub server: ServerArgs,
 }
 
-/// Why a command did not succeed, and so its exit code.
-enum Failure {
-    /// Bad arguments or input (exit 2).
-    Usage(anyhow::Error),
-    /// provd refused, or could not be asked (exit 1).
-    Refused(anyhow::Error),
-}
+use super::CliError;
 
 /// Runs a `provd policy` command.
 pub fn run(command: PolicyCommand) -> ExitCode {
@@ -111,21 +105,11 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         PolicyCommand::Get(args) => ("get", rt.block_on(get(&args))),
         PolicyCommand::List(args) => ("list", rt.block_on(list(&args))),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(e)) => {
-            eprintln!("provd policy {what}: {e:#}");
-            Exit::Usage.into()
-        }
-        Err(Failure::Refused(e)) => {
-            eprintln!("provd policy {what}: {e:#}");
-            Exit::Failed.into()
-        }
-    }
+    super::finish(&format!("provd policy {what}"), result)
 }
 
 /// The name `apply` uses: `--name`, or the file's stem.
-fn name_of(file: &Path, name: Option<&str>) -> Result<String, Failure> {
+fn name_of(file: &Path, name: Option<&str>) -> Result<String, CliError> {
     let name = match name {
         Some(n) => n.to_owned(),
         None => file
@@ -133,13 +117,13 @@ fn name_of(file: &Path, name: Option<&str>) -> Result<String, Failure> {
             .and_then(|s| s.to_str())
             .map(str::to_owned)
             .ok_or_else(|| {
-                Failure::Usage(anyhow::anyhow!(
+                CliError::Usage(anyhow::anyhow!(
                     "cannot take a policy name from {}: give --name",
                     file.display()
                 ))
             })?,
     };
-    policy::check_name(&name).map_err(|e| Failure::Usage(e.into()))?;
+    policy::check_name(&name).map_err(|e| CliError::Usage(e.into()))?;
     Ok(name)
 }
 
@@ -149,10 +133,10 @@ async fn call(
     method: reqwest::Method,
     path: &str,
     body: Option<Vec<u8>>,
-) -> Result<(u16, Value), Failure> {
+) -> Result<(u16, Value), CliError> {
     let base = server.server.trim_end_matches('/');
     let client = super::http_client(server.token.as_deref(), Duration::from_secs(30))
-        .map_err(Failure::Usage)?;
+        .map_err(CliError::Usage)?;
     let mut req = client.request(method, format!("{base}{path}"));
     if let Some(b) = body {
         req = req
@@ -163,23 +147,23 @@ async fn call(
         .send()
         .await
         .with_context(|| format!("cannot reach provd at {base}"))
-        .map_err(Failure::Refused)?;
+        .map_err(CliError::Failed)?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         let message = body["error"]["message"].as_str().unwrap_or("no message");
-        return Err(Failure::Refused(anyhow::anyhow!(
+        return Err(CliError::Failed(anyhow::anyhow!(
             "provd answered {status}: {message}"
         )));
     }
     Ok((status.as_u16(), body))
 }
 
-async fn apply(args: &ApplyArgs) -> Result<(), Failure> {
+async fn apply(args: &ApplyArgs) -> Result<(), CliError> {
     let name = name_of(&args.file, args.name.as_deref())?;
     let document = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))
-        .map_err(Failure::Usage)?;
+        .map_err(CliError::Usage)?;
     let (status, answer) = call(
         &args.server,
         reqwest::Method::PUT,
@@ -208,8 +192,8 @@ async fn apply(args: &ApplyArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn get(args: &GetArgs) -> Result<(), Failure> {
-    policy::check_name(&args.name).map_err(|e| Failure::Usage(e.into()))?;
+async fn get(args: &GetArgs) -> Result<(), CliError> {
+    policy::check_name(&args.name).map_err(|e| CliError::Usage(e.into()))?;
     let (_, answer) = call(
         &args.server,
         reqwest::Method::GET,
@@ -226,7 +210,7 @@ async fn get(args: &GetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn list(args: &ListArgs) -> Result<(), Failure> {
+async fn list(args: &ListArgs) -> Result<(), CliError> {
     let (_, answer) = call(&args.server, reqwest::Method::GET, "/api/v1/policies", None).await?;
     if args.json {
         println!("{answer}");

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::Exit;
+use super::{CliError, Exit};
 
 use actors::domain::receipt::Receipt;
 use actors::ports::{LogCheckpoint, RekorClient, RekorError};
@@ -48,35 +48,22 @@ pub struct CheckpointArgs {
     pub json: bool,
 }
 
-/// How a command failed.
-enum Failure {
-    /// The log failed or did not verify (exit 1).
-    Log(RekorError),
-    /// A usage problem (exit 2).
-    Usage(String),
-    /// The configuration is invalid (exit 78, already reported).
-    Config,
-}
-
 /// Loads the config and builds the named backend.
 fn backend(
     config_path: Option<&Path>,
     name: Option<&str>,
-) -> Result<std::sync::Arc<dyn RekorClient>, Failure> {
-    let config = Config::load(config_path, std::env::vars(), |_| {}).map_err(|e| {
-        eprintln!("provd: {e}");
-        Failure::Config
-    })?;
+) -> Result<std::sync::Arc<dyn RekorClient>, CliError> {
+    let config = Config::load(config_path, std::env::vars(), |_| {})
+        .map_err(|e| CliError::Config(e.into()))?;
     let rekor = &config.rekor;
     let name = name
         .map(str::to_owned)
         .or_else(|| rekor.default_backend.clone())
         .ok_or_else(|| {
-            Failure::Usage(
+            CliError::Usage(anyhow::anyhow!(
                 "no transparency-log backend is configured: add [rekor.backends.<name>] to the \
                  config file"
-                    .into(),
-            )
+            ))
         })?;
     let backend = rekor.backends.get(&name).ok_or_else(|| {
         let known = rekor
@@ -85,16 +72,17 @@ fn backend(
             .cloned()
             .collect::<Vec<_>>()
             .join(", ");
-        Failure::Usage(format!(
+        CliError::Usage(anyhow::anyhow!(
             "unknown backend {name:?}; configured: {}",
             if known.is_empty() { "none" } else { &known }
         ))
     })?;
-    build_backend(backend).map_err(|e| Failure::Usage(e.to_string()))
+    build_backend(backend).map_err(|e| CliError::Usage(e.into()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    super::runtime().map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    super::runtime()
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
 
 /// The JSON form of a checkpoint.
@@ -130,7 +118,7 @@ pub fn receipt_json(backend: &str, receipt: &Receipt) -> Value {
 }
 
 fn finish(
-    result: Result<Value, Failure>,
+    result: Result<Value, CliError>,
     json: bool,
     human: impl Fn(&Value) -> String,
 ) -> ExitCode {
@@ -143,19 +131,15 @@ fn finish(
             }
             ExitCode::SUCCESS
         }
-        Err(Failure::Log(e)) => {
-            if json {
-                println!("{}", json!({"error": e.to_string()}));
-            } else {
-                eprintln!("provd: {e}");
-            }
+        // A failed check in JSON mode is an answer on stdout too.
+        Err(CliError::Failed(e)) if json => {
+            println!("{}", json!({"error": format!("{e:#}")}));
             Exit::Failed.into()
         }
-        Err(Failure::Usage(m)) => {
-            eprintln!("provd: {m}");
-            Exit::Usage.into()
+        Err(e) => {
+            eprintln!("provd: {e}");
+            e.exit().into()
         }
-        Err(Failure::Config) => Exit::Config.into(),
     }
 }
 
@@ -171,7 +155,7 @@ pub fn get(config_path: Option<&Path>, args: GetArgs) -> ExitCode {
                     (None, None) => Err(RekorError::Invalid("give --index or --uuid".into())),
                 }
             })
-            .map_err(Failure::Log)?;
+            .map_err(|e| CliError::Failed(e.into()))?;
         Ok(receipt_json(client.backend(), &receipt))
     })();
     finish(result, args.json, |v| {
@@ -204,7 +188,7 @@ pub fn checkpoint(config_path: Option<&Path>, args: CheckpointArgs) -> ExitCode 
         let client = backend(config_path, args.backend.as_deref())?;
         let cp = runtime()?
             .block_on(client.checkpoint())
-            .map_err(Failure::Log)?;
+            .map_err(|e| CliError::Failed(e.into()))?;
         let mut v = checkpoint_json(&cp);
         v["backend"] = json!(client.backend());
         Ok(v)

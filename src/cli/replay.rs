@@ -66,7 +66,7 @@ pub async fn replay(
     options: ReplayOptions,
     progress: impl FnMut(ReplayProgress),
 ) -> anyhow::Result<ReplayReport> {
-    let (store, _, _) = app::open_store(config).await?;
+    let store = Arc::new(app::open_store(config).await?);
     // The in-process tier lives in the server; its own ledger consumer sweeps it.
     let redis = match &config.redis_url {
         Some(url) => Some(

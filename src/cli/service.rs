@@ -114,13 +114,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("provd: {e:#}");
-            Exit::Failed.into()
-        }
-    }
+    super::finish("provd", r.map_err(super::CliError::Failed))
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::Exit;
+use super::{CliError, Exit};
 
 use actors::domain::merkle::{Hash, verify_consistency};
 use actors::domain::note::{Checkpoint, Verifier, verify_checkpoint};
@@ -82,14 +82,6 @@ pub fn run(config: Option<&Path>, cmd: TilesCommand) -> ExitCode {
     }
 }
 
-/// Why a directory did not verify, or could not be checked.
-enum Failure {
-    /// The log is not valid.
-    Invalid(String),
-    /// The inputs could not be read or understood.
-    Trouble(String),
-}
-
 /// One verified checkpoint file.
 struct Checked {
     file: String,
@@ -104,7 +96,7 @@ struct Summary {
     consistency_proofs: usize,
 }
 
-fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode {
+fn report(dir: &Path, outcome: Result<Summary, CliError>, json: bool) -> ExitCode {
     let (code, value) = match &outcome {
         Ok(s) => (
             ExitCode::SUCCESS,
@@ -122,13 +114,13 @@ fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode
                 "consistency_proofs": s.consistency_proofs,
             }),
         ),
-        Err(Failure::Invalid(reason)) => (
+        Err(CliError::Failed(reason)) => (
             Exit::Failed.into(),
-            json!({"valid": false, "dir": dir.display().to_string(), "reason": reason}),
+            json!({"valid": false, "dir": dir.display().to_string(), "reason": format!("{reason:#}")}),
         ),
-        Err(Failure::Trouble(reason)) => (
-            Exit::Usage.into(),
-            json!({"valid": false, "dir": dir.display().to_string(), "error": reason}),
+        Err(e @ (CliError::Usage(reason) | CliError::Config(reason))) => (
+            e.exit().into(),
+            json!({"valid": false, "dir": dir.display().to_string(), "error": format!("{reason:#}")}),
         ),
     };
     if json {
@@ -148,8 +140,8 @@ fn report(dir: &Path, outcome: Result<Summary, Failure>, json: bool) -> ExitCode
                 s.consistency_proofs,
             ));
         }
-        Err(Failure::Invalid(reason)) => eprintln!("invalid: {reason}"),
-        Err(Failure::Trouble(reason)) => eprintln!("error: {reason}"),
+        Err(CliError::Failed(reason)) => eprintln!("invalid: {reason}"),
+        Err(CliError::Usage(reason) | CliError::Config(reason)) => eprintln!("error: {reason}"),
     }
     code
 }
@@ -159,10 +151,10 @@ fn verify_dir(
     keys: &[String],
     key_name: Option<&str>,
     origin: Option<&str>,
-) -> Result<Summary, Failure> {
+) -> Result<Summary, CliError> {
     let files = checkpoint_files(dir)?;
     if files.is_empty() {
-        return Err(Failure::Invalid(format!(
+        return Err(CliError::failed(format!(
             "no checkpoint files in {}",
             dir.display()
         )));
@@ -170,14 +162,14 @@ fn verify_dir(
     let notes = files
         .iter()
         .map(|(name, path)| Ok((name.clone(), read_capped(path, MAX_CHECKPOINT_BYTES)?)))
-        .collect::<Result<Vec<_>, Failure>>()?;
+        .collect::<Result<Vec<_>, CliError>>()?;
 
     // The first checkpoint names the log unless the caller did; the signature check below
     // then holds every checkpoint to that origin.
     let origin = match origin {
         Some(o) => o.to_owned(),
         None => first_line(&notes[0].1)
-            .ok_or_else(|| Failure::Invalid(format!("{}: no origin line", notes[0].0)))?,
+            .ok_or_else(|| CliError::failed(format!("{}: no origin line", notes[0].0)))?,
     };
     let verifiers = keys
         .iter()
@@ -187,14 +179,14 @@ fn verify_dir(
     let mut checked = Vec::with_capacity(notes.len());
     for (file, note) in notes {
         let checkpoint = verify_checkpoint(&note, &verifiers, Some(&origin))
-            .map_err(|e| Failure::Invalid(format!("{file}: {e}")))?;
+            .map_err(|e| CliError::failed(format!("{file}: {e}")))?;
         checked.push(Checked { file, checkpoint });
     }
     checked.sort_by_key(|c| c.checkpoint.size);
     for pair in checked.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if a.checkpoint.size == b.checkpoint.size && a.checkpoint.root != b.checkpoint.root {
-            return Err(Failure::Invalid(format!(
+            return Err(CliError::failed(format!(
                 "{} and {} have size {} but different roots",
                 a.file, b.file, a.checkpoint.size
             )));
@@ -210,7 +202,7 @@ fn verify_dir(
         }
         last_size = Some(c.checkpoint.size);
         let r = verify_tiles(&mut reader, c.checkpoint.size, &c.checkpoint.root, true)
-            .map_err(|e| Failure::Invalid(format!("tiles for {}: {e}", c.file)))?;
+            .map_err(|e| CliError::failed(format!("tiles for {}: {e}", c.file)))?;
         tiles.size = tiles.size.max(r.size);
         tiles.hash_tiles += r.hash_tiles;
         tiles.entry_bundles += r.entry_bundles;
@@ -227,7 +219,7 @@ fn verify_dir(
             continue;
         }
         check_consistency(&mut tree, size1, &c.checkpoint.root, &root2).map_err(|e| {
-            Failure::Invalid(format!(
+            CliError::failed(format!(
                 "{} (size {size1}) is not consistent with {} (size {size2}): {e}",
                 c.file, largest.file
             ))
@@ -256,12 +248,12 @@ fn check_consistency<R: TileReader>(
 }
 
 /// The `checkpoint*` files of the directory, sorted by name.
-fn checkpoint_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Failure> {
+fn checkpoint_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CliError> {
     let entries = fs::read_dir(dir)
-        .map_err(|e| Failure::Trouble(format!("cannot read {}: {e}", dir.display())))?;
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", dir.display())))?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Failure::Trouble(format!("{}: {e}", dir.display())))?;
+        let entry = entry.map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("checkpoint") && entry.path().is_file() {
             files.push((name, entry.path()));
@@ -278,12 +270,12 @@ fn first_line(note: &[u8]) -> Option<String> {
 }
 
 /// A key given on the command line: a vkey string, or a file with a vkey or a PEM key.
-fn load_key(arg: &str, pem_name: &str) -> Result<Verifier, Failure> {
+fn load_key(arg: &str, pem_name: &str) -> Result<Verifier, CliError> {
     let path = Path::new(arg);
     let (text, source) = if path.is_file() {
         let bytes = read_capped(path, MAX_CHECKPOINT_BYTES)?;
         let text = String::from_utf8(bytes)
-            .map_err(|_| Failure::Trouble(format!("key file {arg} is not UTF-8")))?;
+            .map_err(|_| CliError::usage(format!("key file {arg} is not UTF-8")))?;
         (text, format!("key file {arg}"))
     } else {
         (arg.to_owned(), format!("key {arg:?}"))
@@ -294,11 +286,11 @@ fn load_key(arg: &str, pem_name: &str) -> Result<Verifier, Failure> {
     } else {
         Verifier::from_vkey(text)
     };
-    verifier.map_err(|e| Failure::Trouble(format!("{source}: {e}")))
+    verifier.map_err(|e| CliError::usage(format!("{source}: {e}")))
 }
 
-fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, Failure> {
-    let trouble = |e: std::io::Error| Failure::Trouble(format!("{}: {e}", path.display()));
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
+    let trouble = |e: std::io::Error| CliError::usage(format!("{}: {e}", path.display()));
     let mut bytes = Vec::new();
     fs::File::open(path)
         .map_err(trouble)?
@@ -306,7 +298,7 @@ fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, Failure> {
         .read_to_end(&mut bytes)
         .map_err(trouble)?;
     if bytes.len() as u64 > limit {
-        return Err(Failure::Invalid(format!(
+        return Err(CliError::failed(format!(
             "{} is larger than {limit} bytes",
             path.display()
         )));

@@ -11,7 +11,7 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::Exit;
+use super::{CliError, Exit};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,30 +60,18 @@ pub struct ProveArgs {
     pub size: Option<u64>,
 }
 
-/// How a command failed.
-enum Failure {
-    /// The log failed or did not verify (exit 1).
-    Log(TilesError),
-    /// A usage problem (exit 2).
-    Usage(String),
-    /// The configuration is invalid (exit 78, already reported).
-    Config,
-}
-
-impl From<TilesError> for Failure {
+impl From<TilesError> for CliError {
     fn from(e: TilesError) -> Self {
-        Failure::Log(e)
+        CliError::failed(e)
     }
 }
 
-fn load(config_path: Option<&Path>, name: &str) -> Result<(Config, RekorBackendConfig), Failure> {
-    let config = Config::load(config_path, std::env::vars(), |_| {}).map_err(|e| {
-        eprintln!("provd: {e}");
-        Failure::Config
-    })?;
+fn load(config_path: Option<&Path>, name: &str) -> Result<(Config, RekorBackendConfig), CliError> {
+    let config = Config::load(config_path, std::env::vars(), |_| {})
+        .map_err(|e| CliError::Config(e.into()))?;
     let backend = config.rekor.backends.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = config.rekor.backends.keys().map(String::as_str).collect();
-        Failure::Usage(format!(
+        CliError::usage(format!(
             "unknown backend {name:?}; configured: {}",
             if known.is_empty() {
                 "none".to_owned()
@@ -93,15 +81,15 @@ fn load(config_path: Option<&Path>, name: &str) -> Result<(Config, RekorBackendC
         ))
     })?;
     if backend.api != ApiVersion::V2 || backend.kind == BackendKind::Stub {
-        return Err(Failure::Usage(format!(
+        return Err(CliError::usage(format!(
             "backend {name:?} is not a tile log: tiles need api = \"v2\" and kind public or private"
         )));
     }
     Ok((config, backend))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    super::runtime().map_err(|e| Failure::Usage(format!("cannot start the async runtime: {e}")))
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    super::runtime().map_err(|e| CliError::usage(format!("cannot start the async runtime: {e}")))
 }
 
 /// Writes one line to stdout; a closed pipe (`| head`) ends the output quietly instead of
@@ -117,7 +105,7 @@ pub fn out(line: &str) {
 }
 
 fn finish(
-    result: Result<Value, Failure>,
+    result: Result<Value, CliError>,
     json: bool,
     human: impl Fn(&Value) -> String,
 ) -> ExitCode {
@@ -126,7 +114,7 @@ fn finish(
             out(&if json { v.to_string() } else { human(&v) });
             ExitCode::SUCCESS
         }
-        Err(Failure::Log(e)) => {
+        Err(CliError::Failed(e)) => {
             if json {
                 out(&json!({"error": e.to_string()}).to_string());
             } else {
@@ -134,11 +122,14 @@ fn finish(
             }
             Exit::Failed.into()
         }
-        Err(Failure::Usage(m)) => {
+        Err(CliError::Usage(m)) => {
             eprintln!("provd: {m}");
             Exit::Usage.into()
         }
-        Err(Failure::Config) => Exit::Config.into(),
+        Err(e @ CliError::Config(_)) => {
+            eprintln!("provd: {e}");
+            Exit::Config.into()
+        }
     }
 }
 
@@ -199,13 +190,13 @@ pub fn sync(config_path: Option<&Path>, args: SyncArgs) -> ExitCode {
     let result = (|| {
         let (_, backend) = load(config_path, &args.backend)?;
         let client =
-            TileClient::for_backend(&backend).map_err(|e| Failure::Usage(e.to_string()))?;
+            TileClient::for_backend(&backend).map_err(|e| CliError::usage(e.to_string()))?;
         let verifiers = backend
             .keys
             .iter()
             .map(|k| Verifier::from_public_key(&k.name, k.key.clone()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure::Usage(format!("backend {:?}: {e}", backend.name)))?;
+            .map_err(|e| CliError::usage(format!("backend {:?}: {e}", backend.name)))?;
         let progress = CliProgress::new();
         let report = runtime()?.block_on(async {
             let note = client.checkpoint().await.map_err(TilesError::from)?;
@@ -267,7 +258,7 @@ pub fn prove(config_path: Option<&Path>, args: ProveArgs) -> ExitCode {
             let verified: Verified = log.refresh().await?;
             proof::build(&log.source(), &verified, args.index, args.size).await
         })?;
-        serde_json::to_value(bundle).map_err(|e| Failure::Usage(e.to_string()))
+        serde_json::to_value(bundle).map_err(|e| CliError::usage(e.to_string()))
     })();
     finish(result, true, |v| v.to_string())
 }

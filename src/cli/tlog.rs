@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::Exit;
+use super::{CliError, Exit};
 
 use actors::domain::dsse::Envelope;
 use actors::domain::keys::{Algorithm, PrivateKey, PublicKey};
@@ -166,15 +166,9 @@ pub enum KeysCommand {
     },
 }
 
-/// How a command failed: invalid input (exit 1) or a usage / I/O problem (exit 2).
-enum Failure {
-    Invalid(String),
-    Usage(String),
-}
-
 /// Prints the outcome and maps it to an exit code.
 fn finish(
-    result: Result<serde_json::Value, Failure>,
+    result: Result<serde_json::Value, CliError>,
     json: bool,
     ok_line: impl Fn(&serde_json::Value) -> String,
 ) -> ExitCode {
@@ -187,28 +181,31 @@ fn finish(
             }
             ExitCode::SUCCESS
         }
-        Err(Failure::Invalid(reason)) => {
+        Err(CliError::Failed(reason)) => {
             if json {
-                println!("{}", serde_json::json!({"valid": false, "error": reason}));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "error": format!("{reason:#}")})
+                );
             } else {
                 eprintln!("invalid: {reason}");
             }
             Exit::Failed.into()
         }
-        Err(Failure::Usage(reason)) => {
-            eprintln!("error: {reason}");
-            Exit::Usage.into()
+        Err(e @ (CliError::Usage(_) | CliError::Config(_))) => {
+            eprintln!("error: {e}");
+            e.exit().into()
         }
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
+fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
 }
 
-fn read_text(path: &Path) -> Result<String, Failure> {
+fn read_text(path: &Path) -> Result<String, CliError> {
     String::from_utf8(read_file(path)?)
-        .map_err(|_| Failure::Usage(format!("{} is not UTF-8 text", path.display())))
+        .map_err(|_| CliError::usage(format!("{} is not UTF-8 text", path.display())))
 }
 
 /// Runs a `provd rekor` subcommand; commands that reach a log load the configuration
@@ -254,19 +251,19 @@ pub fn run_rekor(config: Option<&Path>, command: RekorCommand) -> ExitCode {
     }
 }
 
-fn verify_bundle(bundle: &Path, trusted_root: &Path) -> Result<serde_json::Value, Failure> {
+fn verify_bundle(bundle: &Path, trusted_root: &Path) -> Result<serde_json::Value, CliError> {
     // A root that cannot be read is a usage error; one that is malformed refuses the bundle,
     // as `sigstore verify-bundle` does.
     let root = TrustedRoot::from_json(&read_file(trusted_root)?).map_err(|e| {
-        Failure::Invalid(format!(
+        CliError::failed(format!(
             "trusted root check failed: {}: {e}",
             trusted_root.display()
         ))
     })?;
     let bundle =
-        Bundle::from_json(&read_file(bundle)?).map_err(|e| Failure::Invalid(e.to_string()))?;
+        Bundle::from_json(&read_file(bundle)?).map_err(|e| CliError::failed(e.to_string()))?;
     let entries = sigstore::verify_bundle_tlog(&bundle, &root)
-        .map_err(|e| Failure::Invalid(e.to_string()))?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let entries: Vec<_> = entries
         .iter()
         .map(|e| {
@@ -294,7 +291,7 @@ fn checkpoint_json(cp: &Checkpoint) -> serde_json::Value {
 
 /// Builds the checkpoint verifier from `--key`: a vkey string, a file holding one, or a PEM
 /// public key file (named by `--name`, or after the checkpoint origin).
-fn checkpoint_verifier(key: &str, name: Option<&str>, note: &[u8]) -> Result<Verifier, Failure> {
+fn checkpoint_verifier(key: &str, name: Option<&str>, note: &[u8]) -> Result<Verifier, CliError> {
     let path = Path::new(key);
     let text = if path.is_file() {
         read_text(path)?
@@ -305,7 +302,7 @@ fn checkpoint_verifier(key: &str, name: Option<&str>, note: &[u8]) -> Result<Ver
         let name = match name {
             Some(n) => n.to_owned(),
             None => {
-                let parsed = Note::parse(note).map_err(|e| Failure::Invalid(e.to_string()))?;
+                let parsed = Note::parse(note).map_err(|e| CliError::failed(e.to_string()))?;
                 let origin = parsed.text().split('\n').next().unwrap_or_default();
                 // Rekor v1 signs under the bare host name, not the `<host> - <tree>` origin.
                 origin
@@ -314,9 +311,9 @@ fn checkpoint_verifier(key: &str, name: Option<&str>, note: &[u8]) -> Result<Ver
                     .to_owned()
             }
         };
-        Verifier::from_pem(&name, &text).map_err(|e| Failure::Usage(format!("--key: {e}")))
+        Verifier::from_pem(&name, &text).map_err(|e| CliError::usage(format!("--key: {e}")))
     } else {
-        Verifier::from_vkey(text.trim()).map_err(|e| Failure::Usage(format!("--key: {e}")))
+        Verifier::from_vkey(text.trim()).map_err(|e| CliError::usage(format!("--key: {e}")))
     }
 }
 
@@ -325,11 +322,11 @@ fn verify_checkpoint(
     key: &str,
     origin: Option<&str>,
     name: Option<&str>,
-) -> Result<serde_json::Value, Failure> {
+) -> Result<serde_json::Value, CliError> {
     let note = read_file(file)?;
     let verifier = checkpoint_verifier(key, name, &note)?;
     let cp = note::verify_checkpoint(&note, &[verifier], origin)
-        .map_err(|e| Failure::Invalid(e.to_string()))?;
+        .map_err(|e| CliError::failed(e.to_string()))?;
     Ok(checkpoint_json(&cp))
 }
 
@@ -345,7 +342,7 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
             let result = (|| {
                 let payload = read_file(&payload)?;
                 let key = PrivateKey::from_pem(&read_text(&key)?)
-                    .map_err(|e| Failure::Usage(format!("--key: {e}")))?;
+                    .map_err(|e| CliError::usage(format!("--key: {e}")))?;
                 Ok(Envelope::sign(&payload_type, &payload, &key, &keyid))
             })();
             match result {
@@ -353,7 +350,7 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
                     println!("{}", envelope.to_json());
                     ExitCode::SUCCESS
                 }
-                Err(Failure::Usage(e) | Failure::Invalid(e)) => {
+                Err(CliError::Usage(e) | CliError::Failed(e) | CliError::Config(e)) => {
                     eprintln!("error: {e}");
                     Exit::Usage.into()
                 }
@@ -366,12 +363,12 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
         } => {
             let result = (|| {
                 let key = PublicKey::from_pem(&read_text(&key)?)
-                    .map_err(|e| Failure::Usage(format!("--key: {e}")))?;
+                    .map_err(|e| CliError::usage(format!("--key: {e}")))?;
                 let env = Envelope::from_json(&read_file(&envelope)?)
-                    .map_err(|e| Failure::Invalid(e.to_string()))?;
+                    .map_err(|e| CliError::failed(e.to_string()))?;
                 let valid = env
                     .verify(&[key])
-                    .map_err(|e| Failure::Invalid(e.to_string()))?;
+                    .map_err(|e| CliError::failed(e.to_string()))?;
                 Ok(
                     serde_json::json!({ "payload_type": env.payload_type, "verified_signatures": valid }),
                 )

@@ -26,9 +26,9 @@ use tower::ServiceExt as _;
 
 use super::status::OpsQuery;
 use super::{AppState, EntryCount, LedgerQuery};
-use crate::adapters::postgres_ops::OpsSnapshot;
 use crate::airgap::BundleStore;
 use crate::config::{Scope, Token};
+use crate::storage::ops::OpsSnapshot;
 
 const TOKEN: &str = "route-errors-token-0123456789";
 

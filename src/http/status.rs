@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use actors::ports::{PortError, RejectedEvent};
 
 use super::AppState;
-use crate::adapters::postgres_ops::OpsSnapshot;
 use crate::ops::status::{Inputs, report};
+use crate::storage::ops::OpsSnapshot;
 
 /// The dashboard page: inline CSS and JS, no external assets.
 const DASHBOARD: &str = include_str!("dashboard.html");

@@ -14,9 +14,10 @@ use actors::health::{ChildStatus, Health};
 use tokio_util::sync::CancellationToken;
 
 use super::catalogue::SUBMISSION_STATUSES;
-use crate::adapters::durable::{DurableStore, ServiceBus};
-use crate::adapters::postgres_ops::SampledFigures;
+use crate::adapters::bus::ServiceBus;
 use crate::http::Probe;
+use crate::storage::Store;
+use crate::storage::ops::SampledFigures;
 
 /// How often the gauges are refreshed.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -25,7 +26,7 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Sampler {
     /// The store.
-    pub store: Arc<dyn DurableStore>,
+    pub store: Arc<Store>,
     /// The bus.
     pub bus: Arc<dyn ServiceBus>,
     /// This node (its replay checkpoint is exported).

@@ -14,9 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::Service;
-use crate::adapters::postgres_ops::{
-    DivergenceView, HourCount, OpsSnapshot, RejectedCount, ReplayView,
-};
+use crate::storage::ops::{DivergenceView, HourCount, OpsSnapshot, RejectedCount, ReplayView};
 
 /// One service's state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

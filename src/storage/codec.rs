@@ -53,12 +53,28 @@ macro_rules! via {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Time(pub DateTime<Utc>);
 
-via!(Time, Postgres, PgTypeInfo, PgValueRef<'r>, DateTime<Utc>, |t| t.0, |r| Ok(Time(r)));
-via!(Time, Sqlite, SqliteTypeInfo, SqliteValueRef<'r>, i64, |t| t.0.timestamp_micros(), |r| {
-    DateTime::from_timestamp_micros(r)
-        .map(Time)
-        .ok_or_else(|| format!("time {r} µs is out of range").into())
-});
+via!(
+    Time,
+    Postgres,
+    PgTypeInfo,
+    PgValueRef<'r>,
+    DateTime<Utc>,
+    |t| t.0,
+    |r| Ok(Time(r))
+);
+via!(
+    Time,
+    Sqlite,
+    SqliteTypeInfo,
+    SqliteValueRef<'r>,
+    i64,
+    |t| t.0.timestamp_micros(),
+    |r| {
+        DateTime::from_timestamp_micros(r)
+            .map(Time)
+            .ok_or_else(|| format!("time {r} µs is out of range").into())
+    }
+);
 
 impl From<Time> for DateTime<Utc> {
     fn from(t: Time) -> Self {
@@ -70,27 +86,67 @@ impl From<Time> for DateTime<Utc> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Json(pub serde_json::Value);
 
-via!(Json, Postgres, PgTypeInfo, PgValueRef<'r>, serde_json::Value, |j| j.0.clone(), |r| Ok(
-    Json(r)
-));
-via!(Json, Sqlite, SqliteTypeInfo, SqliteValueRef<'r>, String, |j| j.0.to_string(), |r| {
-    Ok(Json(serde_json::from_str(&r)?))
-});
+via!(
+    Json,
+    Postgres,
+    PgTypeInfo,
+    PgValueRef<'r>,
+    serde_json::Value,
+    |j| j.0.clone(),
+    |r| Ok(Json(r))
+);
+via!(
+    Json,
+    Sqlite,
+    SqliteTypeInfo,
+    SqliteValueRef<'r>,
+    String,
+    |j| j.0.to_string(),
+    |r| Ok(Json(serde_json::from_str(&r)?))
+);
 
 /// A list of strings (signer key IDs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct List(pub Vec<String>);
 
-via!(List, Postgres, PgTypeInfo, PgValueRef<'r>, Vec<String>, |l| l.0.clone(), |r| Ok(List(r)));
-via!(List, Sqlite, SqliteTypeInfo, SqliteValueRef<'r>, String, |l| {
-    serde_json::Value::from(l.0.clone()).to_string()
-}, |r| Ok(List(serde_json::from_str(&r)?)));
+via!(
+    List,
+    Postgres,
+    PgTypeInfo,
+    PgValueRef<'r>,
+    Vec<String>,
+    |l| l.0.clone(),
+    |r| Ok(List(r))
+);
+via!(
+    List,
+    Sqlite,
+    SqliteTypeInfo,
+    SqliteValueRef<'r>,
+    String,
+    |l| { serde_json::Value::from(l.0.clone()).to_string() },
+    |r| Ok(List(serde_json::from_str(&r)?))
+);
 
 /// A UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Id(pub Uuid);
 
-via!(Id, Postgres, PgTypeInfo, PgValueRef<'r>, Uuid, |i| i.0, |r| Ok(Id(r)));
-via!(Id, Sqlite, SqliteTypeInfo, SqliteValueRef<'r>, String, |i| i.0.to_string(), |r| Ok(Id(
-    Uuid::parse_str(&r)?
-)));
+via!(
+    Id,
+    Postgres,
+    PgTypeInfo,
+    PgValueRef<'r>,
+    Uuid,
+    |i| i.0,
+    |r| Ok(Id(r))
+);
+via!(
+    Id,
+    Sqlite,
+    SqliteTypeInfo,
+    SqliteValueRef<'r>,
+    String,
+    |i| i.0.to_string(),
+    |r| Ok(Id(Uuid::parse_str(&r)?))
+);

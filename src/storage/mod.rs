@@ -4,15 +4,30 @@
 //! databases ([`Sql`]).
 //!
 //! * [`codec`]: column types both databases hold, each in its own representation.
+//! * [`entries`]: provenance-cache entries, invalidations with their ledger rows, rejected
+//!   events.
+//! * [`evidence`]: evidence chunks and manifests.
+//! * [`bundles`]: air-gap bundle imports, fetched chunks and entry → receipt links.
+//! * [`ledger`]: the ledger outbox position, replay checkpoints and batched replay.
+//! * [`rekor`]: Rekor submissions and receipts.
+//! * [`monitor`]: verified checkpoints, divergences and their outbox.
 //! * [`policies`]: named policy documents, every version kept.
+//! * [`ops`]: the operator figures behind `/api/v1/status` and the sampled gauges.
 //!
 //! A capability runs a statement with [`run!`](crate::storage::run), which expands the same
 //! binds and row mapping for whichever database the [`Exec`] is. Where the two databases
 //! order concurrent writers differently (PostgreSQL takes advisory locks, SQLite has one
 //! writer connection) the capability says so beside the statement.
 
+pub mod bundles;
 pub mod codec;
+pub mod entries;
+pub mod evidence;
+pub mod ledger;
+pub mod monitor;
+pub mod ops;
 pub mod policies;
+pub mod rekor;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -368,20 +383,32 @@ impl Store {
     /// Begins a write transaction (on SQLite, on the one writer connection).
     pub async fn begin(&self) -> Result<Tx, AdapterError> {
         match &self.db {
-            Db::Pg(pool) => pool.begin().await.map(Tx::Pg).map_err(AdapterError::Postgres),
-            Db::Lite { writer, .. } => {
-                writer.begin().await.map(Tx::Lite).map_err(AdapterError::Sqlite)
-            }
+            Db::Pg(pool) => pool
+                .begin()
+                .await
+                .map(Tx::Pg)
+                .map_err(AdapterError::Postgres),
+            Db::Lite { writer, .. } => writer
+                .begin()
+                .await
+                .map(Tx::Lite)
+                .map_err(AdapterError::Sqlite),
         }
     }
 
     /// Begins a read-only snapshot: several reads that see one state of the database.
     pub async fn begin_read(&self) -> Result<Tx, AdapterError> {
         match &self.db {
-            Db::Pg(pool) => pool.begin().await.map(Tx::Pg).map_err(AdapterError::Postgres),
-            Db::Lite { reader, .. } => {
-                reader.begin().await.map(Tx::Lite).map_err(AdapterError::Sqlite)
-            }
+            Db::Pg(pool) => pool
+                .begin()
+                .await
+                .map(Tx::Pg)
+                .map_err(AdapterError::Postgres),
+            Db::Lite { reader, .. } => reader
+                .begin()
+                .await
+                .map(Tx::Lite)
+                .map_err(AdapterError::Sqlite),
         }
     }
 }

@@ -395,14 +395,20 @@ impl TestApp {
     /// written as in PostgreSQL (`provcache.prov_items`); embedded mode drops the schema.
     pub async fn query_i64(&self, sql: &str) -> i64 {
         let parts = self.app.parts();
-        match (&parts.postgres, &parts.sqlite) {
+        match (
+            parts.store.pg_pool(),
+            parts
+                .sqlite
+                .as_ref()
+                .and_then(|s| s.sqlite_reader().zip(s.sqlite_writer())),
+        ) {
             (Some(pg), _) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
-                .fetch_one(pg.pool())
+                .fetch_one(pg)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}")),
             (None, Some(lite)) => {
                 sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.replace("provcache.", "")))
-                    .fetch_one(lite.reader())
+                    .fetch_one(lite.0)
                     .await
                     .unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
@@ -414,13 +420,19 @@ impl TestApp {
     /// the rows it changed, or the database's error.
     pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
         let parts = self.app.parts();
-        match (&parts.postgres, &parts.sqlite) {
+        match (
+            parts.store.pg_pool(),
+            parts
+                .sqlite
+                .as_ref()
+                .and_then(|s| s.sqlite_reader().zip(s.sqlite_writer())),
+        ) {
             (Some(pg), _) => sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(pg.pool())
+                .execute(pg)
                 .await
                 .map(|r| r.rows_affected()),
             (None, Some(lite)) => sqlx::query(sqlx::AssertSqlSafe(sql.replace("provcache.", "")))
-                .execute(lite.writer())
+                .execute(lite.1)
                 .await
                 .map(|r| r.rows_affected()),
             (None, None) => unreachable!("a store is always open"),
