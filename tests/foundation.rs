@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actors::supervisor::{ChildSpec, SupervisorMsg};
 use chrono::Utc;
+use common::items::{NewItem, insert_item, item_exists};
 use common::{ADMIN_TOKEN, Mode, READ_TOKEN, TestApp, both_modes, eventually};
-use provd::storage::entries::NewItem;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
 
@@ -32,7 +32,7 @@ fn item(veri_key: &str, policy: &str, signer_set: &str, keys: &[&str]) -> NewIte
 /// Seeds the durable tier and, in distributed mode, Redis with entries.
 async fn seed(t: &TestApp, items: &[NewItem]) {
     for i in items {
-        t.app.store().insert_item(i).await.expect("insert item");
+        insert_item(t.app.store(), i).await;
         if let Some(redis) = t.app.redis() {
             redis
                 .put_entry(&i.veri_key, b"{}", 3600)
@@ -118,9 +118,9 @@ async fn an_invalidation_through_the_api_reaches_the_ledger_the_store_and_redis(
     );
 
     let store = t.app.store();
-    assert!(!store.item_exists("sha256:k1").await.expect("query"));
-    assert!(!store.item_exists("sha256:k2").await.expect("query"));
-    assert!(store.item_exists("sha256:k3").await.expect("query"));
+    assert!(!item_exists(store, "sha256:k1").await);
+    assert!(!item_exists(store, "sha256:k2").await);
+    assert!(item_exists(store, "sha256:k3").await);
     // Redis is purged after the commit, before the ack: poll briefly.
     eventually("redis purge", WAIT, || async {
         (!in_redis(&t, "sha256:k1").await && !in_redis(&t, "sha256:k2").await).then_some(())
@@ -209,8 +209,8 @@ async fn an_invalidation_published_on_nats_reaches_the_ledger_and_a_malformed_on
     assert_eq!(row["entries_invalidated"], 1);
     assert_eq!(row["source"], "urn:example:ops");
     assert_eq!(row["correlation_id"], "c-9");
-    assert!(!t.app.store().item_exists("sha256:n1").await.expect("q"));
-    assert!(t.app.store().item_exists("sha256:n2").await.expect("q"));
+    assert!(!item_exists(t.app.store(), "sha256:n1").await);
+    assert!(item_exists(t.app.store(), "sha256:n2").await);
     eventually("redis purge", WAIT, || async {
         (!in_redis(&t, "sha256:n1").await).then_some(())
     })

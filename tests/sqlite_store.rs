@@ -2,6 +2,8 @@
 //! directory (no services): entries, invalidations and the append-only ledger, replay,
 //! evidence, bundle imports, and data surviving a reopen.
 
+mod common;
+
 use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::evidence::{EvidenceLimits, chunk_all};
@@ -97,7 +99,7 @@ async fn seed(store: &Store, entries: &[Entry]) {
 async fn stored_keys(store: &Store) -> Vec<String> {
     let mut keys = Vec::new();
     for n in 1..=5 {
-        if store.item_exists(&key(n)).await.expect("exists") {
+        if common::items::item_exists(store, &key(n)).await {
             keys.push(key(n));
         }
     }
@@ -175,7 +177,7 @@ async fn expired_entries_are_not_served_but_still_counted() {
         .await
         .expect("upsert");
     assert!(store.entry(&key(1)).await.expect("read").is_none());
-    assert!(store.item_exists(&key(1)).await.expect("exists"));
+    assert!(common::items::item_exists(&store, &key(1)).await);
     assert_eq!(store.count_items().await.expect("count"), 1);
 }
 
@@ -197,8 +199,8 @@ async fn a_write_accepted_before_a_matching_revocation_is_dropped() {
     assert_eq!(out.written, 1);
     assert_eq!(out.invalidated, 1);
     assert_eq!(out.invalidated_keys, [key(1)]);
-    assert!(!store.item_exists(&key(1)).await.expect("exists"));
-    assert!(store.item_exists(&key(2)).await.expect("exists"));
+    assert!(!common::items::item_exists(&store, &key(1)).await);
+    assert!(common::items::item_exists(&store, &key(2)).await);
 
     // Accepted well after the revocation (beyond the 2 s clock-skew margin): kept.
     let after = write_at(&e, Utc::now() + Duration::seconds(3));
@@ -291,7 +293,7 @@ async fn a_repeated_revocation_id_is_a_duplicate_with_no_second_row() {
     assert!(again.duplicate);
     assert!(again.deleted_keys.is_empty());
     assert_eq!(again.row, first.row);
-    assert!(store.item_exists(&key(1)).await.expect("exists"));
+    assert!(common::items::item_exists(&store, &key(1)).await);
     let stats = store.ledger_stats().await.expect("stats");
     assert_eq!(stats.total_entries, 1);
     assert_eq!(stats.total_entries_invalidated, 1);
@@ -440,11 +442,11 @@ async fn replay_deletes_only_entries_accepted_no_later_than_the_revocation() {
             };
             assert_eq!(deleted, expected, "{criterion:?} at {accepted_at}");
             for e in &others {
-                assert!(store.item_exists(&e.veri_key).await.expect("exists"));
+                assert!(common::items::item_exists(&store, &e.veri_key).await);
             }
             for e in &matching {
                 assert_eq!(
-                    store.item_exists(&e.veri_key).await.expect("exists"),
+                    common::items::item_exists(&store, &e.veri_key).await,
                     !goes,
                     "{criterion:?} at {accepted_at}"
                 );
@@ -667,7 +669,7 @@ async fn an_entry_invalidated_after_it_was_written_is_not_imported() {
         .await
         .expect_err("refused");
     assert!(matches!(err, PortError::Rejected(_)), "{err:?}");
-    assert!(!store.item_exists(&e.veri_key).await.expect("exists"));
+    assert!(!common::items::item_exists(&store, &e.veri_key).await);
     assert!(
         BundleStore::manifest(&store, &manifest.proof_root)
             .await

@@ -151,36 +151,6 @@ pub struct LedgerStats {
     pub head_seq_no: i64,
 }
 
-/// A provcache item to insert (used by tests until the write path lands).
-#[derive(Debug, Clone)]
-pub struct NewItem {
-    /// The VeriKey.
-    pub veri_key: String,
-    /// The verdict.
-    pub verdict: serde_json::Value,
-    /// Hash of the verdict.
-    pub verdict_hash: String,
-    /// 0 to 100.
-    pub trust_score: i16,
-    /// Policy hash.
-    pub policy_hash: String,
-    /// Signer-set hash.
-    pub signer_set_hash: String,
-    /// Key IDs of the signer set.
-    pub signer_key_ids: Vec<String>,
-    /// Feed identifier.
-    pub feed_id: Option<String>,
-    /// Feed epoch.
-    pub feed_epoch: Option<String>,
-    /// Expiry.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// JSON as SQLite stores it (TEXT).
-pub fn json_text(v: &serde_json::Value) -> Result<String, AdapterError> {
-    serde_json::to_string(v).map_err(|e| AdapterError::Corrupt(e.to_string()))
-}
-
 /// The first `max_chars` characters: PostgreSQL's column widths, kept on both databases so
 /// both hold the same values.
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -459,64 +429,6 @@ impl Store {
             entries_by_type: by_type.into_iter().map(|(t, n, _)| (t, n)).collect(),
             head_seq_no: head.unwrap_or(0),
         })
-    }
-
-    /// Inserts or replaces an item and its signer-set members.
-    pub async fn insert_item(&self, item: &NewItem) -> Result<(), AdapterError> {
-        let mut tx = self.begin().await?;
-        // Stamped with provd's clock on both databases (PostgreSQL's default was `now()`);
-        // a replaced item keeps its `created_at`.
-        run!(
-            exec,
-            tx.exec(),
-            Sql::new(
-                "INSERT INTO provcache.provcache_items \
-                 (veri_key, verdict, verdict_hash, trust_score, policy_hash, signer_set_hash, \
-                  feed_id, feed_epoch, created_at, updated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
-                 ON CONFLICT (veri_key) DO UPDATE SET verdict = EXCLUDED.verdict, \
-                  verdict_hash = EXCLUDED.verdict_hash, trust_score = EXCLUDED.trust_score, \
-                  policy_hash = EXCLUDED.policy_hash, signer_set_hash = EXCLUDED.signer_set_hash, \
-                  feed_id = EXCLUDED.feed_id, feed_epoch = EXCLUDED.feed_epoch, \
-                  expires_at = EXCLUDED.expires_at, updated_at = EXCLUDED.updated_at",
-                "INSERT INTO provcache_items \
-                 (veri_key, verdict, verdict_hash, trust_score, policy_hash, signer_set_hash, \
-                  feed_id, feed_epoch, created_at, updated_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) \
-                 ON CONFLICT (veri_key) DO UPDATE SET verdict = excluded.verdict, \
-                  verdict_hash = excluded.verdict_hash, trust_score = excluded.trust_score, \
-                  policy_hash = excluded.policy_hash, signer_set_hash = excluded.signer_set_hash, \
-                  feed_id = excluded.feed_id, feed_epoch = excluded.feed_epoch, \
-                  expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-            ),
-            &item.veri_key,
-            Json(item.verdict.clone()),
-            &item.verdict_hash,
-            item.trust_score,
-            &item.policy_hash,
-            &item.signer_set_hash,
-            &item.feed_id,
-            &item.feed_epoch,
-            Time(Utc::now()),
-            Time(item.expires_at)
-        )?;
-        insert_members(tx.exec(), &item.signer_set_hash, &item.signer_key_ids).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Whether an item with this VeriKey exists.
-    pub async fn item_exists(&self, veri_key: &str) -> Result<bool, AdapterError> {
-        let n: i64 = run!(
-            scalar fetch_one,
-            self.read(),
-            Sql::new(
-                "SELECT count(*) FROM provcache.provcache_items WHERE veri_key = $1",
-                "SELECT count(*) FROM provcache_items WHERE veri_key = ?1",
-            ),
-            veri_key
-        )?;
-        Ok(n > 0)
     }
 
     /// How many items the durable tier holds (expired ones included).

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod items;
 pub mod lab_log;
 
 use std::future::Future;
