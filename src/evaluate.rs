@@ -30,7 +30,7 @@ use actors::domain::receipt::Receipt;
 use actors::domain::verification::ArtifactDigest;
 use actors::domain::verikey::VeriKeyInputs;
 use actors::ports::{EvidenceStore, PolicyStore, PortError, ReplayStore};
-use actors::provcache::{Accepted, ProvCache, Served};
+use actors::provcache::{Accepted, CacheError, ProvCache, Served};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::Deserialize;
@@ -86,23 +86,21 @@ pub enum EvaluateError {
     /// The entry was not decided by provd, so there is nothing to explain.
     #[error("{0}")]
     NotExplainable(String),
-    /// The store holds something that conflicts with this verdict.
-    #[error("{0}")]
-    Conflict(String),
-    /// A store, the bus or the trusted root is unavailable; try again.
+    /// The trusted root is unavailable; try again.
     #[error("{0}")]
     Unavailable(String),
+    /// A store or the bus failed; its kind says whether trying again can help.
+    #[error(transparent)]
+    Store(#[from] PortError),
     /// A bug; logged, never returned in detail.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-impl From<PortError> for EvaluateError {
-    fn from(e: PortError) -> Self {
+impl From<CacheError> for EvaluateError {
+    fn from(e: CacheError) -> Self {
         match e {
-            PortError::Unavailable { .. } => EvaluateError::Unavailable(e.to_string()),
-            PortError::Rejected(m) | PortError::NotFound(m) => EvaluateError::BadRequest(m),
-            PortError::Conflict(m) => EvaluateError::Conflict(m),
+            CacheError::Store(e) => EvaluateError::Store(e),
         }
     }
 }
@@ -299,12 +297,7 @@ impl Evaluator {
         entry
             .validate()
             .map_err(|e| EvaluateError::BadRequest(e.to_string()))?;
-        let accepted = self
-            .parts
-            .cache
-            .put(entry.clone())
-            .await
-            .map_err(|e| EvaluateError::Unavailable(e.to_string()))?;
+        let accepted = self.parts.cache.put(entry.clone()).await?;
         if let Some(uuid) = receipts.first() {
             self.parts.links.link_receipt(&veri_key, uuid).await?;
         }
@@ -323,13 +316,7 @@ impl Evaluator {
 
     /// Everything needed to replay a verdict offline, or `None` when there is no such entry.
     pub async fn explain(&self, veri_key: &str) -> Result<Option<Value>, EvaluateError> {
-        let Some((entry, _)) = self
-            .parts
-            .cache
-            .get(veri_key)
-            .await
-            .map_err(|e| EvaluateError::Unavailable(e.to_string()))?
-        else {
+        let Some((entry, _)) = self.parts.cache.get(veri_key).await? else {
             return Ok(None);
         };
         let verdict = &entry.verdict;
@@ -404,12 +391,7 @@ impl Evaluator {
     }
 
     async fn cached(&self, veri_key: &str) -> Result<Option<Outcome>, EvaluateError> {
-        let hit = self
-            .parts
-            .cache
-            .get(veri_key)
-            .await
-            .map_err(|e| EvaluateError::Unavailable(e.to_string()))?;
+        let hit = self.parts.cache.get(veri_key).await?;
         Ok(hit.map(|(entry, served)| Outcome {
             veri_key: veri_key.to_owned(),
             entry,

@@ -668,7 +668,7 @@ async fn an_entry_invalidated_after_it_was_written_is_not_imported() {
         .import(&e, &manifest, &carried)
         .await
         .expect_err("refused");
-    assert!(matches!(err, PortError::Rejected(_)), "{err:?}");
+    assert!(matches!(err, PortError::Conflict(_)), "{err:?}");
     assert!(!common::items::item_exists(&store, &e.veri_key).await);
     assert!(
         BundleStore::manifest(&store, &manifest.proof_root)

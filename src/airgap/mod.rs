@@ -44,7 +44,7 @@ pub enum AirgapError {
 #[async_trait]
 pub trait BundleStore: Send + Sync + 'static {
     /// Stores the entry, its manifest and the given chunks in one transaction;
-    /// `PortError::Rejected` (nothing stored) when this node invalidated the entry after it
+    /// `PortError::Conflict` (nothing stored) when this node invalidated the entry after it
     /// was written.
     async fn import(
         &self,
@@ -167,7 +167,9 @@ pub async fn import_bundle(
         .import(&bundle.to_entry(), &manifest, &chunks)
         .await
         .map_err(|e| match e {
-            PortError::Rejected(m) => {
+            // Data the store refuses stays a store failure; only the ledger's veto is a
+            // refusal of the bundle.
+            PortError::Conflict(m) => {
                 metrics::counter!("provd_bundle_imports_total", "outcome" => "invalidated")
                     .increment(1);
                 AirgapError::Refused(m)

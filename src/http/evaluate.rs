@@ -51,11 +51,12 @@ impl From<EvaluateError> for ApiError {
         match e {
             EvaluateError::BadRequest(m) => ApiError::BadRequest(m),
             EvaluateError::UnknownPolicy(_) => ApiError::NotFound(e.to_string()),
-            EvaluateError::NotExplainable(m) | EvaluateError::Conflict(m) => ApiError::Conflict(m),
+            EvaluateError::NotExplainable(m) => ApiError::Conflict(m),
             EvaluateError::Unavailable(m) => {
                 tracing::warn!(error = %m, "evaluation could not run");
                 ApiError::Unavailable(format!("{m}; try again"))
             }
+            EvaluateError::Store(e) => e.into(),
             EvaluateError::Internal(m) => ApiError::Internal(m),
         }
     }

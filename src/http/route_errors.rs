@@ -6,15 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::domain::entry::{Entry, EntryWrite};
-use actors::domain::evidence::{Chunk, ChunkInfo, EvidenceLimits, Manifest};
+use actors::domain::bundle::{Bundle, Density, write_bundle};
+use actors::domain::dsse::Envelope;
+use actors::domain::entry::{Entry, EntryWrite, verdict_hash};
+use actors::domain::evidence::{Chunk, ChunkInfo, EvidenceLimits, Manifest, chunk_all};
 use actors::domain::invalidation::LedgerRow;
+use actors::domain::keys::{Algorithm, PrivateKey};
+use actors::domain::merkle::Hash;
 use actors::domain::receipt::Receipt;
 use actors::domain::submission::SubmissionStatus;
 use actors::health::Health;
 use actors::ports::{
-    ConsumerSpec, EntryStore, EventBus, EvidenceStore, EvidenceTotals, NewSubmission, PortError,
-    RejectedEvent, StoredChunk, StoredReceipt, SubmissionRecord, SubmissionStore, Subscription,
+    CheckpointQuery, CheckpointStore, ConsumerSpec, Divergence, DivergenceStore, EntryStore,
+    EventBus, EvidenceStore, EvidenceTotals, NewDivergence, NewSubmission, ObservedCheckpoint,
+    PolicyPut, PolicyStore, PortError, RejectedEvent, RekorBackends, ReplayStore, StoredCheckpoint,
+    StoredChunk, StoredPolicy, StoredReceipt, SubmissionRecord, SubmissionStore, Subscription,
     UpsertOutcome,
 };
 use actors::provcache::ProvCache;
@@ -23,11 +29,15 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use events::Subjects;
 use tower::ServiceExt as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::status::OpsQuery;
+use super::verify::{CurrentRoot, TrustedRoots};
 use super::{AppState, EntryCount, LedgerQuery};
+use crate::adapters::rekor::stub::StubLog;
 use crate::airgap::BundleStore;
 use crate::config::{Scope, Token};
+use crate::evaluate::{Evaluator, EvaluatorParts, ReceiptStore};
 use crate::storage::ops::OpsSnapshot;
 
 const TOKEN: &str = "route-errors-token-0123456789";
@@ -168,16 +178,163 @@ impl BundleStore for Failing {
     }
 }
 
-fn state(error: PortError) -> AppState {
+#[async_trait]
+impl PolicyStore for Failing {
+    async fn put_policy(
+        &self,
+        _: &str,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<PolicyPut, PortError> {
+        self.fail()
+    }
+    async fn policy(&self, _: &str) -> Result<Option<StoredPolicy>, PortError> {
+        self.fail()
+    }
+    async fn policies(&self) -> Result<Vec<StoredPolicy>, PortError> {
+        self.fail()
+    }
+    async fn policy_by_hash(&self, _: &str) -> Result<Option<StoredPolicy>, PortError> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for Failing {
+    async fn record_checkpoint(&self, _: &ObservedCheckpoint) -> Result<(), PortError> {
+        self.fail()
+    }
+    async fn latest_checkpoint(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError> {
+        self.fail()
+    }
+    async fn conflicting_checkpoint(
+        &self,
+        _: &str,
+        _: u64,
+        _: &Hash,
+    ) -> Result<Option<StoredCheckpoint>, PortError> {
+        self.fail()
+    }
+    async fn latest_foreign_checkpoint(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<StoredCheckpoint>, PortError> {
+        self.fail()
+    }
+    async fn checkpoints(&self, _: &CheckpointQuery) -> Result<Vec<StoredCheckpoint>, PortError> {
+        self.fail()
+    }
+    async fn unverified_receipts(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: u32,
+    ) -> Result<Vec<StoredReceipt>, PortError> {
+        self.fail()
+    }
+    async fn mark_receipts_verified(&self, _: &[String]) -> Result<(), PortError> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl DivergenceStore for Failing {
+    async fn raise_divergence(&self, _: &NewDivergence) -> Result<Option<Divergence>, PortError> {
+        self.fail()
+    }
+    async fn open_divergences(&self, _: Option<&str>) -> Result<Vec<Divergence>, PortError> {
+        self.fail()
+    }
+    async fn divergences(&self, _: bool, _: u32) -> Result<Vec<Divergence>, PortError> {
+        self.fail()
+    }
+    async fn acknowledge_divergence(
+        &self,
+        _: i64,
+        _: &str,
+    ) -> Result<Option<Divergence>, PortError> {
+        self.fail()
+    }
+    async fn undelivered_divergences(
+        &self,
+        _: &str,
+        _: bool,
+        _: u32,
+    ) -> Result<Vec<Divergence>, PortError> {
+        self.fail()
+    }
+    async fn mark_divergence_published(&self, _: i64) -> Result<(), PortError> {
+        self.fail()
+    }
+    async fn mark_divergence_delivered(&self, _: i64) -> Result<(), PortError> {
+        self.fail()
+    }
+    async fn record_delivery_failure(&self, _: i64, _: &str) -> Result<(), PortError> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for Failing {
+    async fn store_receipt(&self, _: &str, _: &str, _: &Receipt) -> Result<(), PortError> {
+        self.fail()
+    }
+}
+
+#[async_trait]
+impl ReplayStore for Failing {
+    async fn ledger_rows(&self, _: i64, _: i64) -> Result<Vec<LedgerRow>, PortError> {
+        self.fail()
+    }
+    async fn ledger_head(&self) -> Result<i64, PortError> {
+        self.fail()
+    }
+    async fn checkpoint(&self, _: &str) -> Result<i64, PortError> {
+        self.fail()
+    }
+    async fn save_checkpoint(&self, _: &str, _: i64) -> Result<i64, PortError> {
+        self.fail()
+    }
+    async fn reapply(&self, _: &[LedgerRow]) -> Result<Vec<String>, PortError> {
+        self.fail()
+    }
+}
+
+/// The trusted root has no kind to fail by; every route reaches a store before it.
+impl TrustedRoots for Failing {
+    fn current(&self) -> Result<CurrentRoot, String> {
+        Err(self.0.to_string())
+    }
+}
+
+/// The shared state and the routers that carry their own state, wired as `App::start`
+/// wires them, with Rekor configured so its routes are served.
+fn state(error: PortError) -> (AppState, Vec<OpenApiRouter<AppState>>) {
     let failing = Arc::new(Failing(error));
-    let cache = ProvCache::new(
+    let cache = Arc::new(ProvCache::new(
         Vec::new(),
         failing.clone(),
         failing.clone(),
         "t.provcache.writes".into(),
         false,
-    );
-    AppState {
+    ));
+    let tokens = Arc::new(vec![Token {
+        name: "admin".into(),
+        token: TOKEN.into(),
+        scopes: [Scope::Admin].into(),
+    }]);
+    let limits = EvidenceLimits::new(1024, 16).expect("limits");
+    let subjects = Subjects::new("t");
+    let stub: Arc<dyn actors::ports::RekorClient> =
+        Arc::new(StubLog::new("stub", "stub.provd.invalid"));
+    let state = AppState {
         bus: failing.clone(),
         ledger: failing.clone(),
         counts: failing.clone(),
@@ -186,33 +343,106 @@ fn state(error: PortError) -> AppState {
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle(),
-        tokens: Arc::new(vec![Token {
-            name: "admin".into(),
-            token: TOKEN.into(),
-            scopes: [Scope::Admin].into(),
-        }]),
-        subjects: Subjects::new("t"),
+        tokens: tokens.clone(),
+        subjects: subjects.clone(),
         node_id: "n1".into(),
         evidence: failing.clone(),
-        evidence_limits: EvidenceLimits::new(1024, 16).expect("limits"),
-        cache: Arc::new(cache),
+        evidence_limits: limits,
+        cache: cache.clone(),
         default_ttl: Duration::from_secs(60),
         submissions: failing.clone(),
-        rekor: None,
+        rekor: Some(RekorBackends {
+            default: "stub".into(),
+            clients: [("stub".to_owned(), stub)].into(),
+        }),
         airgap: Arc::new(super::bundles::AirgapState {
             store: failing.clone(),
             config: Default::default(),
             log_keys: Vec::new(),
         }),
-        ops: failing,
-    }
+        ops: failing.clone(),
+    };
+    let monitor = super::checkpoints::MonitorState {
+        checkpoints: failing.clone(),
+        divergences: failing.clone(),
+    };
+    let policies = super::policies::PoliciesState::new(
+        failing.clone(),
+        failing.clone(),
+        subjects,
+        "n1".into(),
+    );
+    let evaluator = Arc::new(Evaluator::new(EvaluatorParts {
+        cache,
+        policies: failing.clone(),
+        evidence: failing.clone(),
+        receipts: failing.clone(),
+        links: failing.clone(),
+        ledger: failing.clone(),
+        roots: failing,
+        evidence_limits: limits,
+        default_ttl: Duration::from_secs(60),
+    }));
+    let extra = vec![
+        super::checkpoints::router(monitor, &tokens),
+        super::policies::router(policies, &tokens),
+        super::evaluate::router(evaluator, &tokens),
+    ];
+    (state, extra)
+}
+
+/// A valid strict bundle of one chunk, unsigned (no key is trusted, so none is needed).
+fn bundle(veri_key: &str) -> Vec<u8> {
+    let limits = EvidenceLimits::new(1024, 16).expect("limits");
+    let (chunks, manifest) = chunk_all(limits, "text/plain", b"evidence").expect("chunks");
+    let verdict = serde_json::json!({"decision": "allow"});
+    let now = chrono::Utc::now();
+    let entry = Entry {
+        veri_key: veri_key.to_owned(),
+        verdict_hash: verdict_hash(&verdict),
+        verdict,
+        proof_root: Some(manifest.proof_root.clone()),
+        trust_score: 50,
+        policy_hash: "sha256:p".into(),
+        signer_set_hash: "sha256:s".into(),
+        signer_key_ids: Vec::new(),
+        feed_id: None,
+        feed_epoch: None,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let head = Bundle::head(&entry, &manifest, Density::Strict, now, None).expect("head");
+    let chunks: Vec<(u64, Vec<u8>)> = chunks.iter().map(|c| (c.index, c.data.clone())).collect();
+    write_bundle(&head, &chunks, None, now).expect("bundle")
+}
+
+/// A signed envelope and its verifier key, as `POST /api/v1/rekor/submissions` takes them.
+fn submission() -> serde_json::Value {
+    // A fixed seed: the submission only has to be well formed, not secret.
+    let key = PrivateKey::generate(Algorithm::Ed25519, &mut |buf: &mut [u8]| {
+        buf.fill(7);
+        Ok(())
+    })
+    .expect("key");
+    let envelope = Envelope::sign("application/vnd.in-toto+json", b"{}", &key, "");
+    let pem = key.public_key().to_pem().expect("pem");
+    serde_json::json!({"envelope": envelope, "verifiers": [pem]})
 }
 
 /// The routes under test: method, path, JSON body (or raw bytes for evidence).
 fn requests() -> Vec<(&'static str, String, Option<Body>)> {
+    // Left out, as they reach no port that fails by kind: `GET /healthz`, `GET /metrics`,
+    // `GET /api/openapi.json`, `GET /dashboard` and `POST /api/v1/provcache/verikey` answer
+    // from memory; `POST /api/v1/verify` reads only the trusted root; `GET /readyz` and
+    // `GET /api/v1/status` are reports whose probes and figures fail as text, so they
+    // answer 503 with the report whatever the kind; the tile proxy (`/tiles/...`) is
+    // served only with `[tiles]`, over its file cache and the logs, with its own errors.
     let key = format!("sha256:{}", "ab".repeat(32));
     let root = format!("sha256:{}", "cd".repeat(32));
+    let sub = format!("sub-{}", "0f".repeat(32));
+    let log_uuid = "0f".repeat(32);
     let json = |v: serde_json::Value| Some(Body::from(v.to_string()));
+    let policy = serde_json::json!({"identities": [{"issuer": "https://i", "san": "a"}]});
     vec![
         ("GET", format!("/api/v1/provcache/entries/{key}"), None),
         (
@@ -233,21 +463,66 @@ fn requests() -> Vec<(&'static str, String, Option<Body>)> {
         ("GET", "/api/v1/provcache/stats".into(), None),
         (
             "POST",
+            "/api/v1/provcache/evaluate".into(),
+            json(serde_json::json!({
+                "artifact_digest": format!("sha256:{}", "ef".repeat(32)),
+                "policy": "p", "attestations": [{}],
+            })),
+        ),
+        (
+            "GET",
+            format!("/api/v1/provcache/entries/{key}/explain"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/provcache/entries/{key}/bundle"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/provcache/import".into(),
+            Some(Body::from(bundle(&key))),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/provcache/entries/{key}/receipt"),
+            json(serde_json::json!({"rekor_uuid": log_uuid})),
+        ),
+        ("PUT", "/api/v1/policies/p".into(), json(policy)),
+        ("GET", "/api/v1/policies/p".into(), None),
+        ("GET", "/api/v1/policies".into(), None),
+        (
+            "POST",
             "/api/v1/proofs".into(),
             Some(Body::from(vec![7u8; 3000])),
         ),
+        ("GET", format!("/api/v1/proofs/{root}"), None),
         ("GET", format!("/api/v1/proofs/{root}/manifest"), None),
+        ("GET", format!("/api/v1/proofs/{root}/chunks/0"), None),
+        ("GET", format!("/api/v1/proofs/{root}/chunks/0/proof"), None),
+        ("POST", format!("/api/v1/proofs/{root}/verify"), None),
         ("GET", format!("/api/v1/proofs/{root}/status"), None),
         (
+            "POST",
+            "/api/v1/rekor/submissions".into(),
+            json(submission()),
+        ),
+        ("GET", format!("/api/v1/rekor/submissions/{sub}"), None),
+        (
             "GET",
-            format!("/api/v1/rekor/submissions/sub-{}", "0f".repeat(32)),
+            format!("/api/v1/rekor/submissions/{sub}/bundle"),
             None,
         ),
         (
-            "GET",
-            format!("/api/v1/rekor/entries/{}", "0f".repeat(32)),
+            "POST",
+            format!("/api/v1/rekor/submissions/{sub}/retry"),
             None,
         ),
+        ("GET", format!("/api/v1/rekor/entries/{log_uuid}"), None),
+        ("GET", "/api/v1/rekor/checkpoints".into(), None),
+        ("GET", "/api/v1/rekor/divergences".into(), None),
+        ("POST", "/api/v1/rekor/divergences/1/ack".into(), None),
         ("GET", "/api/v1/rejected".into(), None),
         (
             "POST",
@@ -283,7 +558,8 @@ async fn every_route_answers_a_store_failure_by_its_kind() {
         ),
     ];
     for (error, want) in kinds {
-        let app = super::router(state(error.clone()), Vec::new());
+        let (state, extra) = state(error.clone());
+        let app = super::router(state, extra);
         for (method, path, body) in requests() {
             let content_type = if path == "/api/v1/proofs" {
                 "application/spdx+json"

@@ -158,7 +158,7 @@ impl BundleStore for Store {
     ) -> Result<(), PortError> {
         self.import_bundle(entry, manifest, chunks)
             .await?
-            .map_err(PortError::Rejected)
+            .map_err(PortError::Conflict)
     }
 
     async fn store_chunks(
