@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The request body is larger than allowed (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body is not of a type the route takes (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A dependency is down; try again (503).
     #[error("{0}")]
     Unavailable(String),
@@ -94,6 +97,9 @@ impl ApiError {
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::Conflict(_) => ("conflict", StatusCode::CONFLICT),
             ApiError::PayloadTooLarge(_) => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::UnsupportedMediaType(_) => {
+                ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
             ApiError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -140,6 +146,73 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The stable code of an error status that no [`ApiError`] produced (axum's own answers).
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Gives every error answer the documented `{"error": {"code", "message"}}` shape: the ones
+/// axum writes itself (405 with its `Allow`, a path parameter that does not decode, a body
+/// over a route's limit, a missing content type) are plain text or empty. Status and
+/// headers are kept; the text, if any, becomes the message.
+pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.ends_with("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // axum's rejection texts are one short line; anything longer is cut, not buffered.
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::json!({
+        "error": {"code": status_code_name(status), "message": message}
+    })
+    .to_string();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // As for an ApiError's 413: the unread rest of the body spoils the connection.
+        parts.headers.insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// A JSON body whose rejections are [`ApiError`]s.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
@@ -163,6 +236,9 @@ fn json_rejection(e: JsonRejection) -> ApiError {
     // A body cut off at the route's limit is too large, not malformed.
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::PayloadTooLarge(format!("the body is too large: {}", e.body_text()));
+    }
+    if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return ApiError::UnsupportedMediaType(e.body_text());
     }
     ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text()))
 }

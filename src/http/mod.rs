@@ -174,6 +174,7 @@ pub fn router(state: AppState, extra: Vec<OpenApiRouter<AppState>>) -> Router {
     let doc = Arc::new(openapi_document(doc));
     router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::Extension(doc))
         .with_state(state)

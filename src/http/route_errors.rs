@@ -584,3 +584,107 @@ async fn every_route_answers_a_store_failure_by_its_kind() {
         }
     }
 }
+
+/// What axum answers by itself (a wrong method, a path parameter that does not decode, a
+/// body over the limit, a body without its content type, an unknown route) has the same
+/// JSON error shape as every handler's error, its status and headers kept.
+#[tokio::test]
+async fn the_routers_own_rejections_are_json_errors() {
+    let (state, extra) = state(PortError::NotFound("unused".into()));
+    let app = super::router(state, extra);
+    let key = format!("sha256:{}", "ab".repeat(32));
+    // Method, path, content type, body, the status and the code expected.
+    type Case = (
+        &'static str,
+        String,
+        Option<&'static str>,
+        Body,
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "DELETE",
+            "/api/v1/provcache/stats".into(),
+            None,
+            Body::empty(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/v1/provcache/entries/%FF%FE".into(),
+            None,
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/v1/events".into(),
+            Some("application/cloudevents+json"),
+            Body::from(vec![b' '; 3 * 1024 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/api/v1/provcache/entries".into(),
+            None,
+            Body::from(
+                serde_json::json!({
+                    "veri_key": key, "verdict": {"decision": "allow"}, "trust_score": 50,
+                    "policy_hash": "sha256:p", "signer_set_hash": "sha256:s",
+                })
+                .to_string(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "GET",
+            "/api/v1/no-such-route".into(),
+            None,
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in cases {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), status, "{method} {path}");
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{method} {path}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(
+                resp.headers().contains_key(header::ALLOW),
+                "405 keeps Allow"
+            );
+        }
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON body");
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {v}"
+        );
+    }
+}
