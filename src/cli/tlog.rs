@@ -339,7 +339,7 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
             key,
             keyid,
         } => {
-            let result = (|| {
+            let result = (|| -> Result<Envelope, CliError> {
                 let payload = read_file(&payload)?;
                 let key = PrivateKey::from_pem(&read_text(&key)?)
                     .map_err(|e| CliError::usage(format!("--key: {e}")))?;
@@ -350,9 +350,9 @@ pub fn run_dsse(command: DsseCommand) -> ExitCode {
                     println!("{}", envelope.to_json());
                     ExitCode::SUCCESS
                 }
-                Err(CliError::Usage(e) | CliError::Failed(e) | CliError::Config(e)) => {
+                Err(e) => {
                     eprintln!("error: {e}");
-                    Exit::Usage.into()
+                    e.exit().into()
                 }
             }
         }

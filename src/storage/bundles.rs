@@ -17,9 +17,9 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::codec::Time;
-use super::entries::{FLUSH_LOCK, recent_revocations, upsert_item};
+use super::entries::{recent_revocations, upsert_item};
 use super::evidence::{ChunkRow, insert_chunks, insert_manifest};
-use super::{Backend, Sql, Store, run};
+use super::{Sql, Store, run};
 use crate::adapters::AdapterError;
 use crate::airgap::BundleStore;
 
@@ -47,15 +47,7 @@ impl Store {
         manifest: &Manifest,
         chunks: &[(u64, Vec<u8>)],
     ) -> Result<Result<(), String>, AdapterError> {
-        let mut tx = self.begin().await?;
-        if tx.backend() == Backend::Postgres {
-            run!(
-                exec,
-                tx.exec(),
-                Sql::new("SELECT pg_advisory_xact_lock_shared($1)", ""),
-                FLUSH_LOCK
-            )?;
-        }
+        let mut tx = self.begin_flush().await?;
         let revocations = recent_revocations(tx.exec(), entry.created_at).await?;
         let as_write = EntryWrite {
             write_id: Uuid::nil(),

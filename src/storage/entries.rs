@@ -372,6 +372,22 @@ async fn upsert_unnest(conn: &mut PgConnection, kept: &[&EntryWrite]) -> Result<
 }
 
 impl Store {
+    /// Begins the write transaction of a flush (or of an import, which writes an entry as
+    /// a flush does): on PostgreSQL it holds [`FLUSH_LOCK`] shared, so no invalidation
+    /// commits until it has; on SQLite the one writer connection already keeps them apart.
+    pub(crate) async fn begin_flush(&self) -> Result<Tx, AdapterError> {
+        let mut tx = self.begin().await?;
+        if tx.backend() == Backend::Postgres {
+            run!(
+                exec,
+                tx.exec(),
+                Sql::new("SELECT pg_advisory_xact_lock_shared($1)", ""),
+                FLUSH_LOCK
+            )?;
+        }
+        Ok(tx)
+    }
+
     /// Ledger rows with `seq_no > since`, oldest first, at most `limit`.
     pub async fn revocations(
         &self,
@@ -475,15 +491,7 @@ impl Store {
         };
         let mut newest = newest_per_key_ref(writes);
         newest.sort_unstable_by(|a, b| a.entry.veri_key.cmp(&b.entry.veri_key));
-        let mut tx = self.begin().await?;
-        if tx.backend() == Backend::Postgres {
-            run!(
-                exec,
-                tx.exec(),
-                Sql::new("SELECT pg_advisory_xact_lock_shared($1)", ""),
-                FLUSH_LOCK
-            )?;
-        }
+        let mut tx = self.begin_flush().await?;
         // Read in the write transaction: no invalidation can commit between this check and
         // the upsert (PostgreSQL: it waits for the flush lock; SQLite: it would need the
         // single writer connection).

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
 use super::codec::{List, Time};
-use super::{Backend, Sql, Store, Tx, run};
+use super::{Sql, Store, Tx, run};
 use crate::adapters::AdapterError;
 
 /// How far provd's clock (which stamps accepted writes) and the clock that stamps ledger
@@ -205,18 +205,10 @@ impl Store {
     /// [`ReplayStore::reapply`]); returns the VeriKeys deleted.
     pub async fn reapply_rows(&self, rows: &[LedgerRow]) -> Result<Vec<String>, AdapterError> {
         let g = group(rows);
-        let mut tx = self.begin().await?;
-        if tx.backend() == Backend::Postgres {
-            // A replay may be lost in a crash: the ledger is durable and re-applying is
-            // idempotent. Not waiting for the WAL flush halves a batch's cost; WAL order
-            // keeps a lost re-application from being overtaken by a checkpoint that
-            // survived.
-            run!(
-                exec,
-                tx.exec(),
-                Sql::new("SET LOCAL synchronous_commit = off", "")
-            )?;
-        }
+        // A replay may be lost in a crash: the ledger is durable and re-applying is
+        // idempotent. Not waiting for the WAL flush halves a batch's cost; WAL order keeps a
+        // lost re-application from being overtaken by a checkpoint that survived.
+        let mut tx = self.begin_relaxed().await?;
         let mut deleted: Vec<String> = Vec::new();
         for column in Column::ALL {
             let cutoffs = &g.by_column[column as usize].0;
@@ -308,16 +300,9 @@ impl Store {
         node_id: &str,
         seq_no: i64,
     ) -> Result<i64, AdapterError> {
-        let mut tx = self.begin().await?;
-        if tx.backend() == Backend::Postgres {
-            // A checkpoint lost in a crash only means re-applying some rows (idempotent);
-            // the WAL never keeps it while losing what it covers, which committed earlier.
-            run!(
-                exec,
-                tx.exec(),
-                Sql::new("SET LOCAL synchronous_commit = off", "")
-            )?;
-        }
+        // A checkpoint lost in a crash only means re-applying some rows (idempotent); the
+        // WAL never keeps it while losing what it covers, which committed earlier.
+        let mut tx = self.begin_relaxed().await?;
         let saved: i64 = run!(
             scalar fetch_one,
             tx.exec(),

@@ -382,29 +382,37 @@ impl Store {
 
     /// Begins a write transaction (on SQLite, on the one writer connection).
     pub async fn begin(&self) -> Result<Tx, AdapterError> {
-        match &self.db {
-            Db::Pg(pool) => pool
-                .begin()
-                .await
-                .map(Tx::Pg)
-                .map_err(AdapterError::Postgres),
-            Db::Lite { writer, .. } => writer
-                .begin()
-                .await
-                .map(Tx::Lite)
-                .map_err(AdapterError::Sqlite),
-        }
+        self.begin_on(false).await
     }
 
     /// Begins a read-only snapshot: several reads that see one state of the database.
     pub async fn begin_read(&self) -> Result<Tx, AdapterError> {
+        self.begin_on(true).await
+    }
+
+    /// Begins a write transaction whose commit does not wait for PostgreSQL's WAL flush
+    /// (`synchronous_commit = off`): for writes a crash may lose because they are redone
+    /// (a replay, a replay checkpoint), and the WAL never keeps a later one without them.
+    pub async fn begin_relaxed(&self) -> Result<Tx, AdapterError> {
+        let mut tx = self.begin().await?;
+        if tx.backend() == Backend::Postgres {
+            run!(
+                exec,
+                tx.exec(),
+                Sql::new("SET LOCAL synchronous_commit = off", "")
+            )?;
+        }
+        Ok(tx)
+    }
+
+    async fn begin_on(&self, read: bool) -> Result<Tx, AdapterError> {
         match &self.db {
             Db::Pg(pool) => pool
                 .begin()
                 .await
                 .map(Tx::Pg)
                 .map_err(AdapterError::Postgres),
-            Db::Lite { reader, .. } => reader
+            Db::Lite { writer, reader, .. } => if read { reader } else { writer }
                 .begin()
                 .await
                 .map(Tx::Lite)
