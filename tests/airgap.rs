@@ -986,3 +986,86 @@ async fn import_endpoint_requires_a_trusted_signature_when_keys_are_configured()
     b.finish().await;
 }
 }
+
+both_modes! {
+/// Sizes and counts in a bundle come from outside: sizes that would wrap a 64-bit sum, a
+/// chunk larger than `chunkSize` and declared totals near 2^63 are refused by import and by
+/// `provd verify` with the check named; manifests with huge totals already in the store
+/// (written before these checks) do not break `/api/v1/provcache/stats`.
+async fn bundle_arithmetic_is_checked_and_stats_survive_huge_totals() {
+    let Some(a) = start_node().await else { return };
+    let Some(b) = start_node().await else { return };
+    let (veri_key, root) = seed(&a).await;
+    let original: Value =
+        serde_json::from_slice(&export(&a, &veri_key, "strict").await).expect("json");
+    let total = original["manifest"]["totalSize"].as_u64().expect("totalSize");
+    let size0 = original["manifest"]["chunks"][0]["size"].as_u64().expect("size");
+    let size1 = original["manifest"]["chunks"][1]["size"].as_u64().expect("size");
+    type Tamper = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            // 2^63 + 2^63 wraps to 0, so a wrapping sum would match this total.
+            "sizes that wrap",
+            Box::new(move |v: &mut Value| {
+                let m = &mut v["manifest"];
+                m["chunks"][0]["size"] = json!(1u64 << 63);
+                m["chunks"][1]["size"] = json!(1u64 << 63);
+                m["totalSize"] = json!(total - size0 - size1);
+            }),
+        ),
+        (
+            // The sum is unchanged; one chunk claims a byte more than `chunkSize`.
+            "a size over chunkSize",
+            Box::new(move |v: &mut Value| {
+                let m = &mut v["manifest"];
+                m["chunks"][0]["size"] = json!(size0 + 1);
+                m["chunks"][1]["size"] = json!(size1 - 1);
+            }),
+        ),
+        (
+            "a huge declared total",
+            Box::new(|v: &mut Value| v["manifest"]["totalSize"] = json!(i64::MAX)),
+        ),
+        (
+            "a total beyond 2^63",
+            Box::new(|v: &mut Value| v["manifest"]["totalSize"] = json!(u64::MAX)),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tmp");
+    for (name, tamper) in &cases {
+        let mut v = original.clone();
+        tamper(&mut v);
+        let bytes = serde_json::to_vec(&v).expect("json");
+        let (status, body) = import(&b, &bytes).await;
+        assert_eq!(status, 400, "{name}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("manifest check failed"), "{name}: {msg}");
+        assert_nothing_stored(&b, &veri_key, &root).await;
+        let f = dir.path().join("tampered.json");
+        std::fs::write(&f, &bytes).expect("write");
+        let (code, out, _) = run(provd().arg("verify").arg(&f).arg("--json"));
+        assert_eq!(code, 1, "{name}: {out}");
+        let j: Value = serde_json::from_str(out.trim()).expect("json output");
+        assert_eq!(j["valid"], false, "{name}");
+        assert_eq!(j["check"], "manifest", "{name}: {j}");
+    }
+
+    // Two manifests declaring 2^63 − 1 bytes each, as an earlier version could store them.
+    for n in 0..2 {
+        b.execute(&format!(
+            "INSERT INTO provcache.prov_evidence_manifests \
+             (proof_root, total_chunks, total_size, chunk_size, content_type, chunk_hashes) \
+             VALUES ('sha256:{n:064x}', 2147483647, {}, 1024, 'x', '[]')",
+            i64::MAX
+        ))
+        .await
+        .expect("insert a huge manifest");
+    }
+    let (status, stats) = get_json(&b, "/api/v1/provcache/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["evidence"]["bytes"], json!(i64::MAX), "{stats}");
+    assert_eq!(stats["evidence"]["roots"], 2, "{stats}");
+    a.finish().await;
+    b.finish().await;
+}
+}

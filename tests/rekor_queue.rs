@@ -589,3 +589,93 @@ async fn cli_submit(base: &str, envelope: &Path, pem: &Path) -> std::process::Ou
         .await
         .expect("joined")
 }
+
+both_modes! {
+/// `POST /api/v1/events` runs the consumers' own checks: a submission request the submitter
+/// would reject, or an invalidation the invalidator would reject, is a 400 naming the field
+/// at the door, and nothing reaches the queue.
+async fn the_events_endpoint_refuses_what_a_consumer_would_reject() {
+    let log = LabLog::start().await;
+    let Some(app) = start_provd(&log, "v1", 8).await else {
+        return;
+    };
+    let signer = Signer::new();
+    let envelope = serde_json::to_value(signer.envelope(0)).expect("json");
+    let mut unsigned = envelope.clone();
+    unsigned["signatures"] = json!([]);
+    let submission = |data: Value| {
+        json!({
+            "specversion": "1.0",
+            "id": uuid::Uuid::now_v7().to_string(),
+            "source": "/ci/pipeline",
+            "type": "dev.provd.rekor.submission.requested.v1",
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    };
+    let cases = [
+        (
+            submission(json!({"envelope": envelope, "verifier_keys": [signer.pem], "backend": "nowhere"})),
+            "backend",
+        ),
+        (
+            submission(json!({"envelope": envelope, "verifier_keys": ["not a key"]})),
+            "verifier_keys[0]",
+        ),
+        (
+            submission(json!({"envelope": envelope, "verifier_keys": []})),
+            "verifier_keys",
+        ),
+        (
+            submission(json!({"envelope": unsigned, "verifier_keys": [signer.pem]})),
+            "envelope",
+        ),
+        (
+            json!({
+                "specversion": "1.0",
+                "id": uuid::Uuid::now_v7().to_string(),
+                "source": "/ci/pipeline",
+                "type": "dev.provd.invalidate.requested.v1",
+                "datacontenttype": "application/json",
+                "data": {"feed_epoch_before": "garbage", "reason": "bad epoch"},
+            }),
+            "feed_epoch_before",
+        ),
+    ];
+    for (event, field) in &cases {
+        let resp = app
+            .http
+            .post(app.url("/api/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(event)
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(status, 400, "{field}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(&format!("`{field}")), "{field}: {msg}");
+    }
+    // The same request, well formed, is accepted and logged.
+    let good = submission(json!({"envelope": envelope, "verifier_keys": [signer.pem]}));
+    let resp = app
+        .http
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&good)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let sent: Envelope = serde_json::from_value(envelope.clone()).expect("envelope");
+    let id = actors::domain::submission::submission_id("lab", &sent);
+    app.until_status(&id, "logged", Duration::from_secs(30)).await;
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM provcache.prov_rejected_events").await,
+        0,
+        "nothing was rejected by a consumer"
+    );
+    app.finish().await;
+}
+}

@@ -128,10 +128,75 @@ fn next_delay(attempts: u32, retry_after: Option<Duration>) -> Duration {
 /// A parsed, valid request.
 struct Request {
     correlation_id: Option<String>,
-    backend: String,
-    envelope: Envelope,
-    verifiers: Vec<PublicKey>,
-    record: NewSubmission,
+    checked: CheckedRequest,
+}
+
+/// A submission request that passed every check the submitter makes before it logs it.
+#[derive(Debug)]
+pub struct CheckedRequest {
+    /// The backend it goes to (the default one when the request names none).
+    pub backend: String,
+    /// The DSSE envelope, parsed.
+    pub envelope: Envelope,
+    /// The verifier keys, parsed.
+    pub verifiers: Vec<PublicKey>,
+    /// What is recorded for it.
+    pub record: NewSubmission,
+}
+
+/// The one check of a submission request: the API's submit route, `POST /api/v1/events`
+/// and the submitter all run it, so a request accepted at the door is never rejected by
+/// the queue. The error names the field, the verifier keys as `verifiers_field` (the API's
+/// submit body calls them `verifiers`, the event `verifier_keys`).
+pub fn check_request(
+    data: SubmissionRequested,
+    backends: &RekorBackends,
+    verifiers_field: &str,
+) -> Result<CheckedRequest, String> {
+    let backend = data.backend.unwrap_or_else(|| backends.default.clone());
+    if !backends.clients.contains_key(&backend) {
+        let known: Vec<&str> = backends.clients.keys().map(String::as_str).collect();
+        return Err(format!(
+            "field `backend`: unknown backend {backend:?}; configured: {}",
+            known.join(", ")
+        ));
+    }
+    // Refused here what a store could not hold.
+    crate::domain::limits::json("envelope", &data.envelope).map_err(|e| e.to_string())?;
+    let envelope_json = serde_json::to_vec(&data.envelope).unwrap_or_default();
+    let envelope =
+        Envelope::from_json(&envelope_json).map_err(|e| format!("field `envelope`: {e}"))?;
+    if envelope.signatures.is_empty() {
+        return Err("field `envelope`: the envelope has no signatures".into());
+    }
+    envelope
+        .payload_bytes()
+        .map_err(|e| format!("field `envelope`: {e}"))?;
+    if data.verifier_keys.is_empty() {
+        return Err(format!(
+            "field `{verifiers_field}`: give at least one PEM public key"
+        ));
+    }
+    let verifiers = data
+        .verifier_keys
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            PublicKey::from_pem(pem).map_err(|e| format!("field `{verifiers_field}[{i}]`: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let record = NewSubmission {
+        id: submission_id(&backend, &envelope),
+        backend: backend.clone(),
+        envelope: data.envelope,
+        verifier_keys: data.verifier_keys,
+    };
+    Ok(CheckedRequest {
+        backend,
+        envelope,
+        verifiers,
+        record,
+    })
 }
 
 impl Submitter {
@@ -161,42 +226,11 @@ impl Submitter {
         let event = decode_as::<SubmissionRequested>(payload)
             .map_err(|e| (e.reason.as_str(), e.detail, e.event_id))?;
         let id = Some(event.id.clone());
-        let invalid = |detail: String| ("invalid_data", detail, id.clone());
-        let backend = event
-            .data
-            .backend
-            .clone()
-            .unwrap_or_else(|| self.deps.backends.default.clone());
-        if !self.deps.backends.clients.contains_key(&backend) {
-            return Err(invalid(format!("unknown backend {backend:?}")));
-        }
-        crate::domain::limits::json("envelope", &event.data.envelope)
-            .map_err(|e| invalid(e.to_string()))?;
-        let envelope_json = serde_json::to_vec(&event.data.envelope).unwrap_or_default();
-        let envelope = Envelope::from_json(&envelope_json)
-            .map_err(|e| invalid(format!("field `envelope`: {e}")))?;
-        let verifiers = event
-            .data
-            .verifier_keys
-            .iter()
-            .enumerate()
-            .map(|(i, pem)| {
-                PublicKey::from_pem(pem)
-                    .map_err(|e| invalid(format!("field `verifier_keys[{i}]`: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let record = NewSubmission {
-            id: submission_id(&backend, &envelope),
-            backend: backend.clone(),
-            envelope: event.data.envelope,
-            verifier_keys: event.data.verifier_keys,
-        };
+        let checked = check_request(event.data, &self.deps.backends, "verifier_keys")
+            .map_err(|detail| ("invalid_data", detail, id))?;
         Ok(Request {
             correlation_id: event.correlationid.clone(),
-            backend,
-            envelope,
-            verifiers,
-            record,
+            checked,
         })
     }
 
@@ -220,7 +254,7 @@ impl Submitter {
         let span = tracing::info_span!(
             "event",
             subject = EventKind::SubmissionRequested.base_subject(),
-            submission_id = %req.record.id,
+            submission_id = %req.checked.record.id,
             correlation_id = req.correlation_id.as_deref().unwrap_or("-"),
         );
         self.attempt(delivery, req).instrument(span).await
@@ -228,8 +262,8 @@ impl Submitter {
 
     /// One attempt of a parsed request: record, submit, settle.
     async fn attempt(&self, delivery: &dyn Delivery, req: Request) -> Outcome {
-        let id = req.record.id.as_str();
-        let existing = match self.deps.store.ensure_submission(&req.record).await {
+        let id = req.checked.record.id.as_str();
+        let existing = match self.deps.store.ensure_submission(&req.checked.record).await {
             Ok(r) => r,
             Err(e) => return self.store_failed(delivery, id, &e).await,
         };
@@ -246,13 +280,13 @@ impl Submitter {
             Ok(r) => r,
             Err(e) => return self.store_failed(delivery, id, &e).await,
         };
-        let Some(client) = self.deps.backends.clients.get(&req.backend) else {
+        let Some(client) = self.deps.backends.clients.get(&req.checked.backend) else {
             // Checked in parse; the backends do not change while running.
             return Outcome::Rejected;
         };
         let submission = RekorSubmission {
-            envelope: req.envelope,
-            verifiers: req.verifiers,
+            envelope: req.checked.envelope,
+            verifiers: req.checked.verifiers,
         };
         match client.submit(&submission).await {
             Ok(receipt) => self.logged(delivery, &record, &receipt).await,

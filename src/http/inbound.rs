@@ -68,6 +68,20 @@ async fn publish_event(State(s): State<AppState>, body: Bytes) -> Result<Respons
             ApiError::BadRequest(format!("not an event provd accepts: {}", r.detail))
         })?;
     }
+    // A submission request likewise gets the submitter's own check.
+    if kind == events::EventKind::SubmissionRequested {
+        let Some(backends) = s.rekor.as_ref() else {
+            return Err(ApiError::Unavailable(
+                "no transparency-log backend is configured ([rekor.backends.<name>])".into(),
+            ));
+        };
+        let request =
+            events::decode_as::<events::data::SubmissionRequested>(&body).map_err(|e| {
+                ApiError::BadRequest(format!("not an event provd accepts: {}", e.detail))
+            })?;
+        actors::submitter::check_request(request.data, backends, "verifier_keys")
+            .map_err(|d| ApiError::BadRequest(format!("not an event provd accepts: {d}")))?;
+    }
     let subject = s.subjects.subject(kind);
     s.bus
         .publish(&subject, &event.id, body.to_vec())

@@ -10,8 +10,8 @@
 use actors::domain::dsse::Envelope;
 use actors::domain::keys::PublicKey;
 use actors::domain::sigstore_bundle;
-use actors::domain::submission::{SubmissionStatus, is_submission_id, submission_id};
-use actors::ports::{NewSubmission, StoredReceipt, SubmissionRecord};
+use actors::domain::submission::{SubmissionStatus, is_submission_id};
+use actors::ports::{StoredReceipt, SubmissionRecord};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -145,38 +145,15 @@ async fn submit(
             "no transparency-log backend is configured ([rekor.backends.<name>])".into(),
         ));
     };
-    let backend = body.backend.unwrap_or_else(|| backends.default.clone());
-    if !backends.clients.contains_key(&backend) {
-        let known: Vec<&str> = backends.clients.keys().map(String::as_str).collect();
-        return Err(ApiError::BadRequest(format!(
-            "unknown backend {backend:?}; configured: {}",
-            known.join(", ")
-        )));
-    }
-    // Refused here what a store could not hold, before anything is queued.
-    actors::domain::limits::json("envelope", &body.envelope)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let envelope_bytes = serde_json::to_vec(&body.envelope).unwrap_or_default();
-    let envelope = Envelope::from_json(&envelope_bytes)
-        .map_err(|e| ApiError::BadRequest(format!("field `envelope`: {e}")))?;
-    if envelope.signatures.is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `envelope`: the envelope has no signatures".into(),
-        ));
-    }
-    envelope
-        .payload_bytes()
-        .map_err(|e| ApiError::BadRequest(format!("field `envelope`: {e}")))?;
-    if body.verifiers.is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `verifiers`: give at least one PEM public key".into(),
-        ));
-    }
-    for (i, pem) in body.verifiers.iter().enumerate() {
-        PublicKey::from_pem(pem)
-            .map_err(|e| ApiError::BadRequest(format!("field `verifiers[{i}]`: {e}")))?;
-    }
-    let id = submission_id(&backend, &envelope);
+    let data = SubmissionRequested {
+        backend: body.backend,
+        envelope: body.envelope,
+        verifier_keys: body.verifiers,
+    };
+    let new = actors::submitter::check_request(data, backends, "verifiers")
+        .map_err(ApiError::BadRequest)?
+        .record;
+    let id = new.id.clone();
     if let Some(existing) = s
         .submissions
         .submission(&id)
@@ -189,12 +166,6 @@ async fn submit(
         )
             .into_response());
     }
-    let new = NewSubmission {
-        id: id.clone(),
-        backend,
-        envelope: body.envelope,
-        verifier_keys: body.verifiers,
-    };
     // Queue first, then record: a recorded submission is always in the queue (the actor
     // records one it finds missing).
     enqueue(

@@ -342,10 +342,18 @@ impl Store {
         let (roots, chunks, bytes): (i64, i64, i64) = run!(
             rows fetch_one,
             self.read(),
+            // Sums saturate at the largest BIGINT instead of failing: sizes come from
+            // outside (imports), and a stats answer must not turn into an error forever.
             Sql::new(
-                "SELECT count(*), COALESCE(sum(total_chunks), 0)::BIGINT, \
-                 COALESCE(sum(total_size), 0)::BIGINT FROM provcache.prov_evidence_manifests",
-                "SELECT count(*), coalesce(sum(total_chunks), 0), coalesce(sum(total_size), 0) \
+                "SELECT count(*), \
+                 LEAST(COALESCE(sum(total_chunks), 0), 9223372036854775807)::BIGINT, \
+                 LEAST(COALESCE(sum(total_size), 0), 9223372036854775807)::BIGINT \
+                 FROM provcache.prov_evidence_manifests",
+                // SQLite's sum() fails on overflow; total() is a float and cannot, and is
+                // exact up to 2^53.
+                "SELECT count(*), \
+                 CAST(min(total(total_chunks), 9223372036854775807.0) AS INTEGER), \
+                 CAST(min(total(total_size), 9223372036854775807.0) AS INTEGER) \
                  FROM prov_evidence_manifests",
             )
         )?;

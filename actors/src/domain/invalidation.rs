@@ -233,7 +233,10 @@ impl Invalidation {
         } else if let Some(v) = non_blank(&d.feed_epoch_before) {
             Criterion::FeedEpochBefore {
                 feed_id: None,
-                before: FeedEpoch::parse(&v)?,
+                // The refusal names the field the caller filled in.
+                before: FeedEpoch::parse(&v).map_err(|e| {
+                    DomainError::InvalidCriterion(format!("field `feed_epoch_before`: {e}"))
+                })?,
             }
         } else {
             return Err(DomainError::InvalidCriterion(
