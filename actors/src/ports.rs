@@ -69,7 +69,9 @@ pub struct ConsumerSpec {
     pub filter_subject: String,
     /// Where a consumer that does not exist yet starts.
     pub start: StartPosition,
-    /// How long a delivered message may stay unacknowledged before redelivery.
+    /// How long a delivered message may stay unacknowledged before redelivery while the
+    /// process it went to lives. A bus that can tell the broker "still working" (JetStream's
+    /// progress acks) redelivers the deliveries of a process that died much sooner.
     pub ack_wait: Duration,
     /// How many deliveries before the broker gives up on a message.
     pub max_deliver: i64,
@@ -98,6 +100,16 @@ pub trait Delivery: Send + Sync {
     async fn term(&self) -> Result<(), PortError>;
 }
 
+/// What a consumer still has to do, as the broker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Messages not yet delivered plus those delivered and not yet acknowledged, by this
+    /// process or by one that died and whose deliveries wait for redelivery.
+    pub waiting: u64,
+    /// When the oldest of them was published, when the broker tells.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A pull subscription on a durable consumer.
 #[async_trait]
 pub trait Subscription: Send {
@@ -107,6 +119,12 @@ pub trait Subscription: Send {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Box<dyn Delivery>>, PortError>;
+
+    /// The consumer's backlog as the broker counts it, when the bus can tell. Unlike the
+    /// deliveries' own `pending`, it includes messages held unacknowledged.
+    async fn backlog(&mut self) -> Result<Option<Backlog>, PortError> {
+        Ok(None)
+    }
 }
 
 /// The event bus: JetStream or the in-process bus.

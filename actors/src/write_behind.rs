@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 use crate::domain::entry::EntryWrite;
 use crate::health::{ChildStatus, Health};
 use crate::ports::{
-    ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, RejectedEventStore, StartPosition,
-    UpsertOutcome,
+    Backlog, ConsumerSpec, Delivery, EntryStore, EventBus, HotCachePurge, RejectedEventStore,
+    StartPosition, UpsertOutcome,
 };
 use crate::{pump, rejected};
 
@@ -357,11 +357,34 @@ impl Progress {
     }
 }
 
-/// Publishes the queue gauges from what the pump holds.
-fn queue_gauges(held: &[Box<dyn Delivery>], held_since: Option<Instant>) {
+/// How often the pump asks the broker for the consumer's backlog.
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
+
+/// Publishes the queue gauges from what the pump holds and, when the bus tells, what the
+/// broker counts: that includes writes delivered to a process that died, which wait
+/// unacknowledged for redelivery and which the pump cannot see. Returns the depth.
+fn queue_gauges(
+    held: &[Box<dyn Delivery>],
+    held_since: Option<Instant>,
+    backlog: Option<&Backlog>,
+) -> u64 {
     let behind = held.last().and_then(|d| d.pending()).unwrap_or(0);
-    let lag = held_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    crate::figures::set_write_behind((held.len() as u64 + behind) as f64, lag);
+    let mut depth = held.len() as u64 + behind;
+    let mut lag = held_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    if let Some(b) = backlog {
+        depth = depth.max(b.waiting);
+        if let Some(oldest) = b.oldest {
+            let age = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
+            lag = lag.max(age);
+        }
+    }
+    crate::figures::set_write_behind(depth as f64, lag);
+    depth
+}
+
+/// Whether any held write is a redelivery.
+fn redelivered(held: &[Box<dyn Delivery>]) -> bool {
+    held.iter().any(|d| d.delivered() > 1)
 }
 
 impl Actor for WriteBehind {
@@ -393,6 +416,9 @@ impl Actor for WriteBehind {
             let mut flushing: VecDeque<oneshot::Receiver<bool>> = VecDeque::new();
             // Messages the broker holds beyond those delivered, as of the last batch.
             let mut behind: u64 = 0;
+            // The broker's count, refreshed every BACKLOG_EVERY.
+            let mut backlog: Option<Backlog> = None;
+            let mut backlog_at: Option<Instant> = None;
             loop {
                 let mut sub = pump::subscribe(bus.as_ref(), &spec, NAME).await;
                 let mut failures: u32 = 0;
@@ -408,7 +434,8 @@ impl Actor for WriteBehind {
                         None => interval.min(Duration::from_secs(1)),
                     }
                     .max(Duration::from_millis(10));
-                    let due = held_since.is_some_and(|t| t.elapsed() >= interval);
+                    let due =
+                        held_since.is_some_and(|t| t.elapsed() >= interval) || redelivered(&held);
                     if !due && held.len() < max {
                         match sub.next_batch(max - held.len(), wait).await {
                             Ok(b) => {
@@ -433,7 +460,17 @@ impl Actor for WriteBehind {
                             }
                         }
                     }
-                    queue_gauges(&held, held_since);
+                    if backlog_at.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+                        backlog_at = Some(Instant::now());
+                        backlog = match sub.backlog().await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::debug!(actor = NAME, error = %e, "cannot read the queue's backlog");
+                                None
+                            }
+                        };
+                    }
+                    let depth = queue_gauges(&held, held_since, backlog.as_ref());
                     // Flushes that ended meanwhile, without waiting for the others.
                     while let Some(front) = flushing.front_mut() {
                         match front.try_recv() {
@@ -447,8 +484,10 @@ impl Actor for WriteBehind {
                             }
                         }
                     }
-                    progress.check(held.len() as u64 + flushing.len() as u64 + behind);
-                    let due = held_since.is_some_and(|t| t.elapsed() >= interval);
+                    progress.check(depth.max(held.len() as u64 + flushing.len() as u64 + behind));
+                    // Redelivered writes already waited (a crash, an outage): they go now.
+                    let due =
+                        held_since.is_some_and(|t| t.elapsed() >= interval) || redelivered(&held);
                     if held.is_empty() || (held.len() < max && !due) {
                         continue;
                     }
@@ -478,7 +517,7 @@ impl Actor for WriteBehind {
                             }
                         }
                     }
-                    queue_gauges(&held, held_since);
+                    queue_gauges(&held, held_since, backlog.as_ref());
                 }
             }
         }));

@@ -4,9 +4,13 @@
 //! first use. Consumers are durable pull consumers with explicit ack, so a restart of provd
 //! or of NATS resumes where it stopped.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use actors::ports::{ConsumerSpec, Delivery, EventBus, PortError, StartPosition, Subscription};
+use actors::ports::{
+    Backlog, ConsumerSpec, Delivery, EventBus, PortError, StartPosition, Subscription,
+};
 use async_nats::jetstream::{self, AckKind, consumer, message::PublishMessage, stream};
 use async_trait::async_trait;
 use events::Subjects;
@@ -195,7 +199,8 @@ impl EventBus for JetStreamBus {
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, PortError> {
         self.ensure_streams().await?;
         let stream = self.js.get_stream(&spec.stream).await.map_err(nats_err)?;
-        let consumer: consumer::PullConsumer = stream
+        let server_ack_wait = spec.ack_wait.min(SERVER_ACK_WAIT);
+        let mut consumer: consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &spec.durable,
                 consumer::pull::Config {
@@ -212,7 +217,7 @@ impl EventBus for JetStreamBus {
                         StartPosition::All => consumer::DeliverPolicy::All,
                     },
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: spec.ack_wait,
+                    ack_wait: server_ack_wait,
                     max_deliver: spec.max_deliver,
                     max_ack_pending: spec.max_ack_pending,
                     ..Default::default()
@@ -220,12 +225,118 @@ impl EventBus for JetStreamBus {
             )
             .await
             .map_err(nats_err)?;
-        Ok(Box::new(JetStreamSubscription { consumer }))
+        // A consumer created by an earlier version may wait much longer before it
+        // redelivers a dead process's work; shorten it (an editable field of a consumer).
+        let existing = consumer.cached_info().config.clone();
+        if existing.ack_wait > server_ack_wait {
+            let updated = consumer::Config {
+                ack_wait: server_ack_wait,
+                ..existing
+            };
+            match stream.create_consumer(updated).await {
+                Ok(_) => consumer = stream.get_consumer(&spec.durable).await.map_err(nats_err)?,
+                Err(e) => {
+                    tracing::warn!(consumer = %spec.durable, error = %e, "cannot shorten the consumer's ack wait; a crashed node's work waits for the old one")
+                }
+            }
+        }
+        let live = Arc::new(Mutex::new(Live::default()));
+        tokio::spawn(keep_alive(
+            Arc::downgrade(&live),
+            self.client.clone(),
+            server_ack_wait,
+        ));
+        Ok(Box::new(JetStreamSubscription {
+            consumer,
+            stream,
+            filter: spec.filter_subject.clone(),
+            live,
+            work_for: spec.ack_wait,
+        }))
+    }
+}
+
+/// The longest the broker waits for an ack before it redelivers. A live process keeps its
+/// deliveries with progress acks up to the consumer's own `ack_wait`; the deliveries of a
+/// process that died come back within this, instead of after the whole `ack_wait`.
+pub const SERVER_ACK_WAIT: Duration = Duration::from_secs(6);
+
+/// Deliveries this process holds, by id: the subject their acks go to, when the broker
+/// last heard of them, and until when they may be kept.
+#[derive(Default)]
+struct Live {
+    next: u64,
+    held: HashMap<u64, Held>,
+}
+
+struct Held {
+    reply: async_nats::Subject,
+    touched: Instant,
+    until: Instant,
+}
+
+impl Live {
+    fn add(&mut self, reply: async_nats::Subject, work_for: Duration) -> u64 {
+        let now = Instant::now();
+        self.next += 1;
+        self.held.insert(
+            self.next,
+            Held {
+                reply,
+                touched: now,
+                until: now + work_for,
+            },
+        );
+        self.next
+    }
+}
+
+/// Sends a progress ack for every held delivery before the broker's ack wait runs out,
+/// until the subscription and all its deliveries are gone.
+async fn keep_alive(live: Weak<Mutex<Live>>, client: async_nats::Client, ack_wait: Duration) {
+    // Touched when two thirds of the wait have passed, checked four times as often, so a
+    // delivery settled within that costs nothing.
+    let touch_after = ack_wait * 2 / 3;
+    let mut tick = tokio::time::interval(ack_wait / 6);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(live) = live.upgrade() else { return };
+        let now = Instant::now();
+        let due: Vec<async_nats::Subject> = {
+            let mut live = live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.held
+                .values_mut()
+                .filter(|h| now.duration_since(h.touched) >= touch_after && now < h.until)
+                .map(|h| {
+                    h.touched = now;
+                    h.reply.clone()
+                })
+                .collect()
+        };
+        drop(live);
+        for reply in due {
+            // Fire and forget: a lost progress ack costs at most a redelivery, which every
+            // consumer handles.
+            if let Err(e) = client
+                .publish(reply, bytes::Bytes::from_static(b"+WPI"))
+                .await
+            {
+                tracing::debug!(error = %e, "cannot send a progress ack");
+            }
+        }
     }
 }
 
 struct JetStreamSubscription {
     consumer: consumer::PullConsumer,
+    stream: stream::Stream,
+    filter: String,
+    live: Arc<Mutex<Live>>,
+    /// The consumer's own ack wait: how long a delivery is kept while this process lives.
+    work_for: Duration,
 }
 
 #[async_trait]
@@ -250,14 +361,46 @@ impl Subscription for JetStreamSubscription {
                 .info()
                 .map(|i| (i.delivered.max(1) as u64, Some(i.pending)))
                 .unwrap_or((1, None));
+            let id = m.reply.clone().map(|reply| {
+                self.live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .add(reply, self.work_for)
+            });
             out.push(Box::new(JetStreamDelivery {
                 subject: m.subject.to_string(),
                 delivered,
                 pending,
                 msg: m,
+                live: id.map(|id| (Arc::clone(&self.live), id)),
             }));
         }
         Ok(out)
+    }
+
+    async fn backlog(&mut self) -> Result<Option<Backlog>, PortError> {
+        let info = self.consumer.info().await.map_err(nats_err)?;
+        let waiting = info.num_pending + info.num_ack_pending as u64;
+        let first_open = info.ack_floor.stream_sequence + 1;
+        if waiting == 0 {
+            return Ok(Some(Backlog {
+                waiting,
+                oldest: None,
+            }));
+        }
+        // The first message on the filter past the ack floor is the oldest not settled.
+        let oldest = match self
+            .stream
+            .get_first_raw_message_by_subject(&self.filter, first_open)
+            .await
+        {
+            Ok(m) => chrono::DateTime::from_timestamp(m.time.unix_timestamp(), m.time.nanosecond()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the oldest waiting message");
+                None
+            }
+        };
+        Ok(Some(Backlog { waiting, oldest }))
     }
 }
 
@@ -266,6 +409,26 @@ struct JetStreamDelivery {
     subject: String,
     delivered: u64,
     pending: Option<u64>,
+    /// Its entry among the subscription's held deliveries, kept alive until settled.
+    live: Option<(Arc<Mutex<Live>>, u64)>,
+}
+
+impl JetStreamDelivery {
+    /// Settled (or given up): no more progress acks.
+    fn release(&self) {
+        if let Some((live, id)) = &self.live {
+            live.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .held
+                .remove(id);
+        }
+    }
+}
+
+impl Drop for JetStreamDelivery {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 #[async_trait]
@@ -285,10 +448,12 @@ impl Delivery for JetStreamDelivery {
     async fn ack(&self) -> Result<(), PortError> {
         // Wait for the server's confirmation: the effect is committed, and a lost ack would
         // only cost a redelivery that the store recognises as a duplicate.
+        self.release();
         self.msg.double_ack().await.map_err(nats_err)?;
         Ok(())
     }
     async fn nak(&self, delay: Duration) -> Result<(), PortError> {
+        self.release();
         self.msg
             .ack_with(AckKind::Nak(Some(delay)))
             .await
@@ -296,6 +461,7 @@ impl Delivery for JetStreamDelivery {
         Ok(())
     }
     async fn term(&self) -> Result<(), PortError> {
+        self.release();
         self.msg.ack_with(AckKind::Term).await.map_err(nats_err)?;
         Ok(())
     }
