@@ -690,16 +690,14 @@ impl App {
             crate::adapters::tiles::cache::describe_metrics(&tiles.backends);
             extra.push(http::tiles::router(cache, &tokens, tiles.require_token));
         }
-        let router = http::router(state, extra);
-        let stop = cancel.clone();
-        let server = tokio::spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let router = http::router(state, extra, config.http.max_requests_in_flight);
+        http::serve::describe_metrics();
+        let server = tokio::spawn(http::serve::serve(
+            listener,
+            router,
+            config.http.clone(),
+            cancel.clone(),
+        ));
         let upkeep_stop = cancel.clone();
         let sampler = crate::ops::sampler::Sampler {
             store: store.clone(),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod alerts;
 pub mod bundles;
+pub mod http;
 pub mod rekor;
 pub mod tiles;
 pub mod trust;
@@ -186,6 +187,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Longest time shutdown waits for in-flight work.
     pub shutdown_timeout: Duration,
+    /// The HTTP server's timeouts and caps (`[http]`).
+    pub http: http::HttpConfig,
     /// Provenance-cache settings.
     pub provcache: ProvcacheConfig,
     /// API tokens.
@@ -257,6 +260,9 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     /// See [`Config::shutdown_timeout`].
     pub shutdown_timeout: Option<String>,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: http::RawHttp,
     /// `[provcache]`.
     #[serde(default)]
     pub provcache: RawProvcache,
@@ -331,6 +337,14 @@ impl RawConfig {
                 "NODE_ID" => self.node_id = v,
                 "LOG_FORMAT" => self.log_format = v,
                 "SHUTDOWN_TIMEOUT" => self.shutdown_timeout = v,
+                "HTTP_HEADER_READ_TIMEOUT" => self.http.header_read_timeout = v,
+                "HTTP_IDLE_TIMEOUT" => self.http.idle_timeout = v,
+                "HTTP_MAX_CONNECTIONS" => {
+                    self.http.max_connections = Some(parse_env_u64(&name, &value)?);
+                }
+                "HTTP_MAX_REQUESTS_IN_FLIGHT" => {
+                    self.http.max_requests_in_flight = Some(parse_env_u64(&name, &value)?);
+                }
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
                 "TILES_CACHE_DIR" => self.tiles.cache_dir = v,
@@ -560,6 +574,7 @@ impl RawConfig {
             }
         }
 
+        let http = self.http.validate()?;
         let rekor = self.rekor.validate()?;
         let alerts = self.alerts.validate()?;
         let bundles = self.bundles.validate()?;
@@ -588,6 +603,7 @@ impl RawConfig {
             node_id,
             log_format,
             shutdown_timeout,
+            http,
             provcache: ProvcacheConfig {
                 chunk_size: chunk_size as usize,
                 max_chunks_per_entry: max_chunks as usize,
@@ -709,6 +725,7 @@ impl Config {
                 .to_owned(),
             ),
             shutdown_timeout: Some(humantime::format_duration(self.shutdown_timeout).to_string()),
+            http: self.http.to_raw(),
             provcache: RawProvcache {
                 chunk_size: Some(self.provcache.chunk_size as u64),
                 max_chunks_per_entry: Some(self.provcache.max_chunks_per_entry as u64),
@@ -793,9 +810,17 @@ mod tests {
                 ("PROVD_TRUST_INSTANCE", "staging"),
                 ("PROVD_TRUST_MAX_AGE", "2d"),
                 ("PROVD_TRUST_REFUSE_STALE", "yes"),
+                ("PROVD_HTTP_HEADER_READ_TIMEOUT", "3s"),
+                ("PROVD_HTTP_IDLE_TIMEOUT", "0s"),
+                ("PROVD_HTTP_MAX_CONNECTIONS", "100"),
+                ("PROVD_HTTP_MAX_REQUESTS_IN_FLIGHT", "10"),
             ],
         )
         .expect("valid");
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(3));
+        assert!(c.http.idle_timeout.is_zero());
+        assert_eq!(c.http.max_connections, 100);
+        assert_eq!(c.http.max_requests_in_flight, 10);
         assert_eq!(c.trust.instance, crate::trust::Instance::Staging);
         assert_eq!(c.trust.policy.max_age, Duration::from_secs(2 * 86_400));
         assert!(c.trust.policy.refuse_stale);
@@ -833,6 +858,12 @@ mod tests {
                 "`PROVD_TRUST_REFUSE_STALE`",
             ),
             ("[trust]\nmax_age = \"1m\"", &[], "`trust.max_age`"),
+            ("[http]\nidle_timeout = \"2h\"", &[], "`http.idle_timeout`"),
+            (
+                "",
+                &[("PROVD_HTTP_MAX_CONNECTIONS", "many")],
+                "`PROVD_HTTP_MAX_CONNECTIONS`",
+            ),
         ];
         for (text, vars, key) in cases {
             let err = load(text, vars).expect_err(text).to_string();

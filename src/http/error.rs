@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A dependency is down; try again (503).
     #[error("{0}")]
     Unavailable(String),
+    /// Too much work in progress; try again (503).
+    #[error("{0}")]
+    Overloaded(String),
     /// A bug or an unexpected failure (500). The detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -101,6 +104,7 @@ impl ApiError {
                 ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
             ApiError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::Overloaded(_) => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }

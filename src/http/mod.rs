@@ -15,6 +15,7 @@ pub mod proofs;
 pub mod rekor;
 #[cfg(test)]
 mod route_errors;
+pub mod serve;
 pub mod stats;
 pub mod status;
 pub mod tiles;
@@ -167,14 +168,24 @@ pub fn openapi_document(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
 
 /// The router: [`api`] and the `extra` routes that carry their own state (log monitoring,
 /// the tile proxy when configured), merged before the document is split off, so
-/// `/api/openapi.json` documents exactly the routes served.
-pub fn router(state: AppState, extra: Vec<OpenApiRouter<AppState>>) -> Router {
+/// `/api/openapi.json` documents exactly the routes served. At most `max_in_flight` requests
+/// are handled at once ([`serve::limit_in_flight`]).
+pub fn router(
+    state: AppState,
+    extra: Vec<OpenApiRouter<AppState>>,
+    max_in_flight: usize,
+) -> Router {
     let api = extra.into_iter().fold(api(&state), OpenApiRouter::merge);
     let (router, doc) = api.split_for_parts();
     let doc = Arc::new(openapi_document(doc));
     router
         .fallback(not_found)
         .layer(axum::middleware::from_fn(error::json_errors))
+        // Inside the trace layer: a refused request is logged and counted like any other.
+        .layer(axum::middleware::from_fn_with_state(
+            serve::InFlight::new(max_in_flight),
+            serve::limit_in_flight,
+        ))
         .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::Extension(doc))
         .with_state(state)

@@ -559,7 +559,7 @@ async fn every_route_answers_a_store_failure_by_its_kind() {
     ];
     for (error, want) in kinds {
         let (state, extra) = state(error.clone());
-        let app = super::router(state, extra);
+        let app = super::router(state, extra, 1024);
         for (method, path, body) in requests() {
             let content_type = if path == "/api/v1/proofs" {
                 "application/spdx+json"
@@ -591,7 +591,7 @@ async fn every_route_answers_a_store_failure_by_its_kind() {
 #[tokio::test]
 async fn the_routers_own_rejections_are_json_errors() {
     let (state, extra) = state(PortError::NotFound("unused".into()));
-    let app = super::router(state, extra);
+    let app = super::router(state, extra, 1024);
     let key = format!("sha256:{}", "ab".repeat(32));
     // Method, path, content type, body, the status and the code expected.
     type Case = (
