@@ -23,6 +23,7 @@ use events::streams::PROVCACHE_WRITES_SUBJECT;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::adapters::bus::ServiceBus;
 use crate::adapters::hot_sweep::HotTiers;
@@ -67,6 +68,24 @@ pub enum AppError {
     /// The configured evidence chunk size and limit cannot be used together.
     #[error("invalid evidence limits: {0}")]
     EvidenceLimits(#[from] actors::domain::evidence::EvidenceError),
+    /// This deployment's JetStream streams, or consumers on them, belong to another
+    /// deployment (one with another database): the two share NATS and `nats_prefix`, so
+    /// each would apply the other's events and take its queued writes. Nothing was changed
+    /// on NATS.
+    /// The stream (and consumer), the other deployment and this one are in the
+    /// [`ForeignOwner`](crate::adapters::jetstream::ForeignOwner).
+    #[error(
+        "refusing to start: {what} belongs to deployment {owner}, but this node's database is \
+         deployment {deployment}. Two deployments on one NATS server with the same \
+         `nats_prefix` would apply each other's events and take each other's queued writes. \
+         Give each deployment its own `nats_prefix` (PROVD_NATS_PREFIX); or, if this node is \
+         meant to be a node of deployment {owner}, point its `database_url` at that \
+         deployment's database",
+        what = .0.what(),
+        owner = .0.owner,
+        deployment = .0.deployment
+    )]
+    ForeignDeployment(crate::adapters::jetstream::ForeignOwner),
 }
 
 /// The in-process tier's size when it is the only hot tier and none was configured.
@@ -100,6 +119,8 @@ pub struct Parts {
     /// The SQLite file, when the store or the bus is embedded (the in-process bus shares
     /// its writer).
     pub sqlite: Option<Store>,
+    /// This deployment's id, read from the store: the same on every node of the database.
+    pub deployment: Uuid,
 }
 
 /// How each part runs, as `provd serve` prints it: `(part, mode)`.
@@ -187,10 +208,13 @@ pub async fn open_store(config: &Config) -> Result<Store, AppError> {
 }
 
 /// Opens the bus the configuration selects (`sqlite` is the embedded store's file, opened
-/// here when the store is PostgreSQL but the bus is embedded).
+/// here when the store is PostgreSQL but the bus is embedded). With `deployment`, the
+/// JetStream streams and consumers it creates carry that deployment's id; a bus that only
+/// publishes needs none.
 pub async fn open_bus(
     config: &Config,
     sqlite: &mut Option<Store>,
+    deployment: Option<Uuid>,
 ) -> Result<Arc<dyn ServiceBus>, AppError> {
     let subjects = Subjects::new(config.nats_prefix.clone());
     match &config.nats_url {
@@ -206,6 +230,10 @@ pub async fn open_bus(
                     source,
                 })?
                 .with_stream_max_bytes(config.nats_stream_max_bytes);
+            let bus = match deployment {
+                Some(id) => bus.for_deployment(id),
+                None => bus,
+            };
             Ok(Arc::new(bus))
         }
         None => {
@@ -235,8 +263,15 @@ pub async fn open_bus(
 /// Opens every part the configuration selects.
 pub async fn open_parts(config: &Config) -> Result<Parts, AppError> {
     let store = open_store(config).await?;
+    let deployment = store
+        .deployment_id()
+        .await
+        .map_err(|source| AppError::Startup {
+            what: "cannot read this deployment's id from the database".into(),
+            source,
+        })?;
     let mut sqlite = (store.backend() == Backend::Sqlite).then(|| store.clone());
-    let bus = open_bus(config, &mut sqlite).await?;
+    let bus = open_bus(config, &mut sqlite, Some(deployment)).await?;
     let redis = match &config.redis_url {
         Some(url) => Some(
             RedisCache::new(url, &config.redis_prefix).map_err(|source| AppError::Startup {
@@ -251,7 +286,30 @@ pub async fn open_parts(config: &Config) -> Result<Parts, AppError> {
         bus,
         redis,
         sqlite,
+        deployment,
     })
+}
+
+/// Refuses to start when this deployment's streams or their consumers belong to another
+/// deployment, and adopts those made before deployment ids; before any actor subscribes.
+async fn claim(parts: &Parts) -> Result<(), AppError> {
+    match parts.bus.claim().await {
+        Ok(adopted) => {
+            for what in adopted {
+                tracing::info!(
+                    %what,
+                    deployment_id = %parts.deployment,
+                    "adopted a JetStream stream or consumer made before deployment ids"
+                );
+            }
+            Ok(())
+        }
+        Err(AdapterError::ForeignOwner(f)) => Err(AppError::ForeignDeployment(*f)),
+        Err(source) => Err(AppError::Startup {
+            what: "cannot check who owns this deployment's JetStream streams".into(),
+            source,
+        }),
+    }
 }
 
 struct StoreProbe(Arc<Store>);
@@ -425,6 +483,7 @@ impl App {
     pub async fn start(config: Config) -> Result<App, AppError> {
         let metrics = telemetry::metrics();
         let parts = open_parts(&config).await?;
+        claim(&parts).await?;
         let (store, bus) = (parts.store.clone(), parts.bus.clone());
         let subjects = Subjects::new(config.nats_prefix.clone());
 
@@ -604,6 +663,7 @@ impl App {
             tokens: Arc::new(config.tokens.clone()),
             subjects,
             node_id: config.node_id.clone(),
+            deployment_id: parts.deployment,
             evidence: store.clone(),
             evidence_limits: EvidenceLimits::new(
                 config.provcache.chunk_size as u64,
@@ -720,6 +780,7 @@ impl App {
         tracing::info!(
             %addr,
             node_id = %config.node_id,
+            deployment_id = %parts.deployment,
             store = store.service().as_str(),
             bus = bus.kind(),
             redis = parts.redis.is_some(),

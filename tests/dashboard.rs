@@ -184,6 +184,8 @@ async fn the_dashboard_shows_the_status_figures_and_an_open_divergence_in_headle
         .collect();
     for path in services.iter().map(String::as_str).chain([
         "status",
+        "node_id",
+        "deployment_id",
         "actors.write-behind-flusher.status",
         "actors.rekor-submitter.status",
         "cache.hit_ratio",

@@ -59,12 +59,18 @@ async fn take(
 
 #[tokio::test]
 async fn abandoned_deliveries_are_counted_and_come_back_before_the_consumers_ack_wait() {
-    let Some((bus, subjects)) = bus().await else { return };
+    let Some((bus, subjects)) = bus().await else {
+        return;
+    };
     let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
     for i in 0..3 {
-        bus.publish(&subject, &format!("w{i}"), format!("write {i}").into_bytes())
-            .await
-            .expect("publish");
+        bus.publish(
+            &subject,
+            &format!("w{i}"),
+            format!("write {i}").into_bytes(),
+        )
+        .await
+        .expect("publish");
     }
     let sent_at = chrono::Utc::now();
     let mut first = bus.subscribe(&spec(&subjects)).await.expect("subscribe");
@@ -76,8 +82,15 @@ async fn abandoned_deliveries_are_counted_and_come_back_before_the_consumers_ack
     drop(first);
 
     let mut sub = bus.subscribe(&spec(&subjects)).await.expect("subscribe");
-    let backlog = sub.backlog().await.expect("backlog").expect("JetStream counts");
-    assert_eq!(backlog.waiting, 3, "held unacknowledged, yet work: {backlog:?}");
+    let backlog = sub
+        .backlog()
+        .await
+        .expect("backlog")
+        .expect("JetStream counts");
+    assert_eq!(
+        backlog.waiting, 3,
+        "held unacknowledged, yet work: {backlog:?}"
+    );
     let oldest = backlog.oldest.expect("the oldest waiting message's time");
     assert!(
         (oldest - sent_at).num_seconds().abs() < 60,
@@ -98,7 +111,9 @@ async fn abandoned_deliveries_are_counted_and_come_back_before_the_consumers_ack
 
 #[tokio::test]
 async fn a_live_subscriber_keeps_its_deliveries_past_the_brokers_ack_wait() {
-    let Some((bus, subjects)) = bus().await else { return };
+    let Some((bus, subjects)) = bus().await else {
+        return;
+    };
     let subject = subjects.prefixed(PROVCACHE_WRITES_SUBJECT);
     bus.publish(&subject, "slow", b"slow work".to_vec())
         .await

@@ -659,8 +659,8 @@ async fn an_honest_log_growing_under_load_for_50_rounds_raises_none() {
 
 /// A fork served only to node B (its requests carry the fork header) is invisible to
 /// each node alone: both trust their first checkpoint. Node A's detector sees B's
-/// observation on the shared bus (the nodes have separate databases, so the bus is the
-/// only link) and raises a split view with both signed notes.
+/// observation on the shared bus (the nodes have separate databases with one deployment id,
+/// so the bus is the only link) and raises a split view with both signed notes.
 #[tokio::test]
 async fn a_split_view_served_to_one_of_two_nodes_is_detected_through_shared_observations() {
     let log = LabLog::start().await;
@@ -692,6 +692,8 @@ async fn a_split_view_served_to_one_of_two_nodes_is_detected_through_shared_obse
     config_b.nats_prefix = a.config.nats_prefix.clone();
     config_b.rekor = rekor_b;
     let node_b = config_b.node_id.clone();
+    // One deployment: otherwise B refuses A's streams.
+    common::set_deployment_id(&config_b, a.app.parts().deployment).await;
     let b = App::start(config_b).await.expect("node b starts");
 
     let split = a.until_divergence("fork").await;
@@ -779,7 +781,8 @@ async fn a_split_view_at_different_sizes_is_detected_through_a_consistency_proof
         .rekor(vec![("split", log.backend("v1", "200ms", &[]))])
         .validate()
         .expect("valid");
-    let Some(a) = TestApp::start_with(move |c| {
+    // A store of its own, B's deployment: otherwise A refuses B's streams.
+    let Some(a) = TestApp::start_in_deployment(b.parts().deployment, move |c| {
         c.rekor = rekor_a;
         c.nats_prefix = prefix;
     })

@@ -11,8 +11,16 @@ use common::{ADMIN_TOKEN, TestDb, services};
 
 /// Starts `provd serve` on port 0 and returns the child and the address it logged.
 fn spawn_serve(db: &TestDb, prefix: &str) -> (Child, String, mpsc::Receiver<String>) {
+    let (child, listening, rx) = spawn_listening(db, prefix);
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+    (child, addr, rx)
+}
+
+/// `provd serve` on `db` and `prefix`, port 0, JSON logs on stderr.
+fn serve_command(db: &TestDb, prefix: &str) -> Command {
     let services = services().expect("checked by the caller");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_provd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_provd"));
+    command
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -26,9 +34,16 @@ fn spawn_serve(db: &TestDb, prefix: &str) -> (Child, String, mpsc::Receiver<Stri
         .env("PROVD_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("PROVD_LOG_FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("provd starts");
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts `provd serve` on port 0 and returns the child and its `provd listening` line.
+fn spawn_listening(
+    db: &TestDb,
+    prefix: &str,
+) -> (Child, serde_json::Value, mpsc::Receiver<String>) {
+    let mut child = serve_command(db, prefix).spawn().expect("provd starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -39,17 +54,17 @@ fn spawn_serve(db: &TestDb, prefix: &str) -> (Child, String, mpsc::Receiver<Stri
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
+    let listening = loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("provd logs its address before the deadline");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
             && v["message"] == "provd listening"
         {
-            break v["addr"].as_str().expect("addr").to_owned();
+            break v;
         }
     };
-    (child, addr, rx)
+    (child, listening, rx)
 }
 
 #[tokio::test]
@@ -133,4 +148,87 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
             .await;
     }
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_on_the_streams_of_another_deployment() {
+    let Some(services) = services() else {
+        return;
+    };
+    // Two deployments: two databases, one NATS prefix (standing for "no prefix").
+    let (db_a, db_b) = (
+        TestDb::create(&services).await,
+        TestDb::create(&services).await,
+    );
+    let prefix = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (mut a, listening, _logs) = spawn_listening(&db_a, &prefix);
+    let id_a = listening["deployment_id"]
+        .as_str()
+        .expect("the start-up line names the deployment")
+        .to_owned();
+    // Ready means A's streams exist (the bus probe makes them).
+    let http = reqwest::Client::new();
+    let ready = format!(
+        "http://{}/readyz",
+        listening["addr"].as_str().expect("addr")
+    );
+    common::eventually("A ready", Duration::from_secs(30), || async {
+        let r = http.get(&ready).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    let mut b = serve_command(&db_b, &prefix).spawn().expect("provd runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = b.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = b.kill();
+            panic!("deployment B started on deployment A's streams");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut b.stderr.take().expect("stderr"), &mut said)
+        .expect("stderr");
+    assert_eq!(exit.code(), Some(78), "a configuration error: {said}");
+    let id_b: String = {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&db_b.url)
+            .await
+            .expect("B's db");
+        sqlx::query_scalar("SELECT id::text FROM provd_deployment")
+            .fetch_one(&mut conn)
+            .await
+            .expect("B's id")
+    };
+    assert_ne!(id_a, id_b);
+    let refusal = said
+        .lines()
+        .find(|l| l.starts_with("provd: refusing to start"))
+        .unwrap_or_else(|| panic!("no refusal on stderr: {said}"));
+    for needle in [
+        id_a.as_str(),
+        id_b.as_str(),
+        &format!("`{prefix}_"),
+        "nats_prefix",
+    ] {
+        assert!(refusal.contains(needle), "{needle} in: {refusal}");
+    }
+
+    // A is untouched and still serves.
+    assert_eq!(http.get(&ready).send().await.expect("readyz").status(), 200);
+    let _ = a.kill();
+    let _ = a.wait();
+    let js =
+        async_nats::jetstream::new(async_nats::connect(&services.nats_url).await.expect("nats"));
+    for s in events::streams::ALL {
+        let _ = js
+            .delete_stream(events::Subjects::new(prefix.clone()).stream_name(&s))
+            .await;
+    }
+    db_a.drop_db().await;
+    db_b.drop_db().await;
 }

@@ -25,6 +25,10 @@ pub trait ServiceBus: EventBus {
     async fn consumers_pending(&self) -> Result<Vec<(String, u64)>, AdapterError>;
     /// Removes this deployment's streams (tests clean up with it).
     async fn delete_streams(&self) -> Result<(), AdapterError>;
+    /// Checks, before any actor subscribes, that this deployment's streams and their
+    /// consumers are its own: [`AdapterError::ForeignOwner`] when one belongs to another
+    /// deployment. Returns what it adopted (`stream`, `stream/consumer`).
+    async fn claim(&self) -> Result<Vec<String>, AdapterError>;
 }
 
 #[async_trait]
@@ -50,6 +54,9 @@ impl ServiceBus for super::jetstream::JetStreamBus {
     async fn delete_streams(&self) -> Result<(), AdapterError> {
         super::jetstream::JetStreamBus::delete_streams(self).await
     }
+    async fn claim(&self) -> Result<Vec<String>, AdapterError> {
+        super::jetstream::JetStreamBus::claim(self).await
+    }
 }
 
 #[async_trait]
@@ -72,5 +79,10 @@ impl ServiceBus for super::local_bus::LocalBus {
     }
     async fn delete_streams(&self) -> Result<(), AdapterError> {
         super::local_bus::LocalBus::delete_streams(self).await
+    }
+    async fn claim(&self) -> Result<Vec<String>, AdapterError> {
+        // Its streams live in the deployment's own SQLite file: no other deployment can
+        // reach them.
+        Ok(Vec::new())
     }
 }

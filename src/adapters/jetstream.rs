@@ -3,6 +3,14 @@
 //! Streams come from `events::streams` under this deployment's prefix and are created on
 //! first use. Consumers are durable pull consumers with explicit ack, so a restart of provd
 //! or of NATS resumes where it stopped.
+//!
+//! Every stream and consumer provd creates carries its deployment's id in its description
+//! (`provd deployment <uuid>`, the id from the database), so that two deployments (two
+//! databases) sharing one NATS server and one `nats_prefix` do not take each other's work
+//! unnoticed: [`JetStreamBus::claim`] refuses, at start, streams or consumers that name
+//! another deployment and adopts those without a description (made by provd before
+//! deployment ids); creating the streams and subscribing check again, for a deployment that
+//! got there in between.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -17,11 +25,89 @@ use events::Subjects;
 use events::streams::{self as defs, Retention};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
+use uuid::Uuid;
 
 use super::AdapterError;
 
 fn nats_err(e: impl std::fmt::Display) -> AdapterError {
     AdapterError::Nats(e.to_string())
+}
+
+/// What the description of a stream or consumer provd creates starts with; the owning
+/// deployment's id follows.
+pub const OWNER_DESCRIPTION: &str = "provd deployment ";
+
+/// The description of a stream or consumer that `deployment` owns.
+pub fn owner_description(deployment: Uuid) -> String {
+    format!("{OWNER_DESCRIPTION}{deployment}")
+}
+
+/// Whom a stream or consumer belongs to, as its description says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// No description: made by a provd from before deployment ids; the deployment whose
+    /// streams these are adopts it.
+    Unclaimed,
+    /// The deployment with this id.
+    Deployment(Uuid),
+    /// A description provd does not write: not provd's, left alone.
+    Other,
+}
+
+impl Owner {
+    /// Reads a stream's or consumer's description.
+    pub fn of(description: Option<&str>) -> Owner {
+        match description.map(str::trim) {
+            None | Some("") => Owner::Unclaimed,
+            Some(d) => d
+                .strip_prefix(OWNER_DESCRIPTION)
+                .and_then(|id| Uuid::parse_str(id.trim()).ok())
+                .map_or(Owner::Other, Owner::Deployment),
+        }
+    }
+}
+
+/// One of this deployment's streams, or a durable consumer on one, that another
+/// deployment made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignOwner {
+    /// The stream, by its (prefixed) name.
+    pub stream: String,
+    /// The consumer's name, when it is a consumer that names the other deployment.
+    pub consumer: Option<String>,
+    /// The deployment its description names.
+    pub owner: Uuid,
+    /// This deployment.
+    pub deployment: Uuid,
+}
+
+impl ForeignOwner {
+    /// What belongs to the other deployment, in words: the stream, or the consumer on it.
+    pub fn what(&self) -> String {
+        match &self.consumer {
+            Some(c) => format!("consumer `{c}` on JetStream stream `{}`", self.stream),
+            None => format!("JetStream stream `{}`", self.stream),
+        }
+    }
+}
+
+impl std::fmt::Display for ForeignOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} belongs to deployment {}, not to this deployment ({}); give each deployment \
+             its own `nats_prefix`",
+            self.what(),
+            self.owner,
+            self.deployment
+        )
+    }
+}
+
+impl From<ForeignOwner> for AdapterError {
+    fn from(f: ForeignOwner) -> Self {
+        AdapterError::ForeignOwner(Box::new(f))
+    }
 }
 
 /// The JetStream event bus.
@@ -33,6 +119,7 @@ pub struct JetStreamBus {
     streams_ready: std::sync::Arc<OnceCell<()>>,
     reconnects: tokio::sync::watch::Receiver<u64>,
     max_bytes: Option<i64>,
+    deployment: Option<Uuid>,
 }
 
 impl std::fmt::Debug for JetStreamBus {
@@ -73,6 +160,7 @@ impl JetStreamBus {
             streams_ready: std::sync::Arc::new(OnceCell::new()),
             reconnects,
             max_bytes: None,
+            deployment: None,
         })
     }
 
@@ -81,6 +169,13 @@ impl JetStreamBus {
     /// claims from the server.
     pub fn with_stream_max_bytes(mut self, max_bytes: Option<i64>) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Tags every stream and consumer it creates with `deployment` and refuses those that
+    /// name another one. Without it (a bus that only publishes) they get no description.
+    pub fn for_deployment(mut self, deployment: Uuid) -> Self {
+        self.deployment = Some(deployment);
         self
     }
 
@@ -99,13 +194,17 @@ impl JetStreamBus {
         &self.subjects
     }
 
-    /// Creates every stream that does not exist yet (idempotent).
+    /// Creates every stream that does not exist yet (idempotent), and refuses streams that
+    /// another deployment made ([`AdapterError::ForeignOwner`]): another deployment may
+    /// have made them after the start-up [`JetStreamBus::claim`].
     pub async fn ensure_streams(&self) -> Result<(), AdapterError> {
         self.streams_ready
             .get_or_try_init(|| async {
                 for def in &defs::ALL {
+                    let name = self.subjects.stream_name(def);
                     let config = stream::Config {
-                        name: self.subjects.stream_name(def),
+                        name: name.clone(),
+                        description: self.deployment.map(owner_description),
                         subjects: self.subjects.stream_subjects(def),
                         retention: match def.retention {
                             Retention::Limits => stream::RetentionPolicy::Limits,
@@ -117,10 +216,16 @@ impl JetStreamBus {
                         storage: stream::StorageType::File,
                         ..Default::default()
                     };
-                    self.js
+                    let stream = self
+                        .js
                         .get_or_create_stream(config)
                         .await
                         .map_err(nats_err)?;
+                    self.check_owner(
+                        &name,
+                        None,
+                        stream.cached_info().config.description.as_deref(),
+                    )?;
                 }
                 Ok::<(), AdapterError>(())
             })
@@ -138,6 +243,102 @@ impl JetStreamBus {
                 Err(e) => return Err(nats_err(e)),
             }
         }
+        Ok(())
+    }
+
+    /// `Err` when `description` (of `stream`, or of `consumer` on it) names a deployment
+    /// other than this one.
+    fn check_owner(
+        &self,
+        stream: &str,
+        consumer: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<(), ForeignOwner> {
+        match (self.deployment, Owner::of(description)) {
+            (Some(deployment), Owner::Deployment(owner)) if owner != deployment => {
+                Err(ForeignOwner {
+                    stream: stream.to_owned(),
+                    consumer: consumer.map(str::to_owned),
+                    owner,
+                    deployment,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes this deployment's streams and their durable consumers this deployment's,
+    /// before any actor subscribes. A stream or consumer whose description names another
+    /// deployment refuses the whole deployment ([`AdapterError::ForeignOwner`]) before
+    /// anything is changed. Those without a description (made by provd before deployment
+    /// ids) are adopted: the description is set, the rest of the configuration and the
+    /// position kept. A stream must take it; a consumer may not (nats-server before 2.10
+    /// cannot update a consumer with a start time), and its stream's owner then speaks for
+    /// it. Returns what was adopted (`stream`, `stream/consumer`). A stream that does not
+    /// exist yet has nothing to check: provd creates it with this deployment's id. Without
+    /// a deployment ([`JetStreamBus::for_deployment`]) there is nothing to claim.
+    pub async fn claim(&self) -> Result<Vec<String>, AdapterError> {
+        let Some(deployment) = self.deployment else {
+            return Ok(Vec::new());
+        };
+        let (mut streams, mut consumers) = (Vec::new(), Vec::new());
+        for def in &defs::ALL {
+            let name = self.subjects.stream_name(def);
+            let s = match self.js.get_stream(&name).await {
+                Ok(s) => s,
+                Err(e) if e.to_string().contains("not found") => continue,
+                Err(e) => return Err(nats_err(e)),
+            };
+            let config = s.cached_info().config.clone();
+            self.check_owner(&name, None, config.description.as_deref())?;
+            if Owner::of(config.description.as_deref()) == Owner::Unclaimed {
+                streams.push(config);
+            }
+            let mut infos = s.consumers();
+            while let Some(info) = infos.next().await {
+                let info = info.map_err(nats_err)?;
+                self.check_owner(&name, Some(&info.name), info.config.description.as_deref())?;
+                // Only durable consumers are provd's; an ephemeral one is gone soon.
+                if Owner::of(info.config.description.as_deref()) == Owner::Unclaimed
+                    && info.config.durable_name.is_some()
+                {
+                    consumers.push((name.clone(), info));
+                }
+            }
+        }
+        let mut adopted = Vec::new();
+        for mut config in streams {
+            config.description = Some(owner_description(deployment));
+            self.js.update_stream(&config).await.map_err(nats_err)?;
+            adopted.push(config.name);
+        }
+        for (stream, info) in consumers {
+            match self.adopt(&stream, info.config, deployment).await {
+                Ok(()) => adopted.push(format!("{stream}/{}", info.name)),
+                Err(e) => tracing::debug!(
+                    stream,
+                    consumer = info.name,
+                    error = %e,
+                    "consumer left without this deployment's id; its stream carries it"
+                ),
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Sets `deployment` as the owner in a consumer's description. The rest of `config` is
+    /// the consumer's own, so JetStream takes it as an update.
+    async fn adopt(
+        &self,
+        stream: &str,
+        mut config: consumer::Config,
+        deployment: Uuid,
+    ) -> Result<(), AdapterError> {
+        config.description = Some(owner_description(deployment));
+        self.js
+            .create_consumer_on_stream(config, stream)
+            .await
+            .map_err(nats_err)?;
         Ok(())
     }
 
@@ -205,6 +406,7 @@ impl EventBus for JetStreamBus {
                 &spec.durable,
                 consumer::pull::Config {
                     durable_name: Some(spec.durable.clone()),
+                    description: self.deployment.map(owner_description),
                     filter_subject: spec.filter_subject.clone(),
                     deliver_policy: match spec.start {
                         StartPosition::New => consumer::DeliverPolicy::New,
@@ -225,18 +427,37 @@ impl EventBus for JetStreamBus {
             )
             .await
             .map_err(nats_err)?;
-        // A consumer created by an earlier version may wait much longer before it
-        // redelivers a dead process's work; shorten it (an editable field of a consumer).
-        let existing = consumer.cached_info().config.clone();
-        if existing.ack_wait > server_ack_wait {
-            let updated = consumer::Config {
-                ack_wait: server_ack_wait,
-                ..existing
+        // The start-up claim checked the consumers that existed then; this one may have
+        // been made since, by another deployment or by a provd from before deployment ids.
+        let config = consumer.cached_info().config.clone();
+        self.check_owner(
+            &spec.stream,
+            Some(&spec.durable),
+            config.description.as_deref(),
+        )
+        .map_err(AdapterError::from)?;
+        // A consumer made by an earlier provd may carry no owner, or wait much longer before
+        // it redelivers a dead process's work: both are updated where the server allows
+        // (nats-server 2.9 refuses any update of a consumer with a start time; its stream
+        // carries this deployment's id, see `claim`).
+        let unclaimed = self.deployment.is_some()
+            && Owner::of(config.description.as_deref()) == Owner::Unclaimed;
+        if unclaimed || config.ack_wait > server_ack_wait {
+            let mut updated = consumer::Config {
+                ack_wait: config.ack_wait.min(server_ack_wait),
+                ..config
             };
-            match stream.create_consumer(updated).await {
+            if let Some(deployment) = self.deployment.filter(|_| unclaimed) {
+                updated.description = Some(owner_description(deployment));
+            }
+            match self
+                .js
+                .create_consumer_on_stream(updated, &spec.stream)
+                .await
+            {
                 Ok(_) => consumer = stream.get_consumer(&spec.durable).await.map_err(nats_err)?,
                 Err(e) => {
-                    tracing::warn!(consumer = %spec.durable, error = %e, "cannot shorten the consumer's ack wait; a crashed node's work waits for the old one")
+                    tracing::debug!(consumer = %spec.durable, error = %e, "consumer not updated");
                 }
             }
         }
@@ -464,5 +685,24 @@ impl Delivery for JetStreamDelivery {
         self.release();
         self.msg.ack_with(AckKind::Term).await.map_err(nats_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_read_from_the_description_provd_writes() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            Owner::of(Some(&owner_description(id))),
+            Owner::Deployment(id)
+        );
+        assert_eq!(Owner::of(None), Owner::Unclaimed);
+        assert_eq!(Owner::of(Some("")), Owner::Unclaimed);
+        assert_eq!(Owner::of(Some("  ")), Owner::Unclaimed);
+        assert_eq!(Owner::of(Some("made by hand")), Owner::Other);
+        assert_eq!(Owner::of(Some("provd deployment not-a-uuid")), Owner::Other);
     }
 }

@@ -84,6 +84,10 @@ pub enum AdapterError {
     /// A stored value could not be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A JetStream stream of this deployment, or a consumer on one, belongs to another
+    /// deployment.
+    #[error("{0}")]
+    ForeignOwner(Box<jetstream::ForeignOwner>),
 }
 
 impl From<AdapterError> for PortError {
@@ -109,6 +113,8 @@ impl From<AdapterError> for PortError {
             AdapterError::Redis(_) => unavailable(Service::Redis, &e),
             AdapterError::Nats(_) => unavailable(Service::Nats, &e),
             AdapterError::Corrupt(_) => PortError::Rejected(e.to_string()),
+            // Waiting cannot help: the other deployment keeps the consumer.
+            AdapterError::ForeignOwner(_) => PortError::Conflict(e.to_string()),
         }
     }
 }

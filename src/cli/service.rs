@@ -164,11 +164,15 @@ pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    report(rt.block_on(async {
-        app::run(config, shutdown_signal())
-            .await
-            .map_err(anyhow::Error::from)
-    }))
+    let r = rt.block_on(app::run(config, shutdown_signal()));
+    super::finish(
+        "provd",
+        r.map_err(|e| match e {
+            // Fixed in the configuration: `nats_prefix` or `database_url`.
+            e @ app::AppError::ForeignDeployment(_) => super::CliError::Config(e.into()),
+            e => super::CliError::Failed(e.into()),
+        }),
+    )
 }
 
 /// `provd migrate`.
@@ -234,7 +238,9 @@ async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
     drop(subjects);
     // Embedded mode publishes into the SQLite file the server reads its bus from.
     let mut sqlite = None;
-    let bus = app::open_bus(&config, &mut sqlite).await?;
+    // It only publishes and creates no consumer; streams it creates are adopted by the
+    // deployment that starts on them.
+    let bus = app::open_bus(&config, &mut sqlite, None).await?;
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         bus.publish(&subject, &event.id, bytes),

@@ -107,9 +107,10 @@ pub fn render(r: &Value, colour: bool) -> String {
     };
     let _ = writeln!(
         o,
-        "provd {} on {}: {verdict}",
+        "provd {} on {} (deployment {}): {verdict}",
         r["version"].as_str().unwrap_or("?"),
-        r["node_id"].as_str().unwrap_or("?")
+        r["node_id"].as_str().unwrap_or("?"),
+        r["deployment_id"].as_str().unwrap_or("?")
     );
     for problem in r["problems"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  {} {}", p.bad("!"), problem.as_str().unwrap_or(""));

@@ -93,6 +93,8 @@ pub struct AppState {
     pub subjects: Subjects,
     /// This node.
     pub node_id: String,
+    /// This deployment (the id in the database, the same on every node).
+    pub deployment_id: uuid::Uuid,
     /// Where evidence chunks and manifests are kept.
     pub evidence: Arc<dyn EvidenceStore>,
     /// Evidence chunk size and limits.

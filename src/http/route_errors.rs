@@ -346,6 +346,7 @@ fn state(error: PortError) -> (AppState, Vec<OpenApiRouter<AppState>>) {
         tokens: tokens.clone(),
         subjects: subjects.clone(),
         node_id: "n1".into(),
+        deployment_id: uuid::Uuid::nil(),
         evidence: failing.clone(),
         evidence_limits: limits,
         cache: cache.clone(),

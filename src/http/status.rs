@@ -57,6 +57,7 @@ async fn status(State(s): State<AppState>) -> Response {
     let (services, snapshot) = tokio::join!(probes, snapshot);
     let r = report(Inputs {
         node_id: s.node_id.clone(),
+        deployment_id: s.deployment_id,
         services,
         actors: s
             .health

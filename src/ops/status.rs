@@ -12,6 +12,7 @@ use actors::figures::{Figures, TIERS};
 use actors::health::ChildHealth;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::adapters::Service;
 use crate::storage::ops::{DivergenceView, HourCount, OpsSnapshot, RejectedCount, ReplayView};
@@ -124,6 +125,8 @@ pub struct StatusReport {
     pub problems: Vec<String>,
     /// The node that answered.
     pub node_id: String,
+    /// The deployment it belongs to: the id in its database, the same on every node.
+    pub deployment_id: Uuid,
     /// provd's version.
     pub version: String,
     /// When the report was made.
@@ -157,6 +160,8 @@ pub struct StatusReport {
 pub struct Inputs {
     /// This node.
     pub node_id: String,
+    /// This deployment.
+    pub deployment_id: Uuid,
     /// Each service's probe result.
     pub services: Vec<(String, Result<(), String>)>,
     /// The supervised actors.
@@ -246,6 +251,7 @@ pub fn report(inputs: Inputs) -> StatusReport {
         status: String::new(),
         problems: Vec::new(),
         node_id: inputs.node_id,
+        deployment_id: inputs.deployment_id,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         generated_at: inputs.now,
         services,
@@ -329,6 +335,7 @@ mod tests {
     fn inputs() -> Inputs {
         Inputs {
             node_id: "n1".into(),
+            deployment_id: Uuid::nil(),
             services: vec![("postgres".into(), Ok(())), ("redis".into(), Ok(()))],
             actors: [(
                 "write-behind".to_owned(),

@@ -4,6 +4,7 @@
 //! databases ([`Sql`]).
 //!
 //! * [`codec`]: column types both databases hold, each in its own representation.
+//! * [`deployment`]: this deployment's id, made at the first migration.
 //! * [`entries`]: provenance-cache entries, invalidations with their ledger rows, rejected
 //!   events.
 //! * [`evidence`]: evidence chunks and manifests.
@@ -21,6 +22,7 @@
 
 pub mod bundles;
 pub mod codec;
+pub mod deployment;
 pub mod entries;
 pub mod evidence;
 pub mod ledger;

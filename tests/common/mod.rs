@@ -525,11 +525,30 @@ impl TestApp {
     /// Starts provd in the test's mode with a test configuration changed by `change`, or
     /// returns `None` when the services are missing outside CI.
     pub async fn start_with(change: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        Self::start_in(None, change).await
+    }
+
+    /// Starts a node of `deployment` on a store of its own (see [`set_deployment_id`]),
+    /// with a test configuration changed by `change`.
+    pub async fn start_in_deployment(
+        deployment: uuid::Uuid,
+        change: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
+        Self::start_in(Some(deployment), change).await
+    }
+
+    async fn start_in(
+        deployment: Option<uuid::Uuid>,
+        change: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
         let (data, services) = TestData::create().await?;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         provd::telemetry::init_logs(provd::config::LogFormat::Text);
         let mut config = test_config(&services, &data);
         change(&mut config);
+        if let Some(id) = deployment {
+            set_deployment_id(&config, id).await;
+        }
         let app = App::start(config.clone()).await.expect("provd starts");
         let base = format!("http://{}", app.local_addr());
         Some(TestApp {
@@ -541,6 +560,27 @@ impl TestApp {
             services,
         })
     }
+}
+
+/// Migrates the store `config` selects and gives it the deployment id `id`: a node on it
+/// then belongs to deployment `id` although its store is its own. A test construction for
+/// nodes whose only link is the bus; the nodes of a real deployment share its database.
+pub async fn set_deployment_id(config: &Config, id: uuid::Uuid) {
+    let store = provd::app::open_store(config).await.expect("store");
+    let changed = match (store.pg_pool(), store.sqlite_writer()) {
+        (Some(pg), _) => sqlx::query("UPDATE provd_deployment SET id = $1")
+            .bind(id)
+            .execute(pg)
+            .await
+            .map(|r| r.rows_affected()),
+        (None, Some(lite)) => sqlx::query("UPDATE provd_deployment SET id = ?1")
+            .bind(id.to_string())
+            .execute(lite)
+            .await
+            .map(|r| r.rows_affected()),
+        (None, None) => unreachable!("a store is one of the two"),
+    };
+    assert_eq!(changed.expect("deployment id set"), 1);
 }
 
 /// A local TCP port nothing listens on (bound once, then released).
