@@ -169,12 +169,27 @@ fn status_code_name(status: StatusCode) -> &'static str {
     }
 }
 
+/// The longest request target (path and query) a route is given. Longer ones are a 414
+/// with the documented error body; hyper itself answers a 414 without a body only past
+/// 64 KiB.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// Gives every error answer the documented `{"error": {"code", "message"}}` shape: the ones
 /// axum writes itself (405 with its `Allow`, a path parameter that does not decode, a body
 /// over a route's limit, a missing content type) are plain text or empty. Status and
-/// headers are kept; the text, if any, becomes the message.
+/// headers are kept; the text, if any, becomes the message. A request target longer than
+/// [`MAX_URI_BYTES`] is a 414 before any route sees it.
 pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
-    let resp = next.run(req).await;
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let resp = if target > MAX_URI_BYTES {
+        let mut resp = Response::new(axum::body::Body::from(format!(
+            "the request target has {target} bytes, more than {MAX_URI_BYTES}"
+        )));
+        *resp.status_mut() = StatusCode::URI_TOO_LONG;
+        resp
+    } else {
+        next.run(req).await
+    };
     let status = resp.status();
     let is_json = resp
         .headers()

@@ -38,7 +38,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     responses(
         (status = 202, description = "stored on the bus: `id`, `type`, `subject`"),
         (status = 400, description = "not an inbound event provd accepts; `error` says why"),
-        (status = 503, description = "the bus is unavailable; nothing was stored")),
+        (status = 503, description = "the bus is unavailable; the event may have been recorded: retry with the same event `id`, which makes it one event")),
     security(("bearer" = ["write"])))]
 async fn publish_event(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     // provd's own outbound events (ledger rows, receipts, checkpoints) come only from provd;
@@ -86,7 +86,7 @@ async fn publish_event(State(s): State<AppState>, body: Bytes) -> Result<Respons
     s.bus
         .publish(&subject, &event.id, body.to_vec())
         .await
-        .map_err(ApiError::from)?;
+        .map_err(|e| super::may_have_been_recorded(e, "the same event `id`"))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -265,11 +265,50 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The header whose value makes retries of a mutation one effect.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The id a request carrying an `Idempotency-Key` gets: the same for every retry with that
+/// key (so the bus's deduplication and the ledger's unique revocation id make it one
+/// effect), distinct per `route`. `None` without the header; a 400 for a malformed one.
+fn idempotent_id(headers: &HeaderMap, route: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+    use sha2::Digest as _;
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "header `Idempotency-Key`: give 1–255 visible ASCII characters".into(),
+            )
+        })?;
+    let digest = sha2::Sha256::digest(format!("provd:{route}:{key}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Ok(Some(uuid::Builder::from_custom_bytes(bytes).into_uuid()))
+}
+
+/// A publish that failed as unavailable may still have reached the broker (the answer was
+/// lost, not the message): the 503 says so and how to retry safely.
+fn may_have_been_recorded(e: PortError, retry_with: &str) -> ApiError {
+    match ApiError::from(e) {
+        ApiError::Unavailable(m) => ApiError::Unavailable(format!(
+            "{m}; the request may have been recorded: retry with {retry_with}"
+        )),
+        other => other,
+    }
+}
+
 /// Invalidates cache entries by one criterion; the revocation is recorded in the ledger.
 #[utoipa::path(post, path = "/api/v1/provcache/invalidate", tag = "provcache",
     request_body(content_type = "application/json", description = "exactly one of `veri_key`, `signer_set_hash`, `policy_hash`, `feed_epoch_before`, plus `reason`"),
-    params(("x-correlation-id" = Option<String>, Header, description = "carried into the event and the ledger")),
-    responses((status = 202, description = "accepted; the `revocation_id`"), (status = 400, description = "names the bad field")),
+    params(("x-correlation-id" = Option<String>, Header, description = "carried into the event and the ledger"),
+           ("idempotency-key" = Option<String>, Header, description = "1–255 visible ASCII characters: every request with the same key is one revocation (the same `revocation_id`, one ledger row), so a retry after a 503 or a timeout is safe")),
+    responses((status = 202, description = "accepted; the `revocation_id`"), (status = 400, description = "names the bad field"),
+              (status = 503, description = "the bus is unavailable; the request may have been recorded: retry with the same `Idempotency-Key`")),
     security(("bearer" = ["invalidate"])))]
 async fn invalidate(
     State(s): State<AppState>,
@@ -284,12 +323,18 @@ async fn invalidate(
         .filter_map(|v| v.to_str().ok())
         .find(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned);
-    let event = CloudEvent::new(format!("urn:provd:{}:api", s.node_id), body)
+    let mut event = CloudEvent::new(format!("urn:provd:{}:api", s.node_id), body)
         .with_correlation_id(correlation_id);
+    if let Some(id) = idempotent_id(&headers, "invalidate")? {
+        event.id = id.to_string();
+    }
     // Refuse here what the invalidator would refuse later (e.g. a malformed epoch).
     Invalidation::explicit(&event).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let subject = s.subjects.subject(EventKind::InvalidateRequested);
-    s.bus.publish(&subject, &event.id, event.to_json()).await?;
+    s.bus
+        .publish(&subject, &event.id, event.to_json())
+        .await
+        .map_err(|e| may_have_been_recorded(e, "the same `Idempotency-Key`"))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

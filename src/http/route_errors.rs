@@ -689,3 +689,150 @@ async fn the_routers_own_rejections_are_json_errors() {
         );
     }
 }
+
+/// Sends `req` to `app` and returns the status, the headers and the body parsed as JSON
+/// (`Null` when it is not JSON).
+async fn answer(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, header::HeaderMap, serde_json::Value) {
+    let resp = app.clone().oneshot(req).await.expect("answer");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Every route the OpenAPI document lists, with each of the router's own rejections that
+/// applies to it: a method it does not serve (405, `Allow` kept), a request target over the
+/// limit (414), a path parameter that is not UTF-8, and for a route that takes a body, a
+/// body without its content type and a body over the limit. Each answer is an error in
+/// the documented shape, with the status named where the rejection decides it.
+#[tokio::test]
+async fn every_route_answers_the_routers_rejections_in_json() {
+    let (state, extra) = state(PortError::NotFound("unused".into()));
+    let app = super::router(state, extra, 1024);
+    let req = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+    };
+    let (status, _, doc) = answer(
+        &app,
+        req("GET", "/api/openapi.json")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() > 30, "{} routes", paths.len());
+    let check = |what: String,
+                 status: StatusCode,
+                 headers: &header::HeaderMap,
+                 body: &serde_json::Value| {
+        assert!(status.is_client_error(), "{what}: answered {status}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{what}");
+        assert!(body["error"]["code"].is_string(), "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+    };
+    let mut checked = 0;
+    for (template, ops) in paths {
+        let ops = ops.as_object().expect("operations");
+        // Every parameter filled with a value that decodes, and with one that does not.
+        let filled = template
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+
+        // A method the route does not serve.
+        let unserved = ["PATCH", "DELETE", "PUT", "POST", "GET"]
+            .into_iter()
+            .find(|m| !ops.contains_key(&m.to_ascii_lowercase()))
+            .expect("a method the route does not serve");
+        let (status, headers, body) = answer(
+            &app,
+            req(unserved, &filled).body(Body::empty()).expect("req"),
+        )
+        .await;
+        check(format!("{unserved} {template}"), status, &headers, &body);
+        assert_eq!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{unserved} {template}: {body}"
+        );
+        assert!(
+            headers.contains_key(header::ALLOW),
+            "{unserved} {template}: 405 keeps Allow"
+        );
+        checked += 1;
+
+        for (method, op) in ops {
+            let method = method.to_ascii_uppercase();
+            let what = |case: &str| format!("{method} {template} ({case})");
+            // Over the request target limit.
+            let long = format!("{filled}?pad={}", "a".repeat(super::error::MAX_URI_BYTES));
+            let (status, headers, body) =
+                answer(&app, req(&method, &long).body(Body::empty()).expect("req")).await;
+            check(what("long target"), status, &headers, &body);
+            assert_eq!(
+                status,
+                StatusCode::URI_TOO_LONG,
+                "{}: {body}",
+                what("long target")
+            );
+            checked += 1;
+
+            // A path parameter that is not UTF-8.
+            if template.contains('{') {
+                let bad = template
+                    .split('/')
+                    .map(|seg| if seg.starts_with('{') { "%FF%FE" } else { seg })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let (status, headers, body) =
+                    answer(&app, req(&method, &bad).body(Body::empty()).expect("req")).await;
+                check(what("undecodable parameter"), status, &headers, &body);
+                checked += 1;
+            }
+
+            // A JSON body without its content type, and one over any route's limit.
+            let json_body = op["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|c| c.contains_key("application/json"));
+            if json_body {
+                let (status, headers, body) = answer(
+                    &app,
+                    req(&method, &filled).body(Body::from("{}")).expect("req"),
+                )
+                .await;
+                check(what("no content type"), status, &headers, &body);
+                checked += 1;
+            }
+            if op.get("requestBody").is_some() {
+                let declared = req(&method, &filled)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, (1u64 << 40).to_string())
+                    .body(Body::from(vec![b' '; 4 * 1024 * 1024]))
+                    .expect("req");
+                let (status, headers, body) = answer(&app, declared).await;
+                check(what("oversized body"), status, &headers, &body);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} rejections checked over {} routes", paths.len());
+}
