@@ -1542,6 +1542,236 @@ mod tests {
         ));
     }
 
+    /// Hands out its bytes a few at a time, as a slow file or socket would.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn streamed(
+        bytes: &[u8],
+        limits: &BundleLimits,
+        trusted: Option<&PublicKey>,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let keys = trusted.map(std::slice::from_ref).unwrap_or(&[]);
+        verify_bundle_from(|| Ok(Trickle(bytes)), limits, keys)
+    }
+
+    /// The same bundle with its members in another order and indented: what a verifier must
+    /// canonicalise before checking the signature.
+    fn reordered(bytes: &[u8]) -> Vec<u8> {
+        let Value::Object(map) = serde_json::from_slice(bytes).unwrap() else {
+            panic!("an object")
+        };
+        let members: Vec<String> = map
+            .iter()
+            .rev()
+            .map(|(k, v)| {
+                format!(
+                    "{}: {}",
+                    serde_json::to_string(k).unwrap(),
+                    serde_json::to_string_pretty(v).unwrap()
+                )
+            })
+            .collect();
+        format!("{{\n  {}\n}}\n", members.join(",\n  ")).into_bytes()
+    }
+
+    #[test]
+    fn streamed_verification_agrees_with_the_slice_for_valid_bundles() {
+        for alg in [Algorithm::P256, Algorithm::Ed25519] {
+            let key = PrivateKey::generate(alg, &mut os_random).unwrap();
+            for density in [Density::Lite, Density::Standard, Density::Strict] {
+                let (head, chunks) = sample(density, 205);
+                let bytes = write_bundle(&head, &chunks, Some(&key), epoch()).unwrap();
+                let public = key.public_key();
+                let whole = verify_bundle(&bytes, &LIMITS, Some(&public)).unwrap();
+                assert!(matches!(whole.signature, SignatureStatus::Verified { .. }));
+                assert!(whole.bundle.chunks.is_empty(), "chunks are not kept");
+                assert_eq!(streamed(&bytes, &LIMITS, Some(&public)).unwrap(), whole);
+                // Not canonical on disk (chunks last, indented): the signature still verifies.
+                let other = reordered(&bytes);
+                assert!(!other.starts_with(b"{\"chunks\""));
+                assert_eq!(streamed(&other, &LIMITS, Some(&public)).unwrap(), whole);
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_verification_names_the_same_check_for_each_tampering() {
+        type Tamper = fn(&mut Value);
+        let cases: [(Tamper, &str); 8] = [
+            (
+                |v| {
+                    let d = B64.decode(v["chunks"][3]["data"].as_str().unwrap()).unwrap();
+                    let mut d = d.clone();
+                    d[0] ^= 1;
+                    v["chunks"][3]["data"] = Value::String(B64.encode(d));
+                },
+                "chunk_hash",
+            ),
+            (
+                |v| v["chunks"][3]["data"] = Value::String("not base64!".into()),
+                "format",
+            ),
+            (
+                |v| v["manifest"]["chunks"][2]["hash"] = Value::String(format_digest(&[7; 32])),
+                "manifest",
+            ),
+            (
+                |v| v["digest"]["verdictHash"] = Value::String(format_digest(&[1; 32])),
+                "digest",
+            ),
+            (
+                |v| v["chunks"].as_array_mut().unwrap().swap(0, 1),
+                "chunk_list",
+            ),
+            (|v| v["version"] = Value::String("v2".into()), "format"),
+            (|v| v["density"] = Value::String("lite".into()), "chunk_list"),
+            (
+                |v| {
+                    let extra = v["chunks"][0].clone();
+                    v["chunks"].as_array_mut().unwrap().push(extra);
+                },
+                "chunk_list",
+            ),
+        ];
+        let key = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let public = key.public_key();
+        let (head, chunks) = sample(Density::Strict, 95);
+        for signed in [false, true] {
+            let bytes = write_bundle(&head, &chunks, signed.then_some(&key), epoch()).unwrap();
+            for (tamper, check) in cases {
+                let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                tamper(&mut v);
+                let tampered = serde_json::to_vec(&v).unwrap();
+                let whole = verify_bundle(&tampered, &LIMITS, None).unwrap_err();
+                assert_eq!(whole.check(), check, "{whole}");
+                assert_eq!(streamed(&tampered, &LIMITS, None).unwrap_err(), whole);
+                if signed {
+                    // With the key, any change to a signed member fails the signature first;
+                    // only a bad version is a format error before it.
+                    let e = streamed(&tampered, &LIMITS, Some(&public)).unwrap_err();
+                    let expect = if v["version"] == "v1" {
+                        "signature"
+                    } else {
+                        "format"
+                    };
+                    assert_eq!(e.check(), expect, "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_chunk_lists_past_the_limit_are_only_counted() {
+        // Ten chunks listed twenty times: refused at the chunk list, naming the count, with
+        // no more than `max_chunks` of them remembered.
+        let (head, chunks) = sample(Density::Strict, 95);
+        let doubled: Vec<(u64, Vec<u8>)> = chunks.iter().chain(&chunks).cloned().collect();
+        let mut v: Value =
+            serde_json::from_slice(&write_bundle(&head, &chunks, None, epoch()).unwrap())
+                .unwrap();
+        let listed: Vec<Value> = doubled
+            .iter()
+            .map(|(i, d)| {
+                serde_json::json!({"index": i, "data": B64.encode(d), "hash": format_digest(&chunk_digest(d))})
+            })
+            .collect();
+        v["chunks"] = Value::Array(listed);
+        let limits = BundleLimits {
+            max_bundle_bytes: 1 << 20,
+            max_chunks: 10,
+        };
+        let e = streamed(&serde_json::to_vec(&v).unwrap(), &limits, None).unwrap_err();
+        assert_eq!(e.check(), "chunk_list", "{e}");
+        assert!(e.to_string().contains("carries 20"), "{e}");
+    }
+
+    #[test]
+    fn streamed_bundles_over_the_size_limit_or_malformed_are_refused() {
+        let (head, chunks) = sample(Density::Strict, 95);
+        let bytes = write_bundle(&head, &chunks, None, epoch()).unwrap();
+        let small = BundleLimits {
+            max_bundle_bytes: 100,
+            max_chunks: 1000,
+        };
+        // No size known up front: the read stops at the limit.
+        assert!(matches!(
+            streamed(&bytes, &small, None),
+            Err(BundleError::TooLarge { .. })
+        ));
+        let mut twice = b"{\"chunks\":[],".to_vec();
+        twice.extend_from_slice(&bytes[1..]);
+        let e = streamed(&twice, &LIMITS, None).unwrap_err();
+        assert_eq!(e.check(), "format", "{e}");
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b" {}");
+        assert_eq!(
+            streamed(&trailing, &LIMITS, None).unwrap_err().check(),
+            "format"
+        );
+        assert_eq!(streamed(b"[1, 2]", &LIMITS, None).unwrap_err().check(), "format");
+        let e = verify_bundle_from(
+            || Err::<&[u8], _>(std::io::Error::other("gone")),
+            &LIMITS,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.check(), "read", "{e}");
+    }
+
+    #[test]
+    fn ed25519_second_read_must_see_the_same_chunks() {
+        let key = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let (head, chunks) = sample(Density::Strict, 95);
+        let bytes = write_bundle(&head, &chunks, Some(&key), epoch()).unwrap();
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["chunks"][1]["hash"] = Value::String(format_digest(&[3; 32]));
+        let changed = serde_json::to_vec(&v).unwrap();
+        let mut reads = 0;
+        let e = verify_bundle_from(
+            || {
+                reads += 1;
+                Ok(if reads == 1 { &bytes[..] } else { &changed[..] })
+            },
+            &LIMITS,
+            &[key.public_key()],
+        )
+        .unwrap_err();
+        assert!(matches!(e, BundleError::Read(_)), "{e}");
+    }
+
+    #[test]
+    fn read_chunks_hands_over_checked_chunks_in_order() {
+        let (head, chunks) = sample(Density::Standard, 333);
+        let bytes = write_bundle(&head, &chunks, None, epoch()).unwrap();
+        let manifest = head.manifest.to_manifest();
+        let mut got = Vec::new();
+        read_chunks(Trickle(&bytes), &LIMITS, &manifest, |i, d| {
+            got.push((i, d));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, chunks);
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["chunks"][0]["data"] = Value::String(B64.encode(b"other bytes"));
+        let e = read_chunks(
+            &serde_json::to_vec(&v).unwrap()[..],
+            &LIMITS,
+            &manifest,
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(e.check(), "chunk_hash", "{e}");
+    }
+
     #[test]
     fn fetched_chunks_are_checked_against_the_manifest() {
         let limits = EvidenceLimits::new(4, 10).unwrap();

@@ -322,6 +322,48 @@ mod tests {
     }
 
     #[test]
+    fn streamed_checks_agree_with_whole_message_checks() {
+        let message = b"a message fed in pieces";
+        let p256 = PrivateKey::generate(Algorithm::P256, &mut os_random).unwrap();
+        let sig = p256.sign(message);
+        let public = p256.public_key();
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        public.verify_sha256_prehash(&digest, &sig).unwrap();
+        let other: [u8; 32] = Sha256::digest(b"another").into();
+        assert_eq!(
+            public.verify_sha256_prehash(&other, &sig),
+            Err(KeyError::BadSignature)
+        );
+
+        let ed = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let sig = ed.sign(message);
+        let public = ed.public_key();
+        let stream = |pieces: &[&[u8]], sig: &[u8]| {
+            let mut v = public.ed25519_stream(sig)?;
+            for p in pieces {
+                v.update(p);
+            }
+            v.verify()
+        };
+        stream(&[&message[..5], &message[5..]], &sig).unwrap();
+        assert_eq!(
+            stream(&[&message[..5]], &sig),
+            Err(KeyError::BadSignature)
+        );
+        // A small-order R (the identity) is refused as verify_strict refuses it.
+        let mut weak = sig.clone();
+        weak[..32].copy_from_slice(&{
+            let mut identity = [0u8; 32];
+            identity[0] = 1;
+            identity
+        });
+        assert_eq!(stream(&[message], &weak), Err(KeyError::BadSignature));
+        // Each algorithm's streamed check refuses the other's keys.
+        assert!(public.verify_sha256_prehash(&digest, &sig).is_err());
+        assert!(p256.public_key().ed25519_stream(&sig).is_err());
+    }
+
+    #[test]
     fn rekor_v1_log_id_is_sha256_of_spki() {
         let pem = "-----BEGIN PUBLIC KEY-----\n\
             MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2G2Y+2tabdTV5BcGiBIx0a9fAFwr\n\
