@@ -247,10 +247,8 @@ async fn measure(mode: Mode) {
     );
     // Four at once with a limit of three: three import, the fourth is turned away. Which
     // one is turned away depends on arrival, so only the counts are asserted.
-    let results = futures::future::join_all(
-        (0..4).map(|_| post_import(&http, &base, body.clone())),
-    )
-    .await;
+    let results =
+        futures::future::join_all((0..4).map(|_| post_import(&http, &base, body.clone()))).await;
     let three = vm_hwm_kib(child.id());
     let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
     println!(
@@ -269,7 +267,10 @@ async fn measure(mode: Mode) {
     }
     if assert_limits {
         assert!(one < LIMIT_KIB, "one import peaked at {one} KiB");
-        assert!(three < LIMIT_KIB, "concurrent imports peaked at {three} KiB");
+        assert!(
+            three < LIMIT_KIB,
+            "concurrent imports peaked at {three} KiB"
+        );
         let ok = statuses.iter().filter(|s| **s == 201).count();
         let busy: Vec<_> = results
             .iter()

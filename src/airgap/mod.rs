@@ -42,21 +42,24 @@ pub enum AirgapError {
     Source(String),
 }
 
+/// Chunks as `(index, bytes)`, in index order.
+pub type ChunkBatch = Vec<(u64, Vec<u8>)>;
+
 /// The chunks an import stores, a batch at a time, each already checked against the
 /// manifest, in index order.
 #[async_trait]
 pub trait ChunkBatches: Send {
     /// The next batch, or `None` after the last. An error ends the import with nothing
     /// stored.
-    async fn next_batch(&mut self) -> Result<Option<Vec<(u64, Vec<u8>)>>, PortError>;
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError>;
 }
 
 /// Chunks already in memory, as one batch.
-struct InMemory(Option<Vec<(u64, Vec<u8>)>>);
+struct InMemory(Option<ChunkBatch>);
 
 #[async_trait]
 impl ChunkBatches for InMemory {
-    async fn next_batch(&mut self) -> Result<Option<Vec<(u64, Vec<u8>)>>, PortError> {
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError> {
         Ok(self.0.take())
     }
 }
@@ -156,7 +159,7 @@ const IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// blocking thread. Ends with an error (so the store rolls back) if the reader failed or
 /// stopped before every chunk the bundle carries arrived.
 struct SpooledChunks {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<(u64, Vec<u8>)>, BundleError>>,
+    rx: tokio::sync::mpsc::Receiver<Result<ChunkBatch, BundleError>>,
     expected: u64,
     received: u64,
     failure: Option<BundleError>,
@@ -164,7 +167,7 @@ struct SpooledChunks {
 
 #[async_trait]
 impl ChunkBatches for SpooledChunks {
-    async fn next_batch(&mut self) -> Result<Option<Vec<(u64, Vec<u8>)>>, PortError> {
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError> {
         let failed = |me: &mut Self, e: BundleError| {
             let message = e.to_string();
             me.failure = Some(e);

@@ -140,7 +140,10 @@ fn bar(what: &str) -> ProgressBar {
 }
 
 /// Checks a bundle file's size before it is read (the read itself stops at the limit too).
-fn check_bundle_file(path: &Path, limits: &BundleLimits) -> anyhow::Result<Result<(), BundleError>> {
+fn check_bundle_file(
+    path: &Path,
+    limits: &BundleLimits,
+) -> anyhow::Result<Result<(), BundleError>> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .len();
@@ -469,8 +472,7 @@ async fn import_async(
     trusted: &[PublicKey],
 ) -> anyhow::Result<bool> {
     let store = crate::app::open_store(config).await?;
-    let outcome = match import_bundle(&store, &args.file, &config.bundles.limits, trusted).await
-    {
+    let outcome = match import_bundle(&store, &args.file, &config.bundles.limits, trusted).await {
         Ok((_, o)) => o,
         Err(crate::airgap::AirgapError::Bundle(e)) => {
             println!("refused, nothing stored: {}: {e}", args.file.display());

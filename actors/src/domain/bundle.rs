@@ -1154,7 +1154,11 @@ pub fn verify_bundle(
     trusted: Option<&PublicKey>,
 ) -> Result<VerifiedBundle, BundleError> {
     limits.check_size(bytes.len() as u64)?;
-    verify_bundle_from(|| Ok(bytes), limits, trusted.map(std::slice::from_ref).unwrap_or(&[]))
+    verify_bundle_from(
+        || Ok(bytes),
+        limits,
+        trusted.map(std::slice::from_ref).unwrap_or(&[]),
+    )
 }
 
 /// Every offline check, in order: limits and format, signature (when a key is given: the
@@ -1609,7 +1613,9 @@ mod tests {
         let cases: [(Tamper, &str); 8] = [
             (
                 |v| {
-                    let d = B64.decode(v["chunks"][3]["data"].as_str().unwrap()).unwrap();
+                    let d = B64
+                        .decode(v["chunks"][3]["data"].as_str().unwrap())
+                        .unwrap();
                     let mut d = d.clone();
                     d[0] ^= 1;
                     v["chunks"][3]["data"] = Value::String(B64.encode(d));
@@ -1633,7 +1639,10 @@ mod tests {
                 "chunk_list",
             ),
             (|v| v["version"] = Value::String("v2".into()), "format"),
-            (|v| v["density"] = Value::String("lite".into()), "chunk_list"),
+            (
+                |v| v["density"] = Value::String("lite".into()),
+                "chunk_list",
+            ),
             (
                 |v| {
                     let extra = v["chunks"][0].clone();
@@ -1676,8 +1685,7 @@ mod tests {
         let (head, chunks) = sample(Density::Strict, 95);
         let doubled: Vec<(u64, Vec<u8>)> = chunks.iter().chain(&chunks).cloned().collect();
         let mut v: Value =
-            serde_json::from_slice(&write_bundle(&head, &chunks, None, epoch()).unwrap())
-                .unwrap();
+            serde_json::from_slice(&write_bundle(&head, &chunks, None, epoch()).unwrap()).unwrap();
         let listed: Vec<Value> = doubled
             .iter()
             .map(|(i, d)| {
@@ -1717,7 +1725,10 @@ mod tests {
             streamed(&trailing, &LIMITS, None).unwrap_err().check(),
             "format"
         );
-        assert_eq!(streamed(b"[1, 2]", &LIMITS, None).unwrap_err().check(), "format");
+        assert_eq!(
+            streamed(b"[1, 2]", &LIMITS, None).unwrap_err().check(),
+            "format"
+        );
         let e = verify_bundle_from(
             || Err::<&[u8], _>(std::io::Error::other("gone")),
             &LIMITS,

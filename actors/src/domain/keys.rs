@@ -346,10 +346,7 @@ mod tests {
             v.verify()
         };
         stream(&[&message[..5], &message[5..]], &sig).unwrap();
-        assert_eq!(
-            stream(&[&message[..5]], &sig),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(stream(&[&message[..5]], &sig), Err(KeyError::BadSignature));
         // A small-order R (the identity) is refused as verify_strict refuses it.
         let mut weak = sig.clone();
         weak[..32].copy_from_slice(&{
