@@ -201,14 +201,21 @@ fn stopped(e: tokio::task::JoinError) -> AirgapError {
 /// transaction. The file is streamed twice or three times (verification, once more for an
 /// Ed25519 signature, then the chunks for the store), so memory holds a batch of chunks and
 /// the manifest, never the bundle; it must not change meanwhile (a change is refused).
+///
+/// `permit` (the HTTP import's place under `bundles.max_concurrent_imports`) is held until
+/// the reading threads are done, even when the caller is dropped (a client that went away),
+/// so abandoned imports cannot pile up past the limit.
 pub async fn import_bundle(
     store: &dyn BundleStore,
     path: &Path,
     limits: &BundleLimits,
     trusted: &[PublicKey],
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(VerifiedBundle, ImportOutcome), AirgapError> {
-    let (file, lim, keys) = (path.to_owned(), *limits, trusted.to_vec());
+    let permit = std::sync::Arc::new(permit);
+    let (file, lim, keys, held) = (path.to_owned(), *limits, trusted.to_vec(), permit.clone());
     let verified = tokio::task::spawn_blocking(move || {
+        let _held = held;
         verify_bundle_from(|| std::fs::File::open(&file), &lim, &keys)
     })
     .await
@@ -225,8 +232,9 @@ pub async fn import_bundle(
 
     // The chunks, read again on a blocking thread and handed over a batch at a time.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let (file, lim, checked) = (path.to_owned(), *limits, manifest.clone());
+    let (file, lim, checked, held) = (path.to_owned(), *limits, manifest.clone(), permit);
     let reader = tokio::task::spawn_blocking(move || {
+        let _held = held;
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         let read = std::fs::File::open(&file)

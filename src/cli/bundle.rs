@@ -472,18 +472,19 @@ async fn import_async(
     trusted: &[PublicKey],
 ) -> anyhow::Result<bool> {
     let store = crate::app::open_store(config).await?;
-    let outcome = match import_bundle(&store, &args.file, &config.bundles.limits, trusted).await {
-        Ok((_, o)) => o,
-        Err(crate::airgap::AirgapError::Bundle(e)) => {
-            println!("refused, nothing stored: {}: {e}", args.file.display());
-            return Ok(false);
-        }
-        Err(e @ crate::airgap::AirgapError::Refused(_)) => {
-            println!("refused, nothing stored: {}: {e}", args.file.display());
-            return Ok(false);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let outcome =
+        match import_bundle(&store, &args.file, &config.bundles.limits, trusted, None).await {
+            Ok((_, o)) => o,
+            Err(crate::airgap::AirgapError::Bundle(e)) => {
+                println!("refused, nothing stored: {}: {e}", args.file.display());
+                return Ok(false);
+            }
+            Err(e @ crate::airgap::AirgapError::Refused(_)) => {
+                println!("refused, nothing stored: {}: {e}", args.file.display());
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
     println!(
         "imported {} ({} bundle): {} of {} chunks stored{}; signature {}",
         outcome.veri_key,

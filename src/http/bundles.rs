@@ -305,7 +305,7 @@ async fn import(
     if let Some(n) = declared {
         limits.check_size(n).map_err(|e| refused(&e))?;
     }
-    let Ok(_permit) = s.airgap.imports.clone().try_acquire_owned() else {
+    let Ok(permit) = s.airgap.imports.clone().try_acquire_owned() else {
         metrics::counter!("provd_bundle_imports_total", "outcome" => "busy").increment(1);
         let mut resp = ApiError::Unavailable(format!(
             "{} bundle imports are already running (bundles.max_concurrent_imports); try again",
@@ -323,6 +323,7 @@ async fn import(
         spool.path(),
         &limits,
         &s.airgap.config.trusted_keys,
+        Some(permit),
     )
     .await
     {
