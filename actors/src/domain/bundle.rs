@@ -14,7 +14,11 @@
 //! [`BundleWriter`] writes a bundle as canonical JSON chunk by chunk, so a large strict
 //! bundle never has to be held in memory, and signs it on the way (ECDSA over an
 //! incremental SHA-256; Ed25519 keeps the signed bytes, as pure Ed25519 hashes its message
-//! twice). [`verify_bundle`] runs every offline check and names the one that failed.
+//! twice). [`verify_bundle_from`] runs every offline check and names the one that failed,
+//! streaming the bundle: each chunk is decoded, hashed and dropped as it is read and the
+//! signed bytes are rebuilt in canonical form on the way, so memory holds one chunk and the
+//! manifest ([`verify_bundle`] is the same over bytes in memory). [`read_chunks`] reads the
+//! chunks of a verified bundle again, for storing them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
