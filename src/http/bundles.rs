@@ -352,7 +352,11 @@ async fn spool_body(
         .suffix(".json")
         .tempfile()
         .map_err(internal)?;
-    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(internal)?);
+    // Buffered: body frames are small, and each write to a tokio file is a blocking task.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        256 * 1024,
+        tokio::fs::File::from_std(spool.reopen().map_err(internal)?),
+    );
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(frame) = stream.next().await {
