@@ -673,16 +673,16 @@ impl App {
             default_ttl: config.provcache.default_ttl,
             submissions: store.clone(),
             rekor,
-            airgap: Arc::new(http::bundles::AirgapState {
-                store: store.clone(),
-                config: config.bundles.clone(),
-                log_keys: config
+            airgap: Arc::new(http::bundles::AirgapState::new(
+                store.clone(),
+                config.bundles.clone(),
+                config
                     .rekor
                     .backends
                     .values()
                     .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.clone())))
                     .collect(),
-            }),
+            )),
             ops: queries,
         };
         http::proofs::describe_metrics();

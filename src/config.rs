@@ -370,6 +370,11 @@ impl RawConfig {
                 "PROVCACHE_MAX_CHUNKS_PER_ENTRY" => {
                     self.provcache.max_chunks_per_entry = Some(parse_env_u64(&name, &value)?);
                 }
+                "BUNDLES_MAX_CONCURRENT_IMPORTS" => {
+                    let n = parse_env_u64(&name, &value)?;
+                    self.bundles.max_concurrent_imports =
+                        Some(u32::try_from(n).unwrap_or(u32::MAX));
+                }
                 "PROVCACHE_WRITE_BEHIND" => {
                     self.provcache.write_behind = Some(parse_env_bool(&name, &value)?);
                 }

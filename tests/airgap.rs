@@ -1069,3 +1069,111 @@ async fn bundle_arithmetic_is_checked_and_stats_survive_huge_totals() {
     b.finish().await;
 }
 }
+
+/// Starts an import whose body arrives in two halves: sends the headers and the first half
+/// and returns the open connection, so the import stays in flight until [`finish_slow`].
+async fn start_slow_import(b: &TestApp, bundle: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut conn = tokio::net::TcpStream::connect(b.addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/provcache/import HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        b.addr(),
+        bundle.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("headers");
+    conn.write_all(&bundle[..bundle.len() / 2])
+        .await
+        .expect("first half");
+    conn.flush().await.expect("flush");
+    conn
+}
+
+/// Sends the rest of a [`start_slow_import`] body; returns the answer's status code.
+async fn finish_slow(mut conn: tokio::net::TcpStream, bundle: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.write_all(&bundle[bundle.len() / 2..])
+        .await
+        .expect("second half");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("answer");
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"))
+}
+
+both_modes! {
+/// With `bundles.max_concurrent_imports = 1`, an import arriving while another is in flight
+/// is answered 503 with `Retry-After` and the JSON error, its body unread; the import in
+/// flight completes, and the next import is taken again.
+async fn imports_beyond_the_concurrency_limit_get_503_with_retry_after() {
+    let Some(a) = start_node().await else { return };
+    let Some(b) = TestApp::start_with(|c| {
+        c.provcache.chunk_size = 1024;
+        c.bundles.max_concurrent_imports = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let (veri_key, root) = seed(&a).await;
+    let bundle = export(&a, &veri_key, "strict").await;
+    let mut held = start_slow_import(&b, &bundle).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (retry_after, body) = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for an import beside the held one to be turned away"
+        );
+        let resp = b
+            .http
+            .post(b.url("/api/v1/provcache/import"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("import");
+        if resp.status() == 503 {
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            break (retry, resp.json::<Value>().await.expect("json error"));
+        }
+        // This quick import got the permit (its invalid body is refused at once). If it
+        // held the permit when the slow one arrived, the slow one was answered: start it
+        // again.
+        assert_eq!(resp.status(), 400, "only one import runs at a time");
+        let mut probe = [0u8; 1];
+        match held.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => held = start_slow_import(&b, &bundle).await,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let retry_after = retry_after.expect("a 503 says when to retry");
+    assert!(retry_after.parse::<u32>().expect("seconds") > 0);
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_concurrent_imports"),
+        "{body}"
+    );
+    assert_nothing_stored(&b, &veri_key, &root).await;
+    assert!(b.metric("provd_bundle_imports_total", &[("outcome", "busy")]).await >= 1.0);
+    // The held import completes, and frees its permit.
+    assert_eq!(finish_slow(held, &bundle).await, 201);
+    let (status, body) = import(&b, &bundle).await;
+    assert_eq!(status, 201, "{body}");
+    assert_same_evidence(&a, &b, &root).await;
+    a.finish().await;
+    b.finish().await;
+}
+}

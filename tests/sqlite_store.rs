@@ -685,6 +685,52 @@ async fn an_entry_invalidated_after_it_was_written_is_not_imported() {
     );
 }
 
+/// Hands out its batches, then fails: a bundle whose second read broke off mid-way.
+struct FailingAfter(Vec<provd::airgap::ChunkBatch>);
+
+#[async_trait::async_trait]
+impl provd::airgap::ChunkBatches for FailingAfter {
+    async fn next_batch(&mut self) -> Result<Option<provd::airgap::ChunkBatch>, PortError> {
+        if self.0.is_empty() {
+            return Err(PortError::Rejected("the bundle's chunks broke off".into()));
+        }
+        Ok(Some(self.0.remove(0)))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_import_whose_chunks_fail_midway_stores_nothing() {
+    let (_dir, store) = open().await;
+    let bytes = vec![3u8; 4000];
+    let limits = EvidenceLimits::new(1000, 16).expect("limits");
+    let (chunks, manifest) = chunk_all(limits, "application/octet-stream", &bytes).expect("chunk");
+    let mut e = entry(1, "pol", "set", &["k1"], None);
+    e.proof_root = Some(manifest.proof_root.clone());
+    let first: Vec<(u64, Vec<u8>)> = chunks[..2]
+        .iter()
+        .map(|c| (c.index, c.data.clone()))
+        .collect();
+    let err = store
+        .import_batches(&e, &manifest, &mut FailingAfter(vec![first]))
+        .await
+        .expect_err("the failing source ends the import");
+    assert!(matches!(err, PortError::Rejected(_)), "{err:?}");
+    assert!(!common::items::item_exists(&store, &e.veri_key).await);
+    assert!(
+        BundleStore::manifest(&store, &manifest.proof_root)
+            .await
+            .expect("manifest")
+            .is_none()
+    );
+    assert!(
+        store
+            .stored_indexes(&manifest.proof_root)
+            .await
+            .expect("indexes")
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn rejected_events_come_back_newest_first() {
     let (_dir, store) = open().await;

@@ -9,8 +9,10 @@
 
 pub mod fetch;
 
+use std::path::Path;
+
 use actors::domain::bundle::{
-    BundleError, BundleLimits, SignatureStatus, VerifiedBundle, verify_bundle,
+    BundleError, BundleLimits, SignatureStatus, VerifiedBundle, read_chunks, verify_bundle_from,
 };
 use actors::domain::entry::Entry;
 use actors::domain::evidence::Manifest;
@@ -40,18 +42,50 @@ pub enum AirgapError {
     Source(String),
 }
 
+/// Chunks as `(index, bytes)`, in index order.
+pub type ChunkBatch = Vec<(u64, Vec<u8>)>;
+
+/// The chunks an import stores, a batch at a time, each already checked against the
+/// manifest, in index order.
+#[async_trait]
+pub trait ChunkBatches: Send {
+    /// The next batch, or `None` after the last. An error ends the import with nothing
+    /// stored.
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError>;
+}
+
+/// Chunks already in memory, as one batch.
+struct InMemory(Option<ChunkBatch>);
+
+#[async_trait]
+impl ChunkBatches for InMemory {
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError> {
+        Ok(self.0.take())
+    }
+}
+
 /// The storage an import and a lazy fetch need.
 #[async_trait]
 pub trait BundleStore: Send + Sync + 'static {
-    /// Stores the entry, its manifest and the given chunks in one transaction;
-    /// `PortError::Conflict` (nothing stored) when this node invalidated the entry after it
-    /// was written.
+    /// Stores the entry, its manifest and the chunks `chunks` yields in one transaction,
+    /// taking one batch at a time; `PortError::Conflict` (nothing stored) when this node
+    /// invalidated the entry after it was written, and nothing stored when `chunks` fails.
+    async fn import_batches(
+        &self,
+        entry: &Entry,
+        manifest: &Manifest,
+        chunks: &mut dyn ChunkBatches,
+    ) -> Result<(), PortError>;
+    /// [`BundleStore::import_batches`] for chunks already in memory (copied once).
     async fn import(
         &self,
         entry: &Entry,
         manifest: &Manifest,
         chunks: &[(u64, Vec<u8>)],
-    ) -> Result<(), PortError>;
+    ) -> Result<(), PortError> {
+        self.import_batches(entry, manifest, &mut InMemory(Some(chunks.to_vec())))
+            .await
+    }
     /// Stores chunks (checked against the stored manifest); returns how many were new.
     async fn store_chunks(
         &self,
@@ -76,7 +110,7 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "provd_bundle_imports_total",
-        "Bundle imports by outcome: imported, or the name of the failing check."
+        "Bundle imports by outcome: imported, invalidated, busy (turned away at the concurrency limit), or the name of the failing check."
     );
     metrics::describe_counter!(
         "provd_bundle_chunks_fetched_total",
@@ -86,7 +120,7 @@ pub fn describe_metrics() {
     for density in ["lite", "standard", "strict"] {
         metrics::counter!("provd_bundle_exports_total", "density" => density).increment(0);
     }
-    for outcome in ["imported", "invalidated"] {
+    for outcome in ["imported", "invalidated", "busy"] {
         metrics::counter!("provd_bundle_imports_total", "outcome" => outcome).increment(0);
     }
     for outcome in ["stored", "refused"] {
@@ -117,40 +151,76 @@ pub struct ImportOutcome {
     pub rekor_receipt: bool,
 }
 
-/// Picks the key to check the signature with: the trusted key whose ID the bundle names,
-/// else the first one (which then fails, naming both keys). No trusted keys: not checked.
-pub fn pick_key<'k>(bytes: &[u8], trusted: &'k [PublicKey]) -> Option<&'k PublicKey> {
-    #[derive(serde::Deserialize)]
-    struct Sig {
-        #[serde(rename = "keyId")]
-        key_id: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        signature: Option<Sig>,
-    }
-    let named = serde_json::from_slice::<Peek>(bytes)
-        .ok()
-        .and_then(|p| p.signature)
-        .map(|s| s.key_id);
-    named
-        .and_then(|id| {
-            trusted
-                .iter()
-                .find(|k| actors::domain::bundle::key_id(k) == id)
-        })
-        .or(trusted.first())
+/// Decoded chunk bytes handed from the reading thread to the store per batch (a chunk larger
+/// than this goes alone): what an import holds besides the manifest.
+const IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The chunks of a verified bundle as read again from its file, batch by batch, on a
+/// blocking thread. Ends with an error (so the store rolls back) if the reader failed or
+/// stopped before every chunk the bundle carries arrived.
+struct SpooledChunks {
+    rx: tokio::sync::mpsc::Receiver<Result<ChunkBatch, BundleError>>,
+    expected: u64,
+    received: u64,
+    failure: Option<BundleError>,
 }
 
-/// Verifies a bundle (every offline check; the signature with one of `trusted` when any is
-/// given) and only then stores its entry, manifest and chunks in one transaction.
+#[async_trait]
+impl ChunkBatches for SpooledChunks {
+    async fn next_batch(&mut self) -> Result<Option<ChunkBatch>, PortError> {
+        let failed = |me: &mut Self, e: BundleError| {
+            let message = e.to_string();
+            me.failure = Some(e);
+            Err(PortError::Rejected(message))
+        };
+        match self.rx.recv().await {
+            Some(Ok(batch)) => {
+                self.received += batch.len() as u64;
+                Ok(Some(batch))
+            }
+            Some(Err(e)) => failed(self, e),
+            None if self.received != self.expected => {
+                let e = BundleError::Read(format!(
+                    "the bundle's chunks ended after {} of {}",
+                    self.received, self.expected
+                ));
+                failed(self, e)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// A blocking task's panic, as a read failure (nothing is stored).
+fn stopped(e: tokio::task::JoinError) -> AirgapError {
+    AirgapError::Bundle(BundleError::Read(format!("the import stopped: {e}")))
+}
+
+/// Verifies the bundle in the file at `path` (every offline check; the signature with one of
+/// `trusted` when any is given) and only then stores its entry, manifest and chunks in one
+/// transaction. The file is streamed twice or three times (verification, once more for an
+/// Ed25519 signature, then the chunks for the store), so memory holds a batch of chunks and
+/// the manifest, never the bundle; it must not change meanwhile (a change is refused).
+///
+/// `permit` (the HTTP import's place under `bundles.max_concurrent_imports`) is held until
+/// the reading threads are done, even when the caller is dropped (a client that went away),
+/// so abandoned imports cannot pile up past the limit.
 pub async fn import_bundle(
     store: &dyn BundleStore,
-    bytes: &[u8],
+    path: &Path,
     limits: &BundleLimits,
     trusted: &[PublicKey],
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(VerifiedBundle, ImportOutcome), AirgapError> {
-    let verified = match verify_bundle(bytes, limits, pick_key(bytes, trusted)) {
+    let permit = std::sync::Arc::new(permit);
+    let (file, lim, keys, held) = (path.to_owned(), *limits, trusted.to_vec(), permit.clone());
+    let verified = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        verify_bundle_from(|| std::fs::File::open(&file), &lim, &keys)
+    })
+    .await
+    .map_err(stopped)?;
+    let verified = match verified {
         Ok(v) => v,
         Err(e) => {
             metrics::counter!("provd_bundle_imports_total", "outcome" => e.check()).increment(1);
@@ -159,23 +229,60 @@ pub async fn import_bundle(
     };
     let bundle = &verified.bundle;
     let manifest = bundle.manifest.to_manifest();
-    let mut chunks = Vec::with_capacity(bundle.chunks.len());
-    for c in &bundle.chunks {
-        chunks.push((c.index, actors::domain::bundle::Bundle::chunk_bytes(c)?));
+
+    // The chunks, read again on a blocking thread and handed over a batch at a time.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (file, lim, checked, held) = (path.to_owned(), *limits, manifest.clone(), permit);
+    let reader = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let read = std::fs::File::open(&file)
+            .map_err(|e| BundleError::Read(e.to_string()))
+            .and_then(|f| {
+                read_chunks(f, &lim, &checked, |index, data| {
+                    bytes += data.len();
+                    batch.push((index, data));
+                    if bytes >= IMPORT_BATCH_BYTES {
+                        bytes = 0;
+                        tx.blocking_send(Ok(std::mem::take(&mut batch)))
+                            .map_err(|_| BundleError::Read("the import stopped".into()))?;
+                    }
+                    Ok(())
+                })
+            });
+        // The store ends the transaction on an error or when every chunk has arrived.
+        let _ = match read {
+            Ok(()) if batch.is_empty() => Ok(()),
+            Ok(()) => tx.blocking_send(Ok(batch)),
+            Err(e) => tx.blocking_send(Err(e)),
+        };
+    });
+    let mut chunks = SpooledChunks {
+        rx,
+        expected: verified.included_chunks,
+        received: 0,
+        failure: None,
+    };
+    let stored = store
+        .import_batches(&bundle.to_entry(), &manifest, &mut chunks)
+        .await;
+    drop(chunks.rx);
+    reader.await.map_err(stopped)?;
+    if let Some(e) = chunks.failure {
+        metrics::counter!("provd_bundle_imports_total", "outcome" => e.check()).increment(1);
+        return Err(e.into());
     }
-    store
-        .import(&bundle.to_entry(), &manifest, &chunks)
-        .await
-        .map_err(|e| match e {
-            // Data the store refuses stays a store failure; only the ledger's veto is a
-            // refusal of the bundle.
-            PortError::Conflict(m) => {
-                metrics::counter!("provd_bundle_imports_total", "outcome" => "invalidated")
-                    .increment(1);
-                AirgapError::Refused(m)
-            }
-            e => AirgapError::Store(e),
-        })?;
+    stored.map_err(|e| match e {
+        // Data the store refuses stays a store failure; only the ledger's veto is a
+        // refusal of the bundle.
+        PortError::Conflict(m) => {
+            metrics::counter!("provd_bundle_imports_total", "outcome" => "invalidated")
+                .increment(1);
+            AirgapError::Refused(m)
+        }
+        e => AirgapError::Store(e),
+    })?;
     metrics::counter!("provd_bundle_imports_total", "outcome" => "imported").increment(1);
     let outcome = status(store, &manifest).await?;
     let outcome = ImportOutcome {

@@ -11,7 +11,7 @@
 //!   verify, store in one transaction, then with `--lazy-fetch` fetch what is missing from
 //!   `--chunks-dir` and/or `--backend`. Running it again resumes the fetch.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,7 +19,7 @@ use super::Exit;
 
 use actors::domain::bundle::{
     Bundle, BundleError, BundleLimits, BundleWriter, Density, SignatureStatus,
-    check_chunk_against_manifest, verify_bundle,
+    check_chunk_against_manifest, verify_bundle, verify_bundle_from,
 };
 use actors::domain::keys::{PrivateKey, PublicKey};
 use anyhow::{Context as _, bail};
@@ -139,23 +139,15 @@ fn bar(what: &str) -> ProgressBar {
     bar
 }
 
-/// Reads a bundle file, refusing one over the limit before reading it.
-fn read_bundle(path: &Path, limits: &BundleLimits) -> anyhow::Result<Result<Vec<u8>, BundleError>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))?
+/// Checks a bundle file's size before it is read (the read itself stops at the limit too).
+fn check_bundle_file(
+    path: &Path,
+    limits: &BundleLimits,
+) -> anyhow::Result<Result<(), BundleError>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
         .len();
-    if let Err(e) = limits.check_size(size) {
-        return Ok(Err(e));
-    }
-    // The file may grow after the check; never read more than the limit allows.
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.take(limits.max_bundle_bytes + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(limits.check_size(bytes.len() as u64).map(|()| bytes))
+    Ok(limits.check_size(size))
 }
 
 /// The `[bundles]` section when a configuration is around, else the defaults.
@@ -195,10 +187,21 @@ pub fn verify(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
         Ok(k) => k,
         Err(e) => return usage(e),
     };
-    let result = match read_bundle(&args.file, &bundles.limits) {
+    let result = match check_bundle_file(&args.file, &bundles.limits) {
         Err(e) => return usage(e),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(bytes)) => verify_bundle(&bytes, &bundles.limits, key.as_ref()),
+        // Streamed from the file: memory holds one chunk and the manifest.
+        Ok(Ok(())) => verify_bundle_from(
+            || std::fs::File::open(&args.file),
+            &bundles.limits,
+            key.as_slice(),
+        ),
+    };
+    let result = match result {
+        Err(BundleError::Read(e)) => {
+            return usage(anyhow::anyhow!("cannot read {}: {e}", args.file.display()));
+        }
+        r => r,
     };
     match result {
         Ok(v) => {
@@ -439,7 +442,7 @@ pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
             }
         }
     }
-    let bytes = match read_bundle(&args.file, &config.bundles.limits) {
+    match check_bundle_file(&args.file, &config.bundles.limits) {
         Err(e) => {
             eprintln!("provd import: {e:#}");
             return Exit::Usage.into();
@@ -448,10 +451,9 @@ pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
             println!("refused, nothing stored: {}: {e}", args.file.display());
             return Exit::Failed.into();
         }
-        Ok(Ok(b)) => b,
-    };
-    let result =
-        runtime().and_then(|rt| rt.block_on(import_async(&config, &args, &bytes, &trusted)));
+        Ok(Ok(())) => {}
+    }
+    let result = runtime().and_then(|rt| rt.block_on(import_async(&config, &args, &trusted)));
     match result {
         Ok(true) => Exit::Ok.into(),
         Ok(false) => Exit::Failed.into(),
@@ -467,22 +469,22 @@ pub fn import(path: Option<&Path>, args: ImportArgs) -> ExitCode {
 async fn import_async(
     config: &Config,
     args: &ImportArgs,
-    bytes: &[u8],
     trusted: &[PublicKey],
 ) -> anyhow::Result<bool> {
     let store = crate::app::open_store(config).await?;
-    let outcome = match import_bundle(&store, bytes, &config.bundles.limits, trusted).await {
-        Ok((_, o)) => o,
-        Err(crate::airgap::AirgapError::Bundle(e)) => {
-            println!("refused, nothing stored: {}: {e}", args.file.display());
-            return Ok(false);
-        }
-        Err(e @ crate::airgap::AirgapError::Refused(_)) => {
-            println!("refused, nothing stored: {}: {e}", args.file.display());
-            return Ok(false);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let outcome =
+        match import_bundle(&store, &args.file, &config.bundles.limits, trusted, None).await {
+            Ok((_, o)) => o,
+            Err(crate::airgap::AirgapError::Bundle(e)) => {
+                println!("refused, nothing stored: {}: {e}", args.file.display());
+                return Ok(false);
+            }
+            Err(e @ crate::airgap::AirgapError::Refused(_)) => {
+                println!("refused, nothing stored: {}: {e}", args.file.display());
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
     println!(
         "imported {} ({} bundle): {} of {} chunks stored{}; signature {}",
         outcome.veri_key,

@@ -4,6 +4,7 @@
 //! [bundles]
 //! max_bundle_bytes = 134217728          # 128 MiB: larger bundles are refused unread
 //! max_chunks = 1000                     # most chunks a bundle's manifest may list
+//! max_concurrent_imports = 2            # imports at once; more are answered 503 + Retry-After
 //! trusted_keys = ["/etc/provd/exporter.pub.pem"]  # when set, imports must be signed by one
 //! ```
 //!
@@ -19,6 +20,10 @@ use super::{ConfigError, invalid};
 pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 128 * 1024 * 1024;
 /// Default most chunks in a bundle's manifest.
 pub const DEFAULT_MAX_CHUNKS: u64 = 1000;
+/// Default most imports running at once over HTTP.
+pub const DEFAULT_MAX_CONCURRENT_IMPORTS: u32 = 2;
+/// Most `max_concurrent_imports` accepted: each import holds a batch of chunks in memory.
+const MAX_CONCURRENT_IMPORTS: u32 = 64;
 
 /// The `[bundles]` table as written in TOML.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +33,8 @@ pub struct RawBundles {
     pub max_bundle_bytes: Option<u64>,
     /// See [`BundleLimits::max_chunks`].
     pub max_chunks: Option<u64>,
+    /// See [`BundlesConfig::max_concurrent_imports`].
+    pub max_concurrent_imports: Option<u32>,
     /// PEM files (or PEM text) of the keys whose signatures imports accept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
@@ -38,6 +45,9 @@ pub struct RawBundles {
 pub struct BundlesConfig {
     /// Size and chunk limits.
     pub limits: BundleLimits,
+    /// Most `POST /api/v1/provcache/import` requests running at once; one more is answered
+    /// 503 with `Retry-After`, so memory stays bounded however many clients upload.
+    pub max_concurrent_imports: u32,
     /// Keys whose signatures `POST /api/v1/provcache/import` accepts; when empty, bundles
     /// are imported after every other check and their signature is reported not checked.
     pub trusted_keys: Vec<PublicKey>,
@@ -52,6 +62,7 @@ impl Default for BundlesConfig {
                 max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
                 max_chunks: DEFAULT_MAX_CHUNKS,
             },
+            max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
             trusted_keys: Vec::new(),
             trusted_key_sources: Vec::new(),
         }
@@ -87,6 +98,16 @@ impl RawBundles {
                 "expected a whole number from 1 to 2147483647",
             ));
         }
+        let max_concurrent_imports = self
+            .max_concurrent_imports
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_IMPORTS);
+        if !(1..=MAX_CONCURRENT_IMPORTS).contains(&max_concurrent_imports) {
+            return Err(invalid(
+                "bundles.max_concurrent_imports",
+                max_concurrent_imports,
+                format!("expected a whole number from 1 to {MAX_CONCURRENT_IMPORTS}"),
+            ));
+        }
         let trusted_keys = self
             .trusted_keys
             .iter()
@@ -105,6 +126,7 @@ impl RawBundles {
                 max_bundle_bytes,
                 max_chunks,
             },
+            max_concurrent_imports,
             trusted_keys,
             trusted_key_sources: self.trusted_keys,
         })
@@ -117,6 +139,7 @@ impl BundlesConfig {
         RawBundles {
             max_bundle_bytes: Some(self.limits.max_bundle_bytes),
             max_chunks: Some(self.limits.max_chunks),
+            max_concurrent_imports: Some(self.max_concurrent_imports),
             trusted_keys: self.trusted_key_sources.clone(),
         }
     }
@@ -135,6 +158,18 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("bundles.max_bundle_bytes"), "{e}");
+        for bad in [0, 65] {
+            let e = RawBundles {
+                max_concurrent_imports: Some(bad),
+                ..RawBundles::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("bundles.max_concurrent_imports"),
+                "{e}"
+            );
+        }
         let e = RawBundles {
             trusted_keys: vec!["/nonexistent.pem".into()],
             ..RawBundles::default()

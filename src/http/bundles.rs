@@ -7,12 +7,14 @@
 //! The format and the checks are in `actors::domain::bundle`; `docs/bundle-format.md` has
 //! the bytes. An import is verified completely before anything is stored, and a body over
 //! `bundles.max_bundle_bytes` is refused before it is read (declared length) or as soon as
-//! it grows past the limit.
+//! it grows past the limit. Imports stream (body to a temporary file, then verified and
+//! stored from it), and at most `bundles.max_concurrent_imports` run at once.
 
 use std::sync::Arc;
 
 use actors::domain::bundle::{
-    Bundle, BundleError, BundleRekor, BundleWriter, Density, check_chunk_against_manifest,
+    Bundle, BundleError, BundleLimits, BundleRekor, BundleWriter, Density,
+    check_chunk_against_manifest,
 };
 use actors::domain::evidence::parse_digest;
 use actors::domain::verikey::parse_veri_key;
@@ -47,6 +49,27 @@ pub struct AirgapState {
     pub config: BundlesConfig,
     /// Trusted keys of each configured Rekor backend, for the receipts bundles carry.
     pub log_keys: Vec<(String, TrustedLogKey)>,
+    /// One permit per import allowed at once (`bundles.max_concurrent_imports`).
+    imports: Arc<tokio::sync::Semaphore>,
+}
+
+impl AirgapState {
+    /// The state for `config`, with room for its `max_concurrent_imports`.
+    pub fn new(
+        store: Arc<dyn BundleStore>,
+        config: BundlesConfig,
+        log_keys: Vec<(String, TrustedLogKey)>,
+    ) -> Self {
+        let imports = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_imports as usize,
+        ));
+        AirgapState {
+            store,
+            config,
+            log_keys,
+            imports,
+        }
+    }
 }
 
 /// The routes of this module, each behind its scope.
@@ -73,6 +96,8 @@ fn refused(e: &BundleError) -> ApiError {
         BundleError::TooLarge { .. } | BundleError::TooManyChunks { .. } => {
             ApiError::PayloadTooLarge(format!("bundle refused: {e}"))
         }
+        // The spooled body could not be read back: this node's failure, not the bundle's.
+        BundleError::Read(_) => ApiError::Internal(format!("bundle import: {e}")),
         _ => ApiError::BadRequest(format!("bundle refused, nothing stored: {e}")),
     }
 }
@@ -252,13 +277,20 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
 }
 
 /// Imports an air-gap bundle: verified completely before anything is stored.
+///
+/// The body is spooled to a temporary file (removed afterwards, whatever happens) as it
+/// arrives, then verified and stored by streaming that file, so an import holds a batch of
+/// chunks and the manifest in memory, never the bundle. At most
+/// `bundles.max_concurrent_imports` run at once; one more is answered 503 with
+/// `Retry-After`, unread.
 #[utoipa::path(post, path = "/api/v1/provcache/import", tag = "airgap",
     request_body(content_type = "application/json", description = "a bundle (`docs/bundle-format.md`), at most `bundles.max_bundle_bytes`"),
     responses((status = 201, description = "imported; every chunk of the proof root is stored"),
               (status = 202, description = "imported; some chunks of the proof root are still missing"),
               (status = 400, description = "refused, nothing stored: names the failed check"),
               (status = 409, description = "refused: conflicts with what is stored"),
-              (status = 413, description = "over the size or chunk limit")),
+              (status = 413, description = "over the size or chunk limit"),
+              (status = 503, description = "`bundles.max_concurrent_imports` imports are already running (the body is not read); retry after `Retry-After` seconds")),
     security(("bearer" = ["write"])))]
 async fn import(
     State(s): State<AppState>,
@@ -273,21 +305,25 @@ async fn import(
     if let Some(n) = declared {
         limits.check_size(n).map_err(|e| refused(&e))?;
     }
-    let mut bytes = Vec::new();
-    let mut stream = body.into_data_stream();
-    while let Some(frame) = stream.next().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-        bytes.extend_from_slice(&frame);
-        limits
-            .check_size(bytes.len() as u64)
-            .map_err(|e| refused(&e))?;
-    }
+    let Ok(permit) = s.airgap.imports.clone().try_acquire_owned() else {
+        metrics::counter!("provd_bundle_imports_total", "outcome" => "busy").increment(1);
+        let mut resp = ApiError::Unavailable(format!(
+            "{} bundle imports are already running (bundles.max_concurrent_imports); try again",
+            s.airgap.config.max_concurrent_imports
+        ))
+        .into_response();
+        // The body is not read, so the connection cannot carry another request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    };
+    let spool = spool_body(body, &limits).await?;
     match import_bundle(
         s.airgap.store.as_ref(),
-        &bytes,
+        spool.path(),
         &limits,
         &s.airgap.config.trusted_keys,
+        Some(permit),
     )
     .await
     {
@@ -301,6 +337,37 @@ async fn import(
         }
         Err(e) => Err(ApiError::from(e)),
     }
+}
+
+/// Writes the request body to a temporary file as it arrives, refusing it as soon as it
+/// grows past the limit. The file is removed when the handle is dropped.
+async fn spool_body(
+    body: Body,
+    limits: &BundleLimits,
+) -> Result<tempfile::NamedTempFile, ApiError> {
+    use tokio::io::AsyncWriteExt as _;
+    let internal = |e: std::io::Error| ApiError::Internal(format!("import spool: {e}"));
+    let spool = tempfile::Builder::new()
+        .prefix("provd-import-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(internal)?;
+    // Buffered: body frames are small, and each write to a tokio file is a blocking task.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        256 * 1024,
+        tokio::fs::File::from_std(spool.reopen().map_err(internal)?),
+    );
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(frame) = stream.next().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        size += frame.len() as u64;
+        limits.check_size(size).map_err(|e| refused(&e))?;
+        file.write_all(&frame).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    Ok(spool)
 }
 
 /// Which chunks of a proof root are stored here.

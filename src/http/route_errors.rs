@@ -158,7 +158,12 @@ impl SubmissionStore for Failing {
 
 #[async_trait]
 impl BundleStore for Failing {
-    async fn import(&self, _: &Entry, _: &Manifest, _: &[(u64, Vec<u8>)]) -> Result<(), PortError> {
+    async fn import_batches(
+        &self,
+        _: &Entry,
+        _: &Manifest,
+        _: &mut dyn crate::airgap::ChunkBatches,
+    ) -> Result<(), PortError> {
         self.fail()
     }
     async fn store_chunks(&self, _: &Manifest, _: &[(u64, Vec<u8>)]) -> Result<u64, PortError> {
@@ -356,11 +361,11 @@ fn state(error: PortError) -> (AppState, Vec<OpenApiRouter<AppState>>) {
             default: "stub".into(),
             clients: [("stub".to_owned(), stub)].into(),
         }),
-        airgap: Arc::new(super::bundles::AirgapState {
-            store: failing.clone(),
-            config: Default::default(),
-            log_keys: Vec::new(),
-        }),
+        airgap: Arc::new(super::bundles::AirgapState::new(
+            failing.clone(),
+            Default::default(),
+            Vec::new(),
+        )),
         ops: failing.clone(),
     };
     let monitor = super::checkpoints::MonitorState {

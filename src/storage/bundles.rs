@@ -21,7 +21,7 @@ use super::entries::{recent_revocations, upsert_item};
 use super::evidence::{ChunkRow, insert_chunks, insert_manifest};
 use super::{Sql, Store, run};
 use crate::adapters::AdapterError;
-use crate::airgap::BundleStore;
+use crate::airgap::{BundleStore, ChunkBatches};
 
 /// Chunks (already checked against the manifest) as inserted, each with the hash of its
 /// bytes.
@@ -34,19 +34,22 @@ fn chunk_rows(chunks: &[(u64, Vec<u8>)]) -> Result<Vec<ChunkRow<'_>>, AdapterErr
 
 impl Store {
     /// Stores an imported entry, its manifest and the chunks the bundle carried in one
-    /// transaction. A newer stored version of the entry is kept (newest `updated_at` wins).
+    /// transaction, the chunks a batch at a time as `chunks` yields them. A newer stored
+    /// version of the entry is kept (newest `updated_at` wins). A failing `chunks` rolls
+    /// everything back.
     ///
     /// An entry that this node's ledger invalidated after it was written (its `created_at`,
-    /// with the flusher's clock-skew margin) is refused with nothing stored: an invalidated
-    /// entry never comes back, not through an import either. On PostgreSQL the flush lock is
-    /// held shared, as a flush does; on SQLite the check runs in the write transaction. So
-    /// an invalidation cannot slip in between the check and the commit.
+    /// with the flusher's clock-skew margin) is refused (`PortError::Conflict`) with nothing
+    /// stored: an invalidated entry never comes back, not through an import either. On
+    /// PostgreSQL the flush lock is held shared, as a flush does; on SQLite the check runs in
+    /// the write transaction. So an invalidation cannot slip in between the check and the
+    /// commit.
     pub async fn import_bundle(
         &self,
         entry: &Entry,
         manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
-    ) -> Result<Result<(), String>, AdapterError> {
+        chunks: &mut dyn ChunkBatches,
+    ) -> Result<(), PortError> {
         let mut tx = self.begin_flush().await?;
         let revocations = recent_revocations(tx.exec(), entry.created_at).await?;
         let as_write = EntryWrite {
@@ -56,7 +59,7 @@ impl Store {
         };
         if invalidated_after_accept(&as_write, &revocations) {
             tx.rollback().await?;
-            return Ok(Err(format!(
+            return Err(PortError::Conflict(format!(
                 "entry {} was invalidated on this node after it was written; not imported",
                 entry.veri_key
             )));
@@ -64,10 +67,20 @@ impl Store {
         // The import is this node's write of the entry, stamped now.
         upsert_item(&mut tx, entry, Utc::now()).await?;
         insert_manifest(&mut tx, manifest).await?;
-        // A chunk stored by an earlier, interrupted fetch is the same bytes (same hash).
-        insert_chunks(&mut tx, manifest, &chunk_rows(chunks)?).await?;
+        loop {
+            let batch = match chunks.next_batch().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
+            };
+            // A chunk stored by an earlier, interrupted fetch is the same bytes (same hash).
+            insert_chunks(&mut tx, manifest, &chunk_rows(&batch)?).await?;
+        }
         tx.commit().await?;
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Stores fetched chunks of a root whose manifest is stored; returns how many were new.
@@ -142,15 +155,13 @@ impl Store {
 
 #[async_trait]
 impl BundleStore for Store {
-    async fn import(
+    async fn import_batches(
         &self,
         entry: &Entry,
         manifest: &Manifest,
-        chunks: &[(u64, Vec<u8>)],
+        chunks: &mut dyn ChunkBatches,
     ) -> Result<(), PortError> {
-        self.import_bundle(entry, manifest, chunks)
-            .await?
-            .map_err(PortError::Conflict)
+        self.import_bundle(entry, manifest, chunks).await
     }
 
     async fn store_chunks(

@@ -14,12 +14,19 @@
 //! [`BundleWriter`] writes a bundle as canonical JSON chunk by chunk, so a large strict
 //! bundle never has to be held in memory, and signs it on the way (ECDSA over an
 //! incremental SHA-256; Ed25519 keeps the signed bytes, as pure Ed25519 hashes its message
-//! twice). [`verify_bundle`] runs every offline check and names the one that failed.
+//! twice). [`verify_bundle_from`] runs every offline check and names the one that failed,
+//! streaming the bundle: each chunk is decoded, hashed and dropped as it is read and the
+//! signed bytes are rebuilt in canonical form on the way, so memory holds one chunk and the
+//! manifest ([`verify_bundle`] is the same over bytes in memory). [`read_chunks`] reads the
+//! chunks of a verified bundle again, for storing them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::io::Read;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::entry::{Entry, verdict_hash};
@@ -28,6 +35,7 @@ use super::evidence::{
     root_from_chunk_digests,
 };
 use super::keys::{Algorithm, KeyError, PrivateKey, PublicKey};
+use super::merkle::Hash;
 use super::note::Verifier;
 use super::receipt::{Receipt, ReceiptError, TransparencyLogEntry, TrustedLog};
 
@@ -130,6 +138,9 @@ pub enum BundleError {
     /// Writing the bundle failed (I/O of the caller's writer).
     #[error("cannot write the bundle: {0}")]
     Write(String),
+    /// Reading the bundle failed (I/O of the caller's reader, not the bundle's content).
+    #[error("cannot read the bundle: {0}")]
+    Read(String),
 }
 
 impl BundleError {
@@ -150,6 +161,7 @@ impl BundleError {
             BundleError::MerkleRoot { .. } => "merkle_root",
             BundleError::Receipt(_) => "rekor_receipt",
             BundleError::Write(_) => "write",
+            BundleError::Read(_) => "read",
         }
     }
 }
@@ -714,7 +726,8 @@ pub enum SignatureStatus {
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifiedBundle {
-    /// The parsed bundle.
+    /// The parsed bundle without its chunks (they are checked as they stream by, not
+    /// kept): `chunks` is empty.
     #[serde(skip)]
     pub bundle: Bundle,
     /// The VeriKey.
@@ -737,18 +750,250 @@ pub struct VerifiedBundle {
     pub checks: Vec<&'static str>,
 }
 
-/// Parses bundle bytes (already size-checked) into the raw JSON value and the typed bundle.
-pub fn parse_bundle(bytes: &[u8], limits: &BundleLimits) -> Result<(Value, Bundle), BundleError> {
-    limits.check_size(bytes.len() as u64)?;
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| BundleError::Malformed(format!("not JSON: {e}")))?;
-    if let Some(v) = value.get("version").and_then(Value::as_str)
+/// What the checks need of one carried chunk; its bytes are hashed as they stream by and
+/// dropped.
+struct ChunkSeen {
+    /// The chunk's `index`.
+    index: u64,
+    /// The chunk's `hash`, as written.
+    hash: String,
+    /// SHA-256 and length of the decoded bytes; `None` when `data` is not standard base64.
+    bytes: Option<(Hash, u64)>,
+}
+
+/// Counts the bytes read and fails the read once they pass the limit.
+struct Limited<R> {
+    inner: R,
+    read: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(std::io::Error::other("the bundle is over the size limit"));
+        }
+        Ok(n)
+    }
+}
+
+/// Where each element of `chunks` goes as it is parsed.
+type OnChunk<'a> = &'a mut dyn FnMut(BundleChunk) -> Result<(), BundleError>;
+
+/// Reads the top-level object: every member but `chunks` is collected; each element of
+/// `chunks` is handed to `on_chunk` as soon as it is parsed and not kept.
+struct Members<'a> {
+    on_chunk: OnChunk<'a>,
+    failed: &'a mut Option<BundleError>,
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_> {
+    type Value = (Map<String, Value>, bool);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_> {
+    type Value = (Map<String, Value>, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a bundle (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rest = Map::new();
+        let mut saw_chunks = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "chunks" {
+                // A second list could not be checked against the first one's signature bytes.
+                if saw_chunks {
+                    return Err(serde::de::Error::duplicate_field("chunks"));
+                }
+                saw_chunks = true;
+                map.next_value_seed(Chunks {
+                    on_chunk: &mut *self.on_chunk,
+                    failed: &mut *self.failed,
+                })?;
+            } else {
+                let value: Value = map.next_value()?;
+                rest.insert(key, value);
+            }
+        }
+        Ok((rest, saw_chunks))
+    }
+}
+
+/// The `chunks` array, element by element.
+struct Chunks<'a> {
+    on_chunk: OnChunk<'a>,
+    failed: &'a mut Option<BundleError>,
+}
+
+impl<'de> DeserializeSeed<'de> for Chunks<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Chunks<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of chunks")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(chunk) = seq.next_element::<BundleChunk>()? {
+            if let Err(e) = (self.on_chunk)(chunk) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("chunk refused"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a bundle from `reader` in one pass: returns its members but `chunks` (and whether
+/// `chunks` was there), handing each chunk to `on_chunk` as it is parsed. At most
+/// `limits.max_bundle_bytes` are read; memory holds one chunk and the other members.
+fn read_members<R: Read>(
+    reader: R,
+    limits: &BundleLimits,
+    on_chunk: OnChunk<'_>,
+) -> Result<(Map<String, Value>, bool), BundleError> {
+    let mut limited = Limited {
+        inner: reader,
+        read: 0,
+        max: limits.max_bundle_bytes,
+    };
+    let mut failed = None;
+    let result = {
+        let buffered = std::io::BufReader::with_capacity(64 * 1024, &mut limited);
+        let mut de = serde_json::Deserializer::from_reader(buffered);
+        Members {
+            on_chunk,
+            failed: &mut failed,
+        }
+        .deserialize(&mut de)
+        .and_then(|members| de.end().map(|()| members))
+    };
+    if limited.read > limits.max_bundle_bytes {
+        return Err(BundleError::TooLarge {
+            size: limited.read,
+            max: limits.max_bundle_bytes,
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    result.map_err(|e| {
+        if e.is_io() {
+            BundleError::Read(e.to_string())
+        } else if e.is_data() {
+            BundleError::Malformed(e.to_string())
+        } else {
+            BundleError::Malformed(format!("not JSON: {e}"))
+        }
+    })
+}
+
+/// Feeds the RFC 8785 canonical JSON of a chunk to `out`, without copying its data.
+fn canonical_chunk(chunk: &BundleChunk, out: &mut dyn FnMut(&[u8])) -> Result<(), BundleError> {
+    out(b"{\"data\":");
+    let plain = chunk
+        .data
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    if plain {
+        // Base64 needs no escaping: the canonical string is the text in quotes.
+        out(b"\"");
+        out(chunk.data.as_bytes());
+        out(b"\"");
+    } else {
+        out(&canonical_json(&Value::String(chunk.data.clone()))?);
+    }
+    out(b",\"hash\":");
+    out(&canonical_json(&Value::String(chunk.hash.clone()))?);
+    out(b",\"index\":");
+    out(&canonical_json(&Value::from(chunk.index))?);
+    out(b"}");
+    Ok(())
+}
+
+/// The opening of the signed bytes: canonical JSON sorts `chunks` before every other member.
+const SIGNED_HEAD: &[u8] = b"{\"chunks\":[";
+
+/// The signed bytes after the chunks: `],` and the canonical JSON of the other members but
+/// `signature`, without its opening brace.
+fn signed_tail(members: &Map<String, Value>) -> Result<Vec<u8>, BundleError> {
+    let mut rest = members.clone();
+    rest.remove("chunks");
+    rest.remove("signature");
+    let canonical = canonical_json(&Value::Object(rest))?;
+    let mut tail = b"],".to_vec();
+    tail.extend_from_slice(&canonical[1..]);
+    Ok(tail)
+}
+
+/// The first pass: the members, what each chunk carried, and the SHA-256 of the signed bytes
+/// up to the end of the chunks.
+struct FirstPass {
+    bundle: Bundle,
+    members: Map<String, Value>,
+    chunks: Vec<ChunkSeen>,
+    chunk_count: u64,
+    signed_chunks: Sha256,
+}
+
+/// Reads a bundle once: limits and format. Chunks are hashed and dropped as they arrive;
+/// beyond `limits.max_chunks` they are only counted (such a list fails the chunk list check).
+fn first_pass<R: Read>(reader: R, limits: &BundleLimits) -> Result<FirstPass, BundleError> {
+    let mut signed = Sha256::new();
+    signed.update(SIGNED_HEAD);
+    let mut seen: Vec<ChunkSeen> = Vec::new();
+    let mut count = 0u64;
+    let mut decoded = Vec::new();
+    let (mut members, saw_chunks) = read_members(reader, limits, &mut |c: BundleChunk| {
+        if count > 0 {
+            signed.update(b",");
+        }
+        canonical_chunk(&c, &mut |b| signed.update(b))?;
+        count += 1;
+        if seen.len() as u64 >= limits.max_chunks {
+            return Ok(());
+        }
+        decoded.clear();
+        let bytes = B64
+            .decode_vec(c.data.as_bytes(), &mut decoded)
+            .ok()
+            .map(|()| (chunk_digest(&decoded), decoded.len() as u64));
+        seen.push(ChunkSeen {
+            index: c.index,
+            hash: c.hash,
+            bytes,
+        });
+        Ok(())
+    })?;
+    if let Some(v) = members.get("version").and_then(Value::as_str)
         && v != BUNDLE_VERSION
     {
         return Err(BundleError::UnsupportedVersion(v.to_owned()));
     }
-    // Deserialising from a reference keeps one copy of a large bundle's JSON tree.
+    // The typed head is read with an empty chunk list standing in for the streamed one.
+    if saw_chunks {
+        members.insert("chunks".into(), Value::Array(Vec::new()));
+    }
+    let value = Value::Object(members);
     let bundle = Bundle::deserialize(&value).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let Value::Object(members) = value else {
+        unreachable!("built as an object above");
+    };
     if bundle.manifest.total_chunks > limits.max_chunks
         || bundle.manifest.chunks.len() as u64 > limits.max_chunks
     {
@@ -760,16 +1005,35 @@ pub fn parse_bundle(bytes: &[u8], limits: &BundleLimits) -> Result<(Value, Bundl
             max: limits.max_chunks,
         });
     }
-    Ok((value, bundle))
+    Ok(FirstPass {
+        bundle,
+        members,
+        chunks: seen,
+        chunk_count: count,
+        signed_chunks: signed,
+    })
 }
 
-/// Checks the signature of a parsed bundle against `trusted` (when given). Takes the raw
-/// JSON by value: the signed bytes are built from it without another copy.
-pub fn check_signature(
-    value: Value,
-    bundle: &Bundle,
+/// Picks the key to check the signature with: the trusted key whose ID the bundle names,
+/// else the first one (which then fails, naming both keys). No trusted keys: not checked.
+fn pick_key<'k>(bundle: &Bundle, trusted: &'k [PublicKey]) -> Option<&'k PublicKey> {
+    bundle
+        .signature
+        .as_ref()
+        .and_then(|s| trusted.iter().find(|k| key_id(k) == s.key_id))
+        .or(trusted.first())
+}
+
+/// Checks the signature against `trusted` (when given). P-256 verifies the SHA-256 of the
+/// first pass; Ed25519 hashes its `R` before the message, so it reads the bundle again from
+/// `open` (and refuses it if its chunks changed in between).
+fn check_signature<R: Read>(
+    first: &FirstPass,
     trusted: Option<&PublicKey>,
+    limits: &BundleLimits,
+    open: &mut dyn FnMut() -> std::io::Result<R>,
 ) -> Result<SignatureStatus, BundleError> {
+    let bundle = &first.bundle;
     let Some(key) = trusted else {
         return Ok(match &bundle.signature {
             None => SignatureStatus::Unsigned,
@@ -796,15 +1060,44 @@ pub fn check_signature(
     let raw = B64.decode(&sig.signature).map_err(|_| {
         BundleError::Malformed("`signature.signature` is not standard base64".into())
     })?;
-    let Value::Object(mut map) = value else {
-        return Err(BundleError::Malformed("a bundle is a JSON object".into()));
+    let bad = |_: KeyError| BundleError::BadSignature {
+        key_id: expected_id.clone(),
     };
-    map.remove("signature");
-    let message = canonical_json(&Value::Object(map))?;
-    key.verify(&message, &raw)
-        .map_err(|_: KeyError| BundleError::BadSignature {
-            key_id: expected_id.clone(),
-        })?;
+    let tail = signed_tail(&first.members)?;
+    match key.algorithm() {
+        Algorithm::P256 => {
+            let mut h = first.signed_chunks.clone();
+            h.update(&tail);
+            key.verify_sha256_prehash(&h.finalize().into(), &raw)
+                .map_err(bad)?;
+        }
+        Algorithm::Ed25519 => {
+            let mut verifier = key.ed25519_stream(&raw).map_err(bad)?;
+            let mut again = Sha256::new();
+            verifier.update(SIGNED_HEAD);
+            again.update(SIGNED_HEAD);
+            let mut count = 0u64;
+            let reader = open().map_err(|e| BundleError::Read(e.to_string()))?;
+            read_members(reader, limits, &mut |c: BundleChunk| {
+                let mut both = |b: &[u8]| {
+                    verifier.update(b);
+                    again.update(b);
+                };
+                if count > 0 {
+                    both(b",");
+                }
+                count += 1;
+                canonical_chunk(&c, &mut both)
+            })?;
+            if again.finalize() != first.signed_chunks.clone().finalize() {
+                return Err(BundleError::Read(
+                    "the bundle changed while it was being verified".into(),
+                ));
+            }
+            verifier.update(&tail);
+            verifier.verify().map_err(bad)?;
+        }
+    }
     Ok(SignatureStatus::Verified {
         key_id: expected_id,
         algorithm: expected_alg.to_owned(),
@@ -818,6 +1111,17 @@ pub fn check_chunk_against_manifest(
     index: u64,
     data: &[u8],
 ) -> Result<(), BundleError> {
+    check_digest_against_manifest(manifest, index, &chunk_digest(data), data.len() as u64)
+}
+
+/// [`check_chunk_against_manifest`] for bytes already hashed: `digest` and `size` must be the
+/// manifest's for `index`.
+fn check_digest_against_manifest(
+    manifest: &Manifest,
+    index: u64,
+    digest: &Hash,
+    size: u64,
+) -> Result<(), BundleError> {
     let info = manifest
         .chunks
         .get(usize::try_from(index).unwrap_or(usize::MAX))
@@ -827,17 +1131,17 @@ pub fn check_chunk_against_manifest(
                 manifest.total_chunks
             ))
         })?;
-    let got = format_digest(&chunk_digest(data));
+    let got = format_digest(digest);
     if got != info.hash {
         return Err(BundleError::ChunkHash {
             index,
             why: format!("bytes hash to {got}, the manifest says {}", info.hash),
         });
     }
-    if data.len() as u64 != info.size {
+    if size != info.size {
         return Err(BundleError::ChunkHash {
             index,
-            why: format!("{} bytes, the manifest says {}", data.len(), info.size),
+            why: format!("{size} bytes, the manifest says {}", info.size),
         });
     }
     Ok(())
@@ -847,21 +1151,49 @@ fn manifest_error(e: EvidenceError) -> BundleError {
     BundleError::Manifest(e.to_string())
 }
 
-/// Every offline check, in order: limits and format, signature (when a key is given),
-/// digest ↔ manifest and verdict, the manifest, the chunk list against the density, every
-/// included chunk's hash, the Merkle root (all chunks present) or each chunk's inclusion
-/// proof (otherwise), and the Rekor receipt when present.
+/// Every offline check of a bundle held in memory ([`verify_bundle_from`] over the bytes).
 pub fn verify_bundle(
     bytes: &[u8],
     limits: &BundleLimits,
     trusted: Option<&PublicKey>,
 ) -> Result<VerifiedBundle, BundleError> {
+    limits.check_size(bytes.len() as u64)?;
+    verify_bundle_from(
+        || Ok(bytes),
+        limits,
+        trusted.map(std::slice::from_ref).unwrap_or(&[]),
+    )
+}
+
+/// Every offline check, in order: limits and format, signature (when a key is given: the
+/// trusted key whose ID the bundle names, else the first), digest ↔ manifest and verdict,
+/// the manifest, the chunk list against the density, every included chunk's hash, the
+/// Merkle root (all chunks present) or each chunk's inclusion proof (otherwise), and the
+/// Rekor receipt when present.
+///
+/// The bundle is streamed from `open`: each chunk is decoded, hashed and dropped as it is
+/// read, so memory holds one chunk and the manifest, whatever the bundle's size. `open` is
+/// called once, or twice for an Ed25519 signature (whose check must see the signature
+/// before the chunks, which come first); it must give the same bytes each time.
+pub fn verify_bundle_from<R: Read>(
+    mut open: impl FnMut() -> std::io::Result<R>,
+    limits: &BundleLimits,
+    trusted: &[PublicKey],
+) -> Result<VerifiedBundle, BundleError> {
     let mut checks = vec!["limits", "format"];
-    let (value, bundle) = parse_bundle(bytes, limits)?;
-    let signature = check_signature(value, &bundle, trusted)?;
+    let reader = open().map_err(|e| BundleError::Read(e.to_string()))?;
+    let first = first_pass(reader, limits)?;
+    let key = pick_key(&first.bundle, trusted);
+    let signature = check_signature(&first, key, limits, &mut open)?;
     if matches!(signature, SignatureStatus::Verified { .. }) {
         checks.push("signature");
     }
+    let FirstPass {
+        bundle,
+        chunks,
+        chunk_count,
+        ..
+    } = first;
 
     // Digest: the digest block, the manifest and the verdict agree.
     let d = &bundle.digest;
@@ -898,16 +1230,14 @@ pub fn verify_bundle(
 
     // Chunk list: exactly the density's leading chunks, ascending from 0.
     let want = bundle.density.included_chunks(manifest.total_chunks);
-    if bundle.chunks.len() as u64 != want {
+    if chunk_count != want {
         return Err(BundleError::ChunkList(format!(
-            "a {} bundle of {} chunks carries {want}, this one carries {}",
+            "a {} bundle of {} chunks carries {want}, this one carries {chunk_count}",
             bundle.density.as_str(),
             manifest.total_chunks,
-            bundle.chunks.len()
         )));
     }
-    if let Some((pos, c)) = bundle
-        .chunks
+    if let Some((pos, c)) = chunks
         .iter()
         .enumerate()
         .find(|(i, c)| c.index != *i as u64)
@@ -919,12 +1249,16 @@ pub fn verify_bundle(
     }
     checks.push("chunk_list");
 
-    // Chunk hashes. The bytes are kept only when inclusion proofs need them.
+    // Chunk hashes, from the digests taken while the chunks streamed by.
     let complete = want == manifest.total_chunks;
-    let mut digests = Vec::with_capacity(bundle.chunks.len());
-    for c in &bundle.chunks {
-        let data = Bundle::chunk_bytes(c)?;
-        let digest = chunk_digest(&data);
+    let mut digests = Vec::with_capacity(chunks.len());
+    for c in &chunks {
+        let Some((digest, size)) = c.bytes else {
+            return Err(BundleError::Malformed(format!(
+                "chunk {}: `data` is not standard base64",
+                c.index
+            )));
+        };
         if format_digest(&digest) != c.hash {
             return Err(BundleError::ChunkHash {
                 index: c.index,
@@ -935,14 +1269,13 @@ pub fn verify_bundle(
                 ),
             });
         }
-        check_chunk_against_manifest(&manifest, c.index, &data)?;
-        digests.push((digest, if complete { Vec::new() } else { data }));
+        check_digest_against_manifest(&manifest, c.index, &digest, size)?;
+        digests.push(digest);
     }
     checks.push("chunk_hash");
 
     if complete {
-        let only: Vec<_> = digests.iter().map(|(d, _)| *d).collect();
-        let computed = format_digest(&root_from_chunk_digests(&only));
+        let computed = format_digest(&root_from_chunk_digests(&digests));
         if computed != manifest.proof_root {
             return Err(BundleError::MerkleRoot {
                 computed,
@@ -951,19 +1284,15 @@ pub fn verify_bundle(
         }
         checks.push("merkle_root");
     } else {
-        for (c, (_, data)) in bundle.chunks.iter().zip(&digests) {
-            let proof = manifest
+        for (c, digest) in chunks.iter().zip(&digests) {
+            let inclusion = |e: EvidenceError| BundleError::ChunkInclusion {
+                index: c.index,
+                why: e.to_string(),
+            };
+            manifest
                 .chunk_proof(c.index)
-                .map_err(|e| BundleError::ChunkInclusion {
-                    index: c.index,
-                    why: e.to_string(),
-                })?;
-            proof
-                .verify(data)
-                .map_err(|e| BundleError::ChunkInclusion {
-                    index: c.index,
-                    why: e.to_string(),
-                })?;
+                .and_then(|proof| proof.verify_digest(digest))
+                .map_err(inclusion)?;
         }
         checks.push("chunk_inclusion");
     }
@@ -989,6 +1318,33 @@ pub fn verify_bundle(
         checks,
         bundle,
     })
+}
+
+/// Reads the chunks of a verified bundle again, for storing them: each is decoded, checked
+/// against `manifest` (the verified bundle's) and handed to `sink` in order, so memory holds
+/// one chunk at a time. Refuses a bundle whose chunks are not the manifest's (e.g. one that
+/// changed since it was verified).
+pub fn read_chunks<R: Read>(
+    reader: R,
+    limits: &BundleLimits,
+    manifest: &Manifest,
+    mut sink: impl FnMut(u64, Vec<u8>) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
+    let mut next = 0u64;
+    read_members(reader, limits, &mut |c: BundleChunk| {
+        if c.index != next {
+            return Err(BundleError::ChunkList(format!(
+                "chunk at position {next} has index {}; chunks must be in order from 0",
+                c.index
+            )));
+        }
+        next += 1;
+        let data = Bundle::chunk_bytes(&c)?;
+        drop(c);
+        check_chunk_against_manifest(manifest, next - 1, &data)?;
+        sink(next - 1, data)
+    })?;
+    Ok(())
 }
 
 /// Verifies the bundled Rekor receipt against the bundled log key and host.
@@ -1192,6 +1548,273 @@ mod tests {
             verify_bundle(&bytes, &few, None),
             Err(BundleError::TooManyChunks { .. })
         ));
+    }
+
+    /// Hands out its bytes a few at a time, as a slow file or socket would.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn streamed(
+        bytes: &[u8],
+        limits: &BundleLimits,
+        trusted: Option<&PublicKey>,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let keys = trusted.map(std::slice::from_ref).unwrap_or(&[]);
+        verify_bundle_from(|| Ok(Trickle(bytes)), limits, keys)
+    }
+
+    /// The same bundle with its members in another order and indented: what a verifier must
+    /// canonicalise before checking the signature.
+    fn reordered(bytes: &[u8]) -> Vec<u8> {
+        let Value::Object(map) = serde_json::from_slice(bytes).unwrap() else {
+            panic!("an object")
+        };
+        let members: Vec<String> = map
+            .iter()
+            .rev()
+            .map(|(k, v)| {
+                format!(
+                    "{}: {}",
+                    serde_json::to_string(k).unwrap(),
+                    serde_json::to_string_pretty(v).unwrap()
+                )
+            })
+            .collect();
+        format!("{{\n  {}\n}}\n", members.join(",\n  ")).into_bytes()
+    }
+
+    #[test]
+    fn streamed_verification_agrees_with_the_slice_for_valid_bundles() {
+        for alg in [Algorithm::P256, Algorithm::Ed25519] {
+            let key = PrivateKey::generate(alg, &mut os_random).unwrap();
+            for density in [Density::Lite, Density::Standard, Density::Strict] {
+                let (head, chunks) = sample(density, 205);
+                let bytes = write_bundle(&head, &chunks, Some(&key), epoch()).unwrap();
+                let public = key.public_key();
+                let whole = verify_bundle(&bytes, &LIMITS, Some(&public)).unwrap();
+                assert!(matches!(whole.signature, SignatureStatus::Verified { .. }));
+                assert!(whole.bundle.chunks.is_empty(), "chunks are not kept");
+                assert_eq!(streamed(&bytes, &LIMITS, Some(&public)).unwrap(), whole);
+                // Not canonical on disk (chunks last, indented): the signature still verifies.
+                let other = reordered(&bytes);
+                assert!(!other.starts_with(b"{\"chunks\""));
+                assert_eq!(streamed(&other, &LIMITS, Some(&public)).unwrap(), whole);
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_verification_names_the_same_check_for_each_tampering() {
+        type Tamper = fn(&mut Value);
+        let cases: [(Tamper, &str); 8] = [
+            (
+                |v| {
+                    let d = B64
+                        .decode(v["chunks"][3]["data"].as_str().unwrap())
+                        .unwrap();
+                    let mut d = d.clone();
+                    d[0] ^= 1;
+                    v["chunks"][3]["data"] = Value::String(B64.encode(d));
+                },
+                "chunk_hash",
+            ),
+            (
+                |v| v["chunks"][3]["data"] = Value::String("not base64!".into()),
+                "format",
+            ),
+            (
+                |v| v["manifest"]["chunks"][2]["hash"] = Value::String(format_digest(&[7; 32])),
+                "manifest",
+            ),
+            (
+                |v| v["digest"]["verdictHash"] = Value::String(format_digest(&[1; 32])),
+                "digest",
+            ),
+            (
+                |v| v["chunks"].as_array_mut().unwrap().swap(0, 1),
+                "chunk_list",
+            ),
+            (|v| v["version"] = Value::String("v2".into()), "format"),
+            (
+                |v| v["density"] = Value::String("lite".into()),
+                "chunk_list",
+            ),
+            (
+                |v| {
+                    let extra = v["chunks"][0].clone();
+                    v["chunks"].as_array_mut().unwrap().push(extra);
+                },
+                "chunk_list",
+            ),
+        ];
+        let key = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let public = key.public_key();
+        let (head, chunks) = sample(Density::Strict, 95);
+        for signed in [false, true] {
+            let bytes = write_bundle(&head, &chunks, signed.then_some(&key), epoch()).unwrap();
+            for (tamper, check) in cases {
+                let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                tamper(&mut v);
+                let tampered = serde_json::to_vec(&v).unwrap();
+                let whole = verify_bundle(&tampered, &LIMITS, None).unwrap_err();
+                assert_eq!(whole.check(), check, "{whole}");
+                assert_eq!(streamed(&tampered, &LIMITS, None).unwrap_err(), whole);
+                if signed {
+                    // With the key, any change to a signed member fails the signature first;
+                    // only a bad version is a format error before it.
+                    let e = streamed(&tampered, &LIMITS, Some(&public)).unwrap_err();
+                    let expect = if v["version"] == "v1" {
+                        "signature"
+                    } else {
+                        "format"
+                    };
+                    assert_eq!(e.check(), expect, "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_chunk_lists_past_the_limit_are_only_counted() {
+        // Ten chunks listed twenty times: refused at the chunk list, naming the count, with
+        // no more than `max_chunks` of them remembered.
+        let (head, chunks) = sample(Density::Strict, 95);
+        let doubled: Vec<(u64, Vec<u8>)> = chunks.iter().chain(&chunks).cloned().collect();
+        let mut v: Value =
+            serde_json::from_slice(&write_bundle(&head, &chunks, None, epoch()).unwrap()).unwrap();
+        let listed: Vec<Value> = doubled
+            .iter()
+            .map(|(i, d)| {
+                serde_json::json!({"index": i, "data": B64.encode(d), "hash": format_digest(&chunk_digest(d))})
+            })
+            .collect();
+        v["chunks"] = Value::Array(listed);
+        let limits = BundleLimits {
+            max_bundle_bytes: 1 << 20,
+            max_chunks: 10,
+        };
+        let e = streamed(&serde_json::to_vec(&v).unwrap(), &limits, None).unwrap_err();
+        assert_eq!(e.check(), "chunk_list", "{e}");
+        assert!(e.to_string().contains("carries 20"), "{e}");
+    }
+
+    #[test]
+    fn streamed_bundles_over_the_size_limit_or_malformed_are_refused() {
+        let (head, chunks) = sample(Density::Strict, 95);
+        let bytes = write_bundle(&head, &chunks, None, epoch()).unwrap();
+        let small = BundleLimits {
+            max_bundle_bytes: 100,
+            max_chunks: 1000,
+        };
+        // No size known up front: the read stops at the limit.
+        assert!(matches!(
+            streamed(&bytes, &small, None),
+            Err(BundleError::TooLarge { .. })
+        ));
+        let mut twice = b"{\"chunks\":[],".to_vec();
+        twice.extend_from_slice(&bytes[1..]);
+        let e = streamed(&twice, &LIMITS, None).unwrap_err();
+        assert_eq!(e.check(), "format", "{e}");
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b" {}");
+        assert_eq!(
+            streamed(&trailing, &LIMITS, None).unwrap_err().check(),
+            "format"
+        );
+        assert_eq!(
+            streamed(b"[1, 2]", &LIMITS, None).unwrap_err().check(),
+            "format"
+        );
+        let e = verify_bundle_from(
+            || Err::<&[u8], _>(std::io::Error::other("gone")),
+            &LIMITS,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.check(), "read", "{e}");
+    }
+
+    #[test]
+    fn truncations_and_byte_flips_are_refused_the_same_however_they_are_read() {
+        let key = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let public = key.public_key();
+        let (head, chunks) = sample(Density::Standard, 95);
+        let bytes = write_bundle(&head, &chunks, Some(&key), epoch()).unwrap();
+        // Every fifth byte keeps the test quick; the positions cover every member.
+        for i in (0..bytes.len()).step_by(5) {
+            let cut = &bytes[..i];
+            assert_eq!(
+                streamed(cut, &LIMITS, Some(&public)),
+                verify_bundle(cut, &LIMITS, Some(&public)),
+                "cut at {i}"
+            );
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x20;
+            let whole = verify_bundle(&flipped, &LIMITS, Some(&public));
+            assert_eq!(
+                streamed(&flipped, &LIMITS, Some(&public)),
+                whole,
+                "flip at {i}"
+            );
+            // A flip may only land in insignificant bytes (an ASCII letter's case in a key
+            // would make it unknown), so anything that still verifies must be the same bundle.
+            if let Ok(v) = whole {
+                assert_eq!(v.veri_key, head.digest.veri_key, "flip at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn ed25519_second_read_must_see_the_same_chunks() {
+        let key = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let (head, chunks) = sample(Density::Strict, 95);
+        let bytes = write_bundle(&head, &chunks, Some(&key), epoch()).unwrap();
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["chunks"][1]["hash"] = Value::String(format_digest(&[3; 32]));
+        let changed = serde_json::to_vec(&v).unwrap();
+        let mut reads = 0;
+        let e = verify_bundle_from(
+            || {
+                reads += 1;
+                Ok(if reads == 1 { &bytes[..] } else { &changed[..] })
+            },
+            &LIMITS,
+            &[key.public_key()],
+        )
+        .unwrap_err();
+        assert!(matches!(e, BundleError::Read(_)), "{e}");
+    }
+
+    #[test]
+    fn read_chunks_hands_over_checked_chunks_in_order() {
+        let (head, chunks) = sample(Density::Standard, 333);
+        let bytes = write_bundle(&head, &chunks, None, epoch()).unwrap();
+        let manifest = head.manifest.to_manifest();
+        let mut got = Vec::new();
+        read_chunks(Trickle(&bytes), &LIMITS, &manifest, |i, d| {
+            got.push((i, d));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, chunks);
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["chunks"][0]["data"] = Value::String(B64.encode(b"other bytes"));
+        let e = read_chunks(
+            &serde_json::to_vec(&v).unwrap()[..],
+            &LIMITS,
+            &manifest,
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(e.check(), "chunk_hash", "{e}");
     }
 
     #[test]

@@ -300,7 +300,12 @@ pub struct ChunkProof {
 impl ChunkProof {
     /// Verifies that `chunk` is chunk `index` of the evidence with this proof's root.
     pub fn verify(&self, chunk: &[u8]) -> Result<(), EvidenceError> {
-        let digest = chunk_digest(chunk);
+        self.verify_digest(&chunk_digest(chunk))
+    }
+
+    /// [`ChunkProof::verify`] for a chunk already hashed ([`chunk_digest`] of its bytes).
+    pub fn verify_digest(&self, digest: &Hash) -> Result<(), EvidenceError> {
+        let digest = *digest;
         if format_digest(&digest) != self.chunk_hash {
             return Err(EvidenceError::Merkle(MerkleError::RootMismatch));
         }

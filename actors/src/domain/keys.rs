@@ -217,6 +217,45 @@ impl PublicKey {
         Sha256::digest(self.to_spki_der()).into()
     }
 
+    /// Verifies a DER ECDSA P-256 `signature` over a message given as its SHA-256, so a
+    /// message too large to hold can be hashed as it streams by. Ed25519 keys refuse: pure
+    /// Ed25519 hashes the signature's `R` before the message ([`Self::ed25519_stream`]).
+    pub fn verify_sha256_prehash(
+        &self,
+        message_sha256: &[u8; 32],
+        signature: &[u8],
+    ) -> Result<(), KeyError> {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        let PublicKey::P256(key) = self else {
+            return Err(KeyError::BadSignature);
+        };
+        let signature =
+            p256::ecdsa::Signature::from_der(signature).map_err(|_| KeyError::BadSignature)?;
+        key.verify_prehash(message_sha256, &signature)
+            .map_err(|_| KeyError::BadSignature)
+    }
+
+    /// Starts a pure Ed25519 verification of `signature` whose message is fed piece by piece
+    /// ([`Ed25519Stream::update`]), as strict as [`Self::verify`]. P-256 keys refuse.
+    pub fn ed25519_stream(&self, signature: &[u8]) -> Result<Ed25519Stream, KeyError> {
+        let PublicKey::Ed25519(key) = self else {
+            return Err(KeyError::BadSignature);
+        };
+        let signature =
+            ed25519_dalek::Signature::from_slice(signature).map_err(|_| KeyError::BadSignature)?;
+        // `verify_strict` refuses a weak key and a small-order or undecodable `R`; the stream
+        // verifier checks neither, so they are checked here.
+        let r = ed25519_dalek::VerifyingKey::from_bytes(signature.r_bytes())
+            .map_err(|_| KeyError::BadSignature)?;
+        if key.is_weak() || r.is_weak() {
+            return Err(KeyError::BadSignature);
+        }
+        let inner = key
+            .verify_stream(&signature)
+            .map_err(|_| KeyError::BadSignature)?;
+        Ok(Ed25519Stream(inner))
+    }
+
     /// Verifies `signature` over `message` (DER ECDSA over SHA-256, or pure Ed25519).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         match self {
@@ -233,6 +272,24 @@ impl PublicKey {
                     .map_err(|_| KeyError::BadSignature)
             }
         }
+    }
+}
+
+/// A pure Ed25519 verification fed its message piece by piece
+/// ([`PublicKey::ed25519_stream`]).
+pub struct Ed25519Stream(ed25519_dalek::StreamVerifier);
+
+impl Ed25519Stream {
+    /// Feeds the next bytes of the message.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Whether the signature verifies over everything fed.
+    pub fn verify(self) -> Result<(), KeyError> {
+        self.0
+            .finalize_and_verify()
+            .map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -262,6 +319,45 @@ mod tests {
                 public
             );
         }
+    }
+
+    #[test]
+    fn streamed_checks_agree_with_whole_message_checks() {
+        let message = b"a message fed in pieces";
+        let p256 = PrivateKey::generate(Algorithm::P256, &mut os_random).unwrap();
+        let sig = p256.sign(message);
+        let public = p256.public_key();
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        public.verify_sha256_prehash(&digest, &sig).unwrap();
+        let other: [u8; 32] = Sha256::digest(b"another").into();
+        assert_eq!(
+            public.verify_sha256_prehash(&other, &sig),
+            Err(KeyError::BadSignature)
+        );
+
+        let ed = PrivateKey::generate(Algorithm::Ed25519, &mut os_random).unwrap();
+        let sig = ed.sign(message);
+        let public = ed.public_key();
+        let stream = |pieces: &[&[u8]], sig: &[u8]| {
+            let mut v = public.ed25519_stream(sig)?;
+            for p in pieces {
+                v.update(p);
+            }
+            v.verify()
+        };
+        stream(&[&message[..5], &message[5..]], &sig).unwrap();
+        assert_eq!(stream(&[&message[..5]], &sig), Err(KeyError::BadSignature));
+        // A small-order R (the identity) is refused as verify_strict refuses it.
+        let mut weak = sig.clone();
+        weak[..32].copy_from_slice(&{
+            let mut identity = [0u8; 32];
+            identity[0] = 1;
+            identity
+        });
+        assert_eq!(stream(&[message], &weak), Err(KeyError::BadSignature));
+        // Each algorithm's streamed check refuses the other's keys.
+        assert!(public.verify_sha256_prehash(&digest, &sig).is_err());
+        assert!(p256.public_key().ed25519_stream(&sig).is_err());
     }
 
     #[test]
