@@ -366,11 +366,14 @@ const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 fn queue_gauges(
     held: &[Box<dyn Delivery>],
     held_since: Option<Instant>,
+    flushing: &VecDeque<(oneshot::Receiver<bool>, u64, Instant)>,
     backlog: Option<&Backlog>,
 ) -> u64 {
     let behind = held.last().and_then(|d| d.pending()).unwrap_or(0);
-    let mut depth = held.len() as u64 + behind;
-    let mut lag = held_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let in_flight: u64 = flushing.iter().map(|(_, n, _)| n).sum();
+    let mut depth = held.len() as u64 + in_flight + behind;
+    let oldest = flushing.iter().map(|(_, _, t)| *t).chain(held_since).min();
+    let mut lag = oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
     if let Some(b) = backlog {
         depth = depth.max(b.waiting);
         if let Some(oldest) = b.oldest {
@@ -413,7 +416,9 @@ impl Actor for WriteBehind {
         let mut progress = Progress::new(self.deps.health.clone(), self.stall_after);
         state.pump = Some(pump::Pump::spawn(async move {
             // Flushes handed over and not yet settled, oldest first.
-            let mut flushing: VecDeque<oneshot::Receiver<bool>> = VecDeque::new();
+            // Each with its size and since when its oldest write waits: writes in a flush
+            // are not durable yet, so the queue figures count them.
+            let mut flushing: VecDeque<(oneshot::Receiver<bool>, u64, Instant)> = VecDeque::new();
             // Messages the broker holds beyond those delivered, as of the last batch.
             let mut behind: u64 = 0;
             // The broker's count, refreshed every BACKLOG_EVERY.
@@ -470,9 +475,8 @@ impl Actor for WriteBehind {
                             }
                         };
                     }
-                    let depth = queue_gauges(&held, held_since, backlog.as_ref());
                     // Flushes that ended meanwhile, without waiting for the others.
-                    while let Some(front) = flushing.front_mut() {
+                    while let Some((front, _, _)) = flushing.front_mut() {
                         match front.try_recv() {
                             Ok(advanced) => {
                                 flushing.pop_front();
@@ -484,7 +488,8 @@ impl Actor for WriteBehind {
                             }
                         }
                     }
-                    progress.check(depth.max(held.len() as u64 + flushing.len() as u64 + behind));
+                    let depth = queue_gauges(&held, held_since, &flushing, backlog.as_ref());
+                    progress.check(depth);
                     // Redelivered writes already waited (a crash, an outage): they go now.
                     let due =
                         held_since.is_some_and(|t| t.elapsed() >= interval) || redelivered(&held);
@@ -492,10 +497,11 @@ impl Actor for WriteBehind {
                         continue;
                     }
                     let batch = std::mem::take(&mut held);
-                    held_since = None;
+                    let size = batch.len() as u64;
+                    let since = held_since.take().unwrap_or_else(Instant::now);
                     let (done, settled) = oneshot::channel();
                     match myself.cast(WriteBehindMsg::Flush(batch, done)) {
-                        Ok(()) => flushing.push_back(settled),
+                        Ok(()) => flushing.push_back((settled, size, since)),
                         Err(ractor::MessagingErr::SendErr(WriteBehindMsg::Flush(batch, _))) => {
                             // The actor is gone; its replacement starts a new pump. The
                             // batch goes back to the bus at once.
@@ -507,7 +513,7 @@ impl Actor for WriteBehind {
                         Err(_) => return,
                     }
                     while flushing.len() >= in_flight {
-                        if let Some(settled) = flushing.pop_front() {
+                        if let Some((settled, _, _)) = flushing.pop_front() {
                             // An error means the flush ended unsettled (its deliveries come
                             // back after `ack_wait`); only a dead actor stops the pump.
                             match settled.await {
@@ -517,7 +523,7 @@ impl Actor for WriteBehind {
                             }
                         }
                     }
-                    queue_gauges(&held, held_since, backlog.as_ref());
+                    queue_gauges(&held, held_since, &flushing, backlog.as_ref());
                 }
             }
         }));
