@@ -896,18 +896,36 @@ async fn kill_provd(env: &mut Env, p: Profile) -> Row {
     env.settle("provd kill -9", load, recover, note).await
 }
 
+/// Holds a fault for `outage` while polling `/readyz`, so the row shows whether provd
+/// noticed it: the answers seen, by status.
+async fn observe(http: &reqwest::Client, base: &str, outage: Duration) -> String {
+    let until = Instant::now() + outage;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while Instant::now() < until {
+        let kind = match http.get(format!("{base}/readyz")).send().await {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => kind(&e),
+        };
+        *seen.entry(kind).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen: Vec<String> = seen.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("/readyz during the fault {}", seen.join(", "))
+}
+
 /// Scenario 2: SIGKILL of NATS, an outage, and a restart on the same storage.
 async fn kill_nats(env: &mut Env, p: Profile) -> Row {
     let load = Load::start(env);
     tokio::time::sleep(p.warmup).await;
+    let (http, base) = (env.http.clone(), env.base());
     let nats = env.nats.as_mut().expect("nats");
     nats.proc.as_mut().expect("nats running").kill9();
-    tokio::time::sleep(p.outage).await;
+    let note = observe(&http, &base, p.outage).await;
     nats.restart().await;
     let healed = Instant::now();
     let recover = env.wait_recovered(healed).await;
     tokio::time::sleep(p.after).await;
-    env.settle("NATS kill -9+restart", load, recover, String::new())
+    env.settle("NATS kill -9+restart", load, recover, note)
         .await
 }
 
@@ -924,28 +942,27 @@ async fn freeze_redis(env: &mut Env, p: Profile) -> Row {
         .expect("up")
         .pid();
     signal(&pid.to_string(), "STOP");
-    tokio::time::sleep(p.outage).await;
+    let note = observe(&env.http, &env.base(), p.outage).await;
     signal(&pid.to_string(), "CONT");
     let healed = Instant::now();
     let recover = env.wait_recovered(healed).await;
     tokio::time::sleep(p.after).await;
-    env.settle("Redis frozen", load, recover, String::new())
-        .await
+    env.settle("Redis frozen", load, recover, note).await
 }
 
 /// Scenario 3b: Redis stopped (its cache lost) for the outage, then started empty.
 async fn stop_redis(env: &mut Env, p: Profile) -> Row {
     let load = Load::start(env);
     tokio::time::sleep(p.warmup).await;
+    let (http, base) = (env.http.clone(), env.base());
     let redis = env.redis.as_mut().expect("redis");
     redis.proc.as_mut().expect("up").stop_with("TERM");
-    tokio::time::sleep(p.outage).await;
+    let note = observe(&http, &base, p.outage).await;
     redis.restart().await;
     let healed = Instant::now();
     let recover = env.wait_recovered(healed).await;
     tokio::time::sleep(p.after).await;
-    env.settle("Redis stopped", load, recover, String::new())
-        .await
+    env.settle("Redis stopped", load, recover, note).await
 }
 
 /// Scenario 4: PostgreSQL stopped (fast shutdown) for its outage, then started.
@@ -953,13 +970,13 @@ async fn stop_pg(env: &mut Env, p: Profile) -> Row {
     let load = Load::start(env);
     tokio::time::sleep(p.warmup).await;
     env.pg.as_mut().expect("pg").stop();
-    tokio::time::sleep(p.pg_outage).await;
+    let note = observe(&env.http, &env.base(), p.pg_outage).await;
     env.pg.as_mut().expect("pg").start().await;
     let healed = Instant::now();
     let recover = env.wait_recovered(healed).await;
     tokio::time::sleep(p.after).await;
     let label = format!("PostgreSQL stop {}s", p.pg_outage.as_secs());
-    env.settle(&label, load, recover, String::new()).await
+    env.settle(&label, load, recover, note).await
 }
 
 /// Hostile entries through the API: each must be refused with a 4xx naming the problem,
@@ -998,7 +1015,9 @@ async fn poison(env: &mut Env, p: Profile) -> Row {
     tokio::time::sleep(p.warmup).await;
     let (refused, sent) = hostile_writes(env).await;
     let mut note = format!("hostile API writes refused {refused}/{sent}");
-    let healed = Instant::now();
+    // Recovery here is the time from the last poison sent until it is all recorded as
+    // rejected and provd accepts writes.
+    let mut healed = Instant::now();
     if env.mode == Mode::Distributed {
         let nats = env.nats.as_ref().expect("nats");
         let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
@@ -1020,6 +1039,7 @@ async fn poison(env: &mut Env, p: Profile) -> Row {
                 .await
                 .expect("stored");
         }
+        healed = Instant::now();
         let deadline = Instant::now() + SETTLE;
         let mut rejected = env.rejected_writes().await;
         while rejected < POISON as i64 && Instant::now() < deadline {
