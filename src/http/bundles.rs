@@ -282,7 +282,7 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
 /// arrives, then verified and stored by streaming that file, so an import holds a batch of
 /// chunks and the manifest in memory, never the bundle. At most
 /// `bundles.max_concurrent_imports` run at once; one more is answered 503 with
-/// `Retry-After`, unread.
+/// `Retry-After` (its body read and dropped, never stored).
 #[utoipa::path(post, path = "/api/v1/provcache/import", tag = "airgap",
     request_body(content_type = "application/json", description = "a bundle (`docs/bundle-format.md`), at most `bundles.max_bundle_bytes`"),
     responses((status = 201, description = "imported; every chunk of the proof root is stored"),
@@ -290,7 +290,7 @@ async fn bundled_receipt(s: &AppState, veri_key: &str) -> Result<Option<BundleRe
               (status = 400, description = "refused, nothing stored: names the failed check"),
               (status = 409, description = "refused: conflicts with what is stored"),
               (status = 413, description = "over the size or chunk limit"),
-              (status = 503, description = "`bundles.max_concurrent_imports` imports are already running (the body is not read); retry after `Retry-After` seconds")),
+              (status = 503, description = "`bundles.max_concurrent_imports` imports are already running (the body is read and dropped); retry after `Retry-After` seconds")),
     security(("bearer" = ["write"])))]
 async fn import(
     State(s): State<AppState>,
@@ -312,9 +312,23 @@ async fn import(
             s.airgap.config.max_concurrent_imports
         ))
         .into_response();
-        // The body is not read, so the connection cannot carry another request.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // The body is read and dropped before the answer (none of it is kept): a client
+        // still sending it would otherwise see its connection reset instead of the 503.
+        // One over the limit, or broken off, closes the connection instead.
+        let mut stream = body.into_data_stream();
+        let mut read = 0u64;
+        let mut whole = true;
+        while let Some(frame) = stream.next().await {
+            read += frame.map_or(u64::MAX, |b| b.len() as u64);
+            if read > limits.max_bundle_bytes {
+                whole = false;
+                break;
+            }
+        }
+        if !whole {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return Ok(resp);
     };
     let spool = spool_body(body, &limits).await?;

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod big_bundle;
 pub mod items;
 pub mod lab_log;
 
