@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Mode, TestApp, both_modes, dead_port, eventually};
+use common::private_nats::PrivateNats;
+use common::{ADMIN_TOKEN, Mode, TestApp, both_modes, eventually};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -76,48 +75,15 @@ async fn one_idempotency_key_is_one_revocation() {
 }
 }
 
-/// A NATS server of the test's own, so it can be stopped and started again.
-struct PrivateNats {
-    child: Child,
-}
-
-impl PrivateNats {
-    fn start(port: u16, dir: &Path) -> PrivateNats {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .or_else(|_| {
-                Command::new("/usr/sbin/nats-server")
-                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                    .arg(dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-            })
-            .expect("nats-server runs");
-        PrivateNats { child }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_retry_after_a_nats_outage_with_the_same_key_makes_one_ledger_row() {
     if common::mode() != Mode::Distributed {
         return;
     }
-    let port = dead_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let nats = PrivateNats::start(port, dir.path());
-    let url = format!("nats://127.0.0.1:{port}");
+    let Some(mut nats) = PrivateNats::start() else {
+        return;
+    };
+    let url = nats.url();
     let Some(t) = TestApp::start_with(|c| c.nats_url = Some(url.clone())).await else {
         return;
     };
@@ -128,7 +94,7 @@ async fn a_retry_after_a_nats_outage_with_the_same_key_makes_one_ledger_row() {
     .await;
 
     // NATS goes away: the request fails as unavailable and says how to retry.
-    drop(nats);
+    nats.kill();
     let reason = format!("outage {}", uuid::Uuid::new_v4());
     let body = json!({"policy_hash": "sha256:outage", "reason": reason});
     let (status, answer) = invalidate(&t, Some("deploy-7-revoke"), &body).await;
@@ -140,7 +106,7 @@ async fn a_retry_after_a_nats_outage_with_the_same_key_makes_one_ledger_row() {
     );
 
     // NATS comes back (same storage); the client retries with the same key until accepted.
-    let _nats = PrivateNats::start(port, dir.path());
+    nats.spawn();
     let first = eventually("the retry accepted", WAIT, || async {
         let (status, answer) = invalidate(&t, Some("deploy-7-revoke"), &body).await;
         (status == 202).then_some(answer)

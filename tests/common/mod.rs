@@ -15,6 +15,7 @@
 pub mod big_bundle;
 pub mod items;
 pub mod lab_log;
+pub mod private_nats;
 
 use std::future::Future;
 use std::net::SocketAddr;
