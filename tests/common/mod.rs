@@ -631,13 +631,29 @@ pub async fn publish(t: &TestApp, subject: &str, event: &serde_json::Value) {
         "Nats-Msg-Id",
         event["id"].as_str().expect("event id").to_owned(),
     );
-    js.publish_with_headers(
-        format!("{}.{subject}", t.config.nats_prefix),
-        headers,
-        serde_json::to_vec(event).expect("json").into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("stored");
+    let payload: bytes::Bytes = serde_json::to_vec(event).expect("json").into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = js
+            .publish_with_headers(
+                format!("{}.{subject}", t.config.nats_prefix),
+                headers.clone(),
+                payload.clone(),
+            )
+            .await
+            .expect("publish")
+            .await;
+        match stored {
+            Ok(_) => return,
+            // provd makes its streams as it starts; until one exists nothing stores the
+            // message, so publishing again (same message id) is safe.
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("stored: {e:?}"),
+        }
+    }
 }
