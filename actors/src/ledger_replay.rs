@@ -213,6 +213,16 @@ impl Replayer {
                 .await
                 .map_err(ReplayError::Store)
         };
+        // A batch's checkpoint is saved while the next batch is applied and the one after it
+        // read: saves stay in order (each starts after its batch was applied, and the next
+        // waits for it), so a saved checkpoint never covers a batch that was not applied.
+        let save = |seq_no: i64| async move {
+            self.store
+                .save_checkpoint(&self.node_id, seq_no)
+                .await
+                .map_err(ReplayError::Store)
+        };
+        let mut pending: Option<i64> = None;
         let mut rows = fetch(at).await?;
         while let Some(last) = rows.last().map(|r| r.seq_no) {
             rows.retain(|r| r.seq_no <= head);
@@ -224,13 +234,19 @@ impl Replayer {
                     .sum::<u64>();
                 fetch(last).await
             } else {
-                let (applied, next) = tokio::join!(self.apply(&rows, true), fetch(last));
+                let previous = async {
+                    match pending.take() {
+                        Some(seq_no) => save(seq_no).await.map(Some),
+                        None => Ok(None),
+                    }
+                };
+                let (applied, next, saved) =
+                    tokio::join!(self.apply(&rows, true), fetch(last), previous);
+                if let Some(saved) = saved? {
+                    report.checkpoint = saved;
+                }
                 report.entries_invalidated += applied?;
-                report.checkpoint = self
-                    .store
-                    .save_checkpoint(&self.node_id, last.min(head))
-                    .await
-                    .map_err(ReplayError::Store)?;
+                pending = Some(last.min(head));
                 next
             };
             report.revocations += rows.len() as u64;
@@ -244,6 +260,9 @@ impl Replayer {
                 revocations: report.revocations,
             });
             rows = next?;
+        }
+        if let Some(seq_no) = pending {
+            report.checkpoint = save(seq_no).await?;
         }
         if !options.dry_run && report.checkpoint < head && options.since.is_none() {
             // Rows rolled back before commit leave gaps in `seq_no`; the head is applied.
