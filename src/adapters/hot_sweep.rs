@@ -279,16 +279,30 @@ impl HotTierSweep for HotTiers {
         criteria: &[Criterion],
         veri_keys: &[String],
     ) -> Result<Vec<String>, PortError> {
-        let mut removed: HashSet<String> = HashSet::new();
-        if let Some(m) = &self.memory {
-            let set = CriteriaSet::new(criteria, veri_keys);
-            if !set.is_empty() {
-                removed.extend(m.remove_matching(|e| set.matches(e)).await);
+        // The two tiers are independent: both are swept at once, Valkey/Redis polled first
+        // so its round trip is under way while the in-process tier is scanned.
+        let memory = async {
+            match &self.memory {
+                Some(m) => {
+                    let set = CriteriaSet::new(criteria, veri_keys);
+                    if set.is_empty() {
+                        Vec::new()
+                    } else {
+                        m.remove_matching(|e| set.matches(e)).await
+                    }
+                }
+                None => Vec::new(),
             }
-        }
-        if let Some(redis) = &self.redis {
-            removed.extend(redis.sweep_criteria(criteria, veri_keys).await?);
-        }
+        };
+        let redis = async {
+            match &self.redis {
+                Some(r) => r.sweep_criteria(criteria, veri_keys).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (from_redis, from_memory) = tokio::join!(redis, memory);
+        let mut removed: HashSet<String> = from_memory.into_iter().collect();
+        removed.extend(from_redis?);
         Ok(removed.into_iter().collect())
     }
 }
