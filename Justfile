@@ -27,6 +27,13 @@ ci:
 bench:
     cargo bench --workspace
 
+# End-to-end load (issue 20): the real provd binary over HTTP on loopback, embedded and
+# distributed (skipped when the services are down): cache hits, misses, writes and a mixed
+# read/write/invalidate load for PROVD_LOAD_SECONDS (60); requests/s, p50, p99, errors and
+# provd's RSS beside the same HTTP stack answering a constant body, in the same run.
+load:
+    cargo bench --bench load
+
 # The chaos suite (issue 19, item 9; not part of `test`): starts its own PostgreSQL, Redis
 # and NATS on free ports, runs the real provd binary through faults in both modes while a
 # bounded client writes, reads and invalidates, prints a table of acknowledged vs durable
