@@ -26,8 +26,8 @@ use std::str::FromStr;
 use thiserror::Error;
 
 use crate::domain::merkle::{
-    CompactRange, HASH_LEN, Hash, MerkleError, consistency_proof_with, inclusion_proof_with,
-    leaf_hash, range_hash_with, root_from_leaf_hashes,
+    HASH_LEN, Hash, MerkleError, consistency_proof_with, inclusion_proof_with, leaf_hash,
+    range_hash_with, root_from_leaf_hashes,
 };
 
 /// The height of a tile: each tile level spans 8 levels of the Merkle tree.
@@ -511,6 +511,15 @@ pub fn read_hash_tile<R: TileReader + ?Sized>(
     tile: &Tile,
 ) -> Result<Vec<Hash>, TileError> {
     let (bytes, from_full) = read_with_fallback(reader, tile)?;
+    Ok(hashes_of(tile, &bytes, from_full)?
+        .chunks_exact(HASH_LEN)
+        .map(|c| c.try_into().expect("chunks_exact gives 32 bytes"))
+        .collect())
+}
+
+/// The hash bytes of `tile` in `bytes` as stored (the full tile when `from_full`), after
+/// checking the stored length; a full tile is cut to the partial width.
+fn hashes_of<'a>(tile: &Tile, bytes: &'a [u8], from_full: bool) -> Result<&'a [u8], TileError> {
     let stored_width = if from_full { TILE_WIDTH } else { tile.width };
     let expected = usize::from(stored_width) * HASH_LEN;
     if bytes.len() != expected {
@@ -521,21 +530,17 @@ pub fn read_hash_tile<R: TileReader + ?Sized>(
             actual: bytes.len(),
         });
     }
-    Ok(bytes
-        .chunks_exact(HASH_LEN)
-        .take(usize::from(tile.width))
-        .map(|c| c.try_into().expect("chunks_exact gives 32 bytes"))
-        .collect())
+    Ok(&bytes[..usize::from(tile.width) * HASH_LEN])
 }
 
-/// Reads an entry bundle and checks its entry count; a full bundle read in place of a partial
-/// one is cut to the partial width.
-pub fn read_entry_bundle<R: TileReader + ?Sized>(
-    reader: &mut R,
+/// The entries of bundle `tile` in `bytes` as stored (the full bundle when `from_full`),
+/// after checking the stored entry count; a full bundle is cut to the partial width.
+fn entries_of<'a>(
     tile: &Tile,
-) -> Result<Vec<Vec<u8>>, TileError> {
-    let (bytes, from_full) = read_with_fallback(reader, tile)?;
-    let entries = decode_entry_bundle(&bytes)?;
+    bytes: &'a [u8],
+    from_full: bool,
+) -> Result<Vec<&'a [u8]>, TileError> {
+    let mut entries = decode_entry_bundle(bytes)?;
     let stored_width = usize::from(if from_full { TILE_WIDTH } else { tile.width });
     if entries.len() != stored_width {
         let shown = if from_full { tile.full() } else { *tile };
@@ -545,11 +550,83 @@ pub fn read_entry_bundle<R: TileReader + ?Sized>(
             actual: entries.len(),
         });
     }
-    Ok(entries
+    entries.truncate(usize::from(tile.width));
+    Ok(entries)
+}
+
+/// Reads an entry bundle and checks its entry count; a full bundle read in place of a partial
+/// one is cut to the partial width.
+pub fn read_entry_bundle<R: TileReader + ?Sized>(
+    reader: &mut R,
+    tile: &Tile,
+) -> Result<Vec<Vec<u8>>, TileError> {
+    let (bytes, from_full) = read_with_fallback(reader, tile)?;
+    Ok(entries_of(tile, &bytes, from_full)?
         .into_iter()
-        .take(usize::from(tile.width))
         .map(<[u8]>::to_vec)
         .collect())
+}
+
+/// A tile's bytes as a reader returned them: the tile itself, or the full tile at its
+/// position standing in for a partial one (`from_full`), which is cut to the partial width.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The bytes read.
+    pub bytes: &'a [u8],
+    /// Whether they are the full tile read in place of a partial one.
+    pub from_full: bool,
+}
+
+/// What checking a level-0 tile with [`check_leaf_tile`] gives for the levels above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafTile {
+    /// A full tile's root, which the level-1 tile above must hold.
+    Full(Hash),
+    /// A partial tile's leaf hashes, which only the tree's root covers.
+    Partial(Vec<Hash>),
+}
+
+/// Checks level-0 tile `tile` (`hashes`) and, when given, its entry bundle (`bundle`): the
+/// tile has the length its width implies, the bundle the number of entries, and every entry
+/// hashes to its leaf hash. Needs no other tile, so level-0 tiles may be checked in any
+/// order and on any thread before [`verify_upper_tiles`] checks the rest of the tree.
+pub fn check_leaf_tile(
+    tile: &Tile,
+    hashes: Stored<'_>,
+    bundle: Option<Stored<'_>>,
+) -> Result<LeafTile, TileError> {
+    if tile.kind != TileKind::Hash(0) {
+        return Err(TileError::NotATilePath(tile.path()));
+    }
+    let leaves = hashes_of(tile, hashes.bytes, hashes.from_full)?;
+    if let Some(bundle) = bundle {
+        let bundle_tile = Tile {
+            kind: TileKind::Entries,
+            ..*tile
+        };
+        let entries = entries_of(&bundle_tile, bundle.bytes, bundle.from_full)?;
+        let first = tile.index * u64::from(TILE_WIDTH);
+        for (i, (entry, leaf)) in entries
+            .iter()
+            .zip(leaves.chunks_exact(HASH_LEN))
+            .enumerate()
+        {
+            if leaf_hash(entry) != leaf {
+                return Err(TileError::LeafMismatch {
+                    index: first + i as u64,
+                });
+            }
+        }
+    }
+    let leaves: Vec<Hash> = leaves
+        .chunks_exact(HASH_LEN)
+        .map(|c| c.try_into().expect("chunks_exact gives 32 bytes"))
+        .collect();
+    Ok(if tile.is_full() {
+        LeafTile::Full(root_from_leaf_hashes(&leaves))
+    } else {
+        LeafTile::Partial(leaves)
+    })
 }
 
 /// A Merkle tree of a given size whose hashes come from tiles: computes its root and builds
@@ -683,41 +760,98 @@ pub struct TilesReport {
 /// `check_entries`, every entry bundle against the level-0 tiles.
 ///
 /// The leaf hashes must give `root`, every hash above level 0 must be the root of the full
-/// tile below it, and every entry must hash to its leaf hash. This reads each tile once and
-/// keeps only one level's hashes of full tiles in memory.
+/// tile below it, and every entry must hash to its leaf hash. This reads each tile once, one
+/// level-0 tile and bundle at a time ([`check_leaf_tile`]), then the levels above
+/// ([`verify_upper_tiles`]).
 pub fn verify_tiles<R: TileReader + ?Sized>(
     reader: &mut R,
     size: u64,
     root: &Hash,
     check_entries: bool,
 ) -> Result<TilesReport, TileError> {
+    let mut leaf_tiles = Vec::new();
+    let mut entry_bundles = 0;
+    for tile in tiles_at(TileKind::Hash(0), size) {
+        let (hashes, hashes_full) = read_with_fallback(reader, &tile)?;
+        let bundle = if check_entries {
+            entry_bundles += 1;
+            Some(read_with_fallback(
+                reader,
+                &Tile {
+                    kind: TileKind::Entries,
+                    ..tile
+                },
+            )?)
+        } else {
+            None
+        };
+        leaf_tiles.push(check_leaf_tile(
+            &tile,
+            Stored {
+                bytes: &hashes,
+                from_full: hashes_full,
+            },
+            bundle.as_ref().map(|(bytes, from_full)| Stored {
+                bytes,
+                from_full: *from_full,
+            }),
+        )?);
+    }
+    let mut report = verify_upper_tiles(reader, size, root, leaf_tiles)?;
+    report.entry_bundles = entry_bundles;
+    Ok(report)
+}
+
+/// Checks the hash tiles above level 0 of a tree of `size` leaves against `root`, given what
+/// [`check_leaf_tile`] gave for every level-0 tile, in index order.
+///
+/// Every hash above level 0 must be the root of the full tile below it. Since every hash of
+/// every tile is then the root of its subtree of the checked leaves, the tree's root follows
+/// from the partial tile of each level alone (the subtrees they cover make up the tree), so
+/// no leaf is hashed twice. The report counts the hash tiles of all levels and no entry
+/// bundles.
+pub fn verify_upper_tiles<R: TileReader + ?Sized>(
+    reader: &mut R,
+    size: u64,
+    root: &Hash,
+    leaf_tiles: Vec<LeafTile>,
+) -> Result<TilesReport, TileError> {
     let mut report = TilesReport {
         size,
-        ..TilesReport::default()
+        hash_tiles: leaf_tiles.len(),
+        entry_bundles: 0,
     };
-    let mut leaves = CompactRange::new();
-    let mut level = 0u8;
+    if leaf_tiles.len() as u64 != hashes_at_level(0, size).div_ceil(u64::from(TILE_WIDTH)) {
+        return Err(TileError::MissingTile(format!(
+            "level 0 of a tree of size {size}: {} tiles checked",
+            leaf_tiles.len()
+        )));
+    }
+    // The partial tiles, which give the root, by path (the form a `TileReader` reads).
+    let mut partials: HashMap<String, Vec<u8>> = HashMap::new();
     // The roots of the full tiles of the level below, which this level's tiles must hold.
-    let mut below: Vec<Hash> = Vec::new();
-    // The roots of this level's full tiles, which the next level must hold.
-    let mut roots: Vec<Hash> = Vec::new();
-    for tile in hash_tiles_for_size(size) {
-        let TileKind::Hash(tile_level) = tile.kind else {
-            unreachable!("hash_tiles_for_size gives hash tiles only")
-        };
-        if tile_level != level {
-            below = std::mem::take(&mut roots);
-            level = tile_level;
-        }
-        let hashes = read_hash_tile(reader, &tile)?;
-        report.hash_tiles += 1;
-        if level == 0 {
-            leaves.extend(&hashes)?;
-            if check_entries {
-                check_bundle(reader, &tile, &hashes)?;
-                report.entry_bundles += 1;
+    let mut below: Vec<Hash> = Vec::with_capacity(leaf_tiles.len());
+    for (index, leaf_tile) in leaf_tiles.into_iter().enumerate() {
+        match leaf_tile {
+            LeafTile::Full(root) => below.push(root),
+            LeafTile::Partial(hashes) => {
+                let width = hashes.len() as u16;
+                partials.insert(
+                    Tile::new(TileKind::Hash(0), index as u64, width)?.path(),
+                    hashes.concat(),
+                );
             }
-        } else {
+        }
+    }
+    for level in 1..=MAX_LEVEL {
+        let count = hashes_at_level(level, size);
+        if count == 0 {
+            break;
+        }
+        let mut roots = Vec::with_capacity(below.len() / usize::from(TILE_WIDTH));
+        for tile in tiles_at(TileKind::Hash(level), count) {
+            let hashes = read_hash_tile(reader, &tile)?;
+            report.hash_tiles += 1;
             // Tiles come in index order, so `below` has a root for every hash here.
             let start = (tile.index * u64::from(TILE_WIDTH)) as usize;
             for (position, hash) in hashes.iter().enumerate() {
@@ -728,39 +862,24 @@ pub fn verify_tiles<R: TileReader + ?Sized>(
                     });
                 }
             }
+            if tile.is_full() {
+                roots.push(root_from_leaf_hashes(&hashes));
+            } else {
+                partials.insert(tile.path(), hashes.concat());
+            }
         }
-        if tile.is_full() {
-            roots.push(root_from_leaf_hashes(&hashes));
-        }
+        below = roots;
     }
-    if leaves.root() != *root {
+    if TiledTree::new(&mut partials, size).root()? != *root {
         return Err(TileError::RootMismatch(size));
     }
     Ok(report)
 }
 
-/// Checks the entry bundle of a level-0 tile against its leaf hashes.
-fn check_bundle<R: TileReader + ?Sized>(
-    reader: &mut R,
-    tile: &Tile,
-    hashes: &[Hash],
-) -> Result<(), TileError> {
-    let bundle = Tile::new(TileKind::Entries, tile.index, tile.width)?;
-    let entries = read_entry_bundle(reader, &bundle)?;
-    let first = tile.index * u64::from(TILE_WIDTH);
-    for (i, (entry, hash)) in entries.iter().zip(hashes).enumerate() {
-        if leaf_hash(entry) != *hash {
-            return Err(TileError::LeafMismatch {
-                index: first + i as u64,
-            });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::merkle::CompactRange;
 
     fn hash_tile(level: u8, index: u64, width: u16) -> Tile {
         Tile::new(TileKind::Hash(level), index, width).unwrap()

@@ -678,18 +678,30 @@ async fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, TilesError> {
 
 /// Writes a file atomically: a temporary file in the same directory, then a rename.
 pub async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TilesError> {
+    let (path, bytes) = (path.to_owned(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || write_atomic_blocking(&path, &bytes))
+        .await
+        .map_err(|e| TilesError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// [`write_atomic`] for a caller already on a blocking thread (the mirror stages its tiles
+/// from the threads that check them).
+pub fn write_atomic_blocking(path: &Path, bytes: &[u8]) -> Result<(), TilesError> {
     let io = |source| TilesError::Io {
         path: path.to_owned(),
         source,
     };
     let parent = path.parent().unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(parent).await.map_err(io)?;
+    std::fs::create_dir_all(parent).map_err(io)?;
     let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    if let Err(e) = tokio::fs::write(&tmp, bytes).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
         return Err(io(e));
     }
-    tokio::fs::rename(&tmp, path).await.map_err(|e| {
+    std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })
