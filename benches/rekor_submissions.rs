@@ -1,7 +1,10 @@
 //! Rekor submissions per second through provd's whole queue (HTTP API, JetStream work queue,
 //! submission actor, receipt verification, PostgreSQL, the logged event) against the local
-//! Rekor-compatible log without faults, beside the log's own rate for the same envelopes
-//! submitted straight to it by the same client with the same concurrency, in the same run.
+//! Rekor-compatible log, beside the log's own rate for the same kind of envelopes submitted
+//! straight to it by the same client with the same concurrency, in the same run: for the
+//! Rekor v1 and the v2 API without faults, then for each with every write's answer lost
+//! (the log commits the entry and drops the connection), where the run also checks that
+//! each submission was logged exactly once (one receipt in provd, one entry in the log).
 //!
 //! Service URLs: `PROVD_TEST_DATABASE_URL`, `PROVD_TEST_NATS_URL` (the test defaults);
 //! `PROVD_BENCH_SUBMISSIONS` sets the count (default 1000). Skipped with a message when a
@@ -18,47 +21,58 @@ use provd::adapters::rekor::build_backend;
 use provd::app::App;
 use provd::config::rekor::{RawRekorBackend, RawRekorQueue};
 use provd::config::{RawConfig, RawRekor};
-use provd::devlog::{DevLog, DevLogConfig, DevLogInfo};
+use provd::devlog::{DevLog, DevLogConfig, DevLogControl, DevLogInfo, Faults};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 const TOKEN: &str = "bench-token-0123456789";
 const CONCURRENCY: usize = 8;
+/// Submissions of each lost-response phase.
+const LOST: usize = 200;
+/// The backends, one per API, both on the same log.
+const KINDS: [&str; 2] = ["v1", "v2"];
 
-async fn start_log(dir: &std::path::Path) -> (String, DevLogInfo) {
+async fn start_log(dir: &std::path::Path) -> (String, DevLogInfo, DevLogControl) {
     let log = DevLog::open(DevLogConfig {
         data_dir: dir.to_path_buf(),
+        // Off until a lost-response phase switches it on.
+        allow_faults: true,
         ..DevLogConfig::default()
     })
     .expect("dev log opens");
     let info = log.info().clone();
+    let control = log.control();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(log.serve(listener, std::future::pending::<()>()));
-    (base, info)
+    (base, info, control)
 }
 
 fn rekor(base: &str, info: &DevLogInfo) -> RawRekor {
+    let backend = |api: &str, key: &str| RawRekorBackend {
+        kind: Some("private".into()),
+        api: Some(api.into()),
+        url: Some(base.to_owned()),
+        keys: Some(vec![key.to_owned()]),
+        origin: Some(info.origin.clone()),
+        // The lost-response phases fail every first write on purpose; an open breaker
+        // would refuse the retries that find the entries.
+        breaker_threshold: Some(100_000),
+        ..RawRekorBackend::default()
+    };
     RawRekor {
-        default_backend: Some("lab".into()),
-        backends: [(
-            "lab".to_owned(),
-            RawRekorBackend {
-                kind: Some("private".into()),
-                api: Some("v1".into()),
-                url: Some(base.to_owned()),
-                keys: Some(vec![info.v1_public_key_pem.clone()]),
-                origin: Some(info.origin.clone()),
-                ..RawRekorBackend::default()
-            },
-        )]
+        default_backend: Some("v1".into()),
+        backends: [
+            ("v1".to_owned(), backend("v1", &info.v1_public_key_pem)),
+            ("v2".to_owned(), backend("v2", &info.v2_vkey)),
+        ]
         .into(),
+        // The queue's defaults, but for the concurrency both sides share.
         queue: Some(RawRekorQueue {
             concurrency: Some(CONCURRENCY),
-            batch_size: Some(64),
             ..RawRekorQueue::default()
         }),
     }
@@ -100,6 +114,7 @@ async fn direct(client: Arc<dyn RekorClient>, key: &PrivateKey, n: usize, tag: &
 
 async fn through_queue(
     app: &App,
+    backend: &str,
     key: &PrivateKey,
     n: usize,
     tag: &str,
@@ -118,7 +133,7 @@ async fn through_queue(
                 let r = http
                     .post(url)
                     .bearer_auth(TOKEN)
-                    .json(&json!({"envelope": e, "verifiers": [pem]}))
+                    .json(&json!({"envelope": e, "verifiers": [pem], "backend": backend}))
                     .send()
                     .await
                     .expect("submit");
@@ -139,12 +154,34 @@ async fn through_queue(
 }
 
 async fn logged(pool: &sqlx::PgPool) -> usize {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM rekor_submissions WHERE status = 'logged'")
-            .fetch_one(pool)
-            .await
-            .expect("count");
+    count(
+        pool,
+        "SELECT count(*) FROM rekor_submissions WHERE status = 'logged'",
+    )
+    .await
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &'static str) -> usize {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.expect("count");
     usize::try_from(n).unwrap_or(0)
+}
+
+/// Drops the answer of the next `n` writes (each is committed first).
+fn lose_answers(control: &DevLogControl, n: usize) {
+    control
+        .set_faults(Faults {
+            drop_next_writes: u32::try_from(n).expect("small"),
+            ..Faults::default()
+        })
+        .expect("faults allowed");
+}
+
+fn report(what: &str, ours: f64, baseline: f64) {
+    println!(
+        "rekor submissions {what}: through provd's queue {ours:>8.0}/s | \
+         straight to the log {baseline:>8.0}/s | ratio {:.2}×",
+        ours / baseline
+    );
 }
 
 fn reachable(url: &str, default_port: u16) -> bool {
@@ -206,7 +243,7 @@ fn main() {
         let db_url = format!("{base_url}/{db_name}");
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log_url, info) = start_log(dir.path()).await;
+        let (log_url, info, control) = start_log(dir.path()).await;
         let mut raw = RawConfig::from_toml(&format!(
             "listen = \"127.0.0.1:0\"\nnats_prefix = \"b{tag}\"\nredis_prefix = \"b{tag}:\"\n\
              nats_stream_max_bytes = 268435456\n\
@@ -217,7 +254,10 @@ fn main() {
         raw.nats_url = Some(nats.clone());
         raw.rekor = rekor(&log_url, &info);
         let config = raw.validate().expect("valid config");
-        let client = build_backend(&config.rekor.backends["lab"]).expect("client");
+        let clients: Vec<Arc<dyn RekorClient>> = KINDS
+            .iter()
+            .map(|k| build_backend(&config.rekor.backends[*k]).expect("client"))
+            .collect();
         let key = PrivateKey::generate(Algorithm::P256, &mut |b: &mut [u8]| {
             getrandom::fill(b).map_err(|e| e.to_string())
         })
@@ -232,16 +272,46 @@ fn main() {
 
         // Warm-up: connections, streams, consumers, prepared statements.
         // Every envelope is new to the log: each phase signs its own.
-        direct(client.clone(), &key, 50, "warm-direct").await;
-        through_queue(&app, &key, 50, "warm-queue", &pool).await;
+        for (kind, client) in KINDS.iter().zip(&clients) {
+            direct(client.clone(), &key, 50, &format!("warm-direct-{kind}")).await;
+            through_queue(&app, kind, &key, 50, &format!("warm-queue-{kind}"), &pool).await;
+        }
 
-        let baseline = direct(client.clone(), &key, n, "direct").await;
-        let ours = through_queue(&app, &key, n, "queue", &pool).await;
-        println!(
-            "rekor submissions ({n}, concurrency {CONCURRENCY}): through provd's queue {ours:>8.0}/s | \
-             straight to the log {baseline:>8.0}/s | ratio {:.2}×",
-            ours / baseline
-        );
+        for (kind, client) in KINDS.iter().zip(&clients) {
+            let baseline = direct(client.clone(), &key, n, &format!("direct-{kind}")).await;
+            let ours = through_queue(&app, kind, &key, n, &format!("queue-{kind}"), &pool).await;
+            report(
+                &format!("{kind} ({n}, concurrency {CONCURRENCY})"),
+                ours,
+                baseline,
+            );
+        }
+
+        // Every answer lost: the client's retry (or the queue's) finds the entry through
+        // the log's 409, so each submission is still one entry and one receipt.
+        for (kind, client) in KINDS.iter().zip(&clients) {
+            lose_answers(&control, LOST);
+            let baseline = direct(client.clone(), &key, LOST, &format!("lost-direct-{kind}")).await;
+            assert_eq!(control.faults().drop_next_writes, 0, "every answer lost");
+            let entries = count(&pool, "SELECT count(*) FROM rekor_entries").await;
+            let size = control.size();
+            lose_answers(&control, LOST);
+            let ours = through_queue(&app, kind, &key, LOST, &format!("lost-queue-{kind}"), &pool).await;
+            assert_eq!(control.faults().drop_next_writes, 0, "every answer lost");
+            let receipts = count(&pool, "SELECT count(*) FROM rekor_entries").await - entries;
+            let logged = control.size() - size;
+            assert_eq!(
+                (receipts, logged),
+                (LOST, LOST as u64),
+                "{kind}: one receipt in provd and one entry in the log per submission"
+            );
+            report(
+                &format!("{kind}, every answer lost ({LOST}, concurrency {CONCURRENCY}; {receipts} receipts, {logged} entries)"),
+                ours,
+                baseline,
+            );
+        }
+        control.set_faults(Faults::default()).expect("faults cleared");
 
         let bus = app.bus().clone();
         app.stop().await;

@@ -542,6 +542,16 @@ pub struct StoredReceipt {
     pub verified_at: Option<DateTime<Utc>>,
 }
 
+/// What [`SubmissionStore::start_attempt`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptStart {
+    /// The attempt is recorded (status `submitting`, one more attempt): call the log.
+    Started(SubmissionRecord),
+    /// Nothing to submit: the row as it is, `logged`, or `dead_lettered` when that was
+    /// asked to be final.
+    Settled(SubmissionRecord),
+}
+
 /// Where submissions and receipts are kept (PostgreSQL; SQLite in embedded mode).
 #[async_trait]
 pub trait SubmissionStore: Send + Sync + 'static {
@@ -549,6 +559,25 @@ pub trait SubmissionStore: Send + Sync + 'static {
     async fn ensure_submission(&self, new: &NewSubmission) -> Result<SubmissionRecord, PortError>;
     /// Marks an attempt as started: status `submitting`, one more attempt.
     async fn begin_attempt(&self, id: &str) -> Result<SubmissionRecord, PortError>;
+    /// [`ensure_submission`](Self::ensure_submission) and then
+    /// [`begin_attempt`](Self::begin_attempt), unless the submission is `logged`, or
+    /// `dead_lettered` while `dead_letter_is_final`. A store overrides it to do both in
+    /// one write, so each attempt costs one commit.
+    async fn start_attempt(
+        &self,
+        new: &NewSubmission,
+        dead_letter_is_final: bool,
+    ) -> Result<AttemptStart, PortError> {
+        use crate::domain::submission::SubmissionStatus;
+        let existing = self.ensure_submission(new).await?;
+        match existing.status {
+            SubmissionStatus::Logged => Ok(AttemptStart::Settled(existing)),
+            SubmissionStatus::DeadLettered if dead_letter_is_final => {
+                Ok(AttemptStart::Settled(existing))
+            }
+            _ => Ok(AttemptStart::Started(self.begin_attempt(&new.id).await?)),
+        }
+    }
     /// Stores the receipt and marks the submission `logged`, in one transaction.
     async fn record_logged(
         &self,

@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use ractor::{ActorRef, ActorStatus, MessagingErr};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::ports::{ConsumerSpec, Delivery, EventBus, Subscription};
+use crate::ports::{ConsumerSpec, Delivery, EventBus, PortError, Subscription};
 
 /// A running pump task; dropping it (with the actor's state) stops the task, so an actor
 /// needs no `post_stop` for it.
@@ -74,16 +74,141 @@ pub async fn hand_over<M: ractor::Message>(
     wrap: impl FnOnce(Vec<Box<dyn Delivery>>, oneshot::Sender<()>) -> M,
     unwrap: impl FnOnce(M) -> Option<Vec<Box<dyn Delivery>>>,
 ) -> bool {
+    match cast_batch(actor, batch, wrap, unwrap).await {
+        Some(settled) => settled.await.is_ok(),
+        None => false,
+    }
+}
+
+/// Hands `batch` to `actor` without waiting for it to be settled; the receiver answers
+/// once it is. `None` when the actor is gone (the batch is given back to the bus, as in
+/// [`hand_over`]).
+async fn cast_batch<M: ractor::Message>(
+    actor: &ActorRef<M>,
+    batch: Vec<Box<dyn Delivery>>,
+    wrap: impl FnOnce(Vec<Box<dyn Delivery>>, oneshot::Sender<()>) -> M,
+    unwrap: impl FnOnce(M) -> Option<Vec<Box<dyn Delivery>>>,
+) -> Option<oneshot::Receiver<()>> {
     let (tx, rx) = oneshot::channel();
     match actor.cast(wrap(batch, tx)) {
-        Ok(()) => rx.await.is_ok(),
+        Ok(()) => Some(rx),
         Err(MessagingErr::SendErr(msg)) => {
             for d in unwrap(msg).into_iter().flatten() {
                 let _ = d.nak(Duration::ZERO).await;
             }
-            false
+            None
         }
-        Err(_) => false,
+        Err(_) => None,
+    }
+}
+
+/// A delivery holding one of a windowed pump's slots; the slot frees when the actor drops
+/// the delivery, settled or not (an unsettled one comes back from the bus).
+struct Held {
+    delivery: Box<dyn Delivery>,
+    _slot: OwnedSemaphorePermit,
+}
+
+#[async_trait::async_trait]
+impl Delivery for Held {
+    fn subject(&self) -> &str {
+        self.delivery.subject()
+    }
+    fn payload(&self) -> &[u8] {
+        self.delivery.payload()
+    }
+    fn delivered(&self) -> u64 {
+        self.delivery.delivered()
+    }
+    fn pending(&self) -> Option<u64> {
+        self.delivery.pending()
+    }
+    async fn ack(&self) -> Result<(), PortError> {
+        self.delivery.ack().await
+    }
+    async fn nak(&self, delay: Duration) -> Result<(), PortError> {
+        self.delivery.nak(delay).await
+    }
+    async fn term(&self) -> Result<(), PortError> {
+        self.delivery.term().await
+    }
+}
+
+/// The pump of an actor that works each delivery on its own, for work whose items take
+/// very different times (calls to a remote log): it holds at most `window` deliveries
+/// (pulled and not yet dropped by the actor) and pulls again once a quarter of the window
+/// is free, handing each batch over without waiting for it to be settled. So a batch never
+/// waits for its slowest member, and the actor always has work queued behind the slow
+/// ones. The actor must work on a batch beside its mailbox and drop each delivery once
+/// settled. Returns when the actor is gone.
+pub async fn run_window<M: ractor::Message>(
+    bus: std::sync::Arc<dyn EventBus>,
+    spec: ConsumerSpec,
+    actor_name: &'static str,
+    window: usize,
+    actor: ActorRef<M>,
+    wrap: impl Fn(Vec<Box<dyn Delivery>>, oneshot::Sender<()>) -> M,
+    unwrap: impl Fn(M) -> Option<Vec<Box<dyn Delivery>>>,
+) {
+    let window = window.max(1);
+    // Pulling for every single freed slot would cost the bus a request per message.
+    let refill = u32::try_from((window / 4).max(1)).unwrap_or(1);
+    let slots = std::sync::Arc::new(Semaphore::new(window));
+    loop {
+        let mut sub = subscribe(bus.as_ref(), &spec, actor_name).await;
+        let mut failures: u32 = 0;
+        while actor_alive(&actor) {
+            let Ok(first) = slots.clone().acquire_many_owned(refill).await else {
+                return;
+            };
+            let mut free: Vec<OwnedSemaphorePermit> = vec![first];
+            while let Ok(more) = slots.clone().try_acquire_owned() {
+                free.push(more);
+            }
+            // The first permit stands for `refill` slots; split it so each delivery
+            // holds one.
+            let mut free: Vec<OwnedSemaphorePermit> = free
+                .into_iter()
+                .flat_map(|mut p| {
+                    let n = p.num_permits();
+                    let mut one_each: Vec<OwnedSemaphorePermit> =
+                        (1..n).filter_map(|_| p.split(1)).collect();
+                    one_each.push(p);
+                    one_each
+                })
+                .collect();
+            match sub.next_batch(free.len(), Duration::from_secs(1)).await {
+                Ok(b) if b.is_empty() => failures = 0,
+                Ok(b) => {
+                    failures = 0;
+                    let batch: Vec<Box<dyn Delivery>> = b
+                        .into_iter()
+                        .filter_map(|delivery| {
+                            free.pop().map(|slot| {
+                                Box::new(Held {
+                                    delivery,
+                                    _slot: slot,
+                                }) as Box<dyn Delivery>
+                            })
+                        })
+                        .collect();
+                    if cast_batch(&actor, batch, &wrap, &unwrap).await.is_none() {
+                        // The actor is gone; its replacement starts a new pump.
+                        return;
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = retry_delay(failures);
+                    tracing::warn!(actor = actor_name, error = %e, delay_ms = delay.as_millis() as u64, "subscription failed; resubscribing");
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+            }
+        }
+        if !actor_alive(&actor) {
+            return;
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! The Rekor submission queue actor.
 //!
 //! Submissions wait in a JetStream work-queue stream (`rekor.submissions.requested`), put
-//! there by the API or by other systems. A pump pulls bounded batches and hands each to the
-//! actor, which runs the batch on a task of its own with bounded concurrency, so a slow log
-//! never blocks the mailbox. For each submission: record it, submit it through the backend's
-//! client (which verifies the answer), store the receipt and the status, publish
-//! `rekor.entries.logged`, then ack. A transient failure is a nak with a backoff delay and
+//! there by the API or by other systems. A windowed pump holds at most `batch_size`
+//! deliveries and pulls more as soon as some are settled; the actor works each batch on a
+//! task of its own, every delivery on its own, so a slow log never blocks the mailbox and
+//! no submission waits for a slower one. At most `concurrency` calls to the logs run at
+//! once; the database and bus work around them does not hold one of those slots. For each
+//! submission: record it and count the attempt (one write), submit it through the backend's
+//! client (which verifies the answer), store the receipt and the status (one transaction),
+//! publish `rekor.entries.logged`, then ack. A transient failure is a nak with a backoff delay and
 //! status `retrying`; a permanent one, or `max_attempts` transient ones, dead-letters it
 //! (status, event, metric). The client turns a 409 into the existing entry, so a retried
 //! submission whose first answer was lost never makes a second entry.
@@ -18,7 +21,7 @@ use events::streams::REKOR_SUBMISSIONS;
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use crate::domain::dsse::Envelope;
@@ -26,8 +29,8 @@ use crate::domain::keys::PublicKey;
 use crate::domain::receipt::Receipt;
 use crate::domain::submission::{SubmissionStatus, submission_id};
 use crate::ports::{
-    ConsumerSpec, Delivery, EventBus, NewSubmission, PortError, RejectedEventStore, RekorBackends,
-    RekorError, RekorSubmission, StartPosition, SubmissionRecord, SubmissionStore,
+    AttemptStart, ConsumerSpec, Delivery, EventBus, NewSubmission, PortError, RejectedEventStore,
+    RekorBackends, RekorError, RekorSubmission, StartPosition, SubmissionRecord, SubmissionStore,
 };
 use crate::{pump, rejected};
 
@@ -54,9 +57,10 @@ pub struct SubmitterDeps {
 /// The submitter's tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitterConfig {
-    /// Most messages pulled at once.
+    /// Most messages held at once (pulled and not yet settled); more are pulled as soon
+    /// as some of them are settled.
     pub batch_size: usize,
-    /// Most submissions in flight at once.
+    /// Most calls to the logs at once.
     pub concurrency: usize,
     /// Transient failures before a submission is dead-lettered.
     pub max_attempts: u32,
@@ -81,6 +85,8 @@ impl Default for SubmitterConfig {
 pub struct Submitter {
     deps: SubmitterDeps,
     config: SubmitterConfig,
+    /// One permit per call to a log that may run; shared by every batch in flight.
+    log_slots: Arc<Semaphore>,
 }
 
 /// Messages the submitter handles.
@@ -202,7 +208,12 @@ pub fn check_request(
 impl Submitter {
     /// A submitter with these dependencies and tuning.
     pub fn new(deps: SubmitterDeps, config: SubmitterConfig) -> Self {
-        Submitter { deps, config }
+        let log_slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Submitter {
+            deps,
+            config,
+            log_slots,
+        }
     }
 
     /// The durable consumer on the submission queue.
@@ -263,21 +274,30 @@ impl Submitter {
     /// One attempt of a parsed request: record, submit, settle.
     async fn attempt(&self, delivery: &dyn Delivery, req: Request) -> Outcome {
         let id = req.checked.record.id.as_str();
-        let existing = match self.deps.store.ensure_submission(&req.checked.record).await {
-            Ok(r) => r,
-            Err(e) => return self.store_failed(delivery, id, &e).await,
-        };
-        match existing.status {
-            SubmissionStatus::Logged => return self.already_logged(delivery, &existing).await,
-            // Only a redelivery after a lost dead-letter event, or a repeated request, finds
-            // it dead-lettered: make sure the event is out, and leave it to an operator.
-            SubmissionStatus::DeadLettered if delivery.delivered() > 1 => {
-                return self.dead_letter_settle(delivery, &existing).await;
+        // Only a redelivery after a lost dead-letter event, or a repeated request, finds it
+        // dead-lettered: on a redelivery, make sure the event is out and leave it to an
+        // operator.
+        let start = self
+            .deps
+            .store
+            .start_attempt(&req.checked.record, delivery.delivered() > 1)
+            .await;
+        let record = match start {
+            Ok(AttemptStart::Started(r)) => r,
+            Ok(AttemptStart::Settled(existing)) => {
+                return match existing.status {
+                    SubmissionStatus::Logged => self.already_logged(delivery, &existing).await,
+                    SubmissionStatus::DeadLettered => {
+                        self.dead_letter_settle(delivery, &existing).await
+                    }
+                    // Requeued by an operator between the write and the read: try later.
+                    other => {
+                        let why =
+                            format!("submission {id} changed to {} meanwhile", other.as_str());
+                        self.store_unavailable(delivery, id, &why).await
+                    }
+                };
             }
-            _ => {}
-        }
-        let record = match self.deps.store.begin_attempt(id).await {
-            Ok(r) => r,
             Err(e) => return self.store_failed(delivery, id, &e).await,
         };
         let Some(client) = self.deps.backends.clients.get(&req.checked.backend) else {
@@ -288,7 +308,12 @@ impl Submitter {
             envelope: req.checked.envelope,
             verifiers: req.checked.verifiers,
         };
-        match client.submit(&submission).await {
+        let answer = {
+            // The semaphore is never closed.
+            let _slot = self.log_slots.acquire().await;
+            client.submit(&submission).await
+        };
+        match answer {
             Ok(receipt) => self.logged(delivery, &record, &receipt).await,
             Err(e) if e.is_transient() && record.attempts < self.config.max_attempts => {
                 self.retry(delivery, &record, &e).await
@@ -500,9 +525,12 @@ impl Submitter {
     async fn run_batch(&self, deliveries: Vec<Box<dyn Delivery>>) {
         let depth = deliveries.last().and_then(|d| d.pending()).unwrap_or(0);
         crate::figures::set_submission_queue_depth((depth + deliveries.len() as u64) as f64);
+        // Every delivery at once: the log slots bound the calls, the pump's window the rest.
         futures::stream::iter(deliveries)
-            .for_each_concurrent(self.config.concurrency.max(1), |d| async move {
+            .for_each_concurrent(None, |d| async move {
                 let outcome = self.process(d.as_ref()).await;
+                // Settled: free its slot in the pump's window now, not with the batch.
+                drop(d);
                 metrics::counter!("provd_rekor_submissions_total", "outcome" => outcome.as_str())
                     .increment(1);
                 if outcome == Outcome::DeadLettered {
@@ -532,7 +560,7 @@ impl Actor for Submitter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let spec = self.consumer();
-        state.pump = Some(pump::Pump::spawn(pump::run_batches(
+        state.pump = Some(pump::Pump::spawn(pump::run_window(
             self.deps.bus.clone(),
             spec,
             NAME,

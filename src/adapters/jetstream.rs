@@ -560,21 +560,13 @@ struct JetStreamSubscription {
     work_for: Duration,
 }
 
-#[async_trait]
-impl Subscription for JetStreamSubscription {
-    async fn next_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
+impl JetStreamSubscription {
+    /// The deliveries of one pull request, collected until the request ends.
+    async fn pull(
+        &self,
+        batch: Result<consumer::pull::Batch, consumer::pull::BatchError>,
     ) -> Result<Vec<Box<dyn Delivery>>, PortError> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(max)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(nats_err)?;
+        let mut batch = batch.map_err(nats_err)?;
         let mut out: Vec<Box<dyn Delivery>> = Vec::new();
         while let Some(m) = batch.next().await {
             let m = m.map_err(nats_err)?;
@@ -597,6 +589,32 @@ impl Subscription for JetStreamSubscription {
             }));
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Subscription for JetStreamSubscription {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Box<dyn Delivery>>, PortError> {
+        // What is there now, at once; only when nothing is, a pull that waits for the
+        // first message. One waiting pull for `max` would hold the messages that came until
+        // `max` of them did or `wait` ran out.
+        let now = self.consumer.fetch().max_messages(max).messages().await;
+        let out = self.pull(now).await?;
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        let first = self
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await;
+        self.pull(first).await
     }
 
     async fn backlog(&mut self) -> Result<Option<Backlog>, PortError> {

@@ -46,9 +46,9 @@ pub struct RawRekor {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRekorQueue {
-    /// Most submissions pulled from the queue at once (default 32).
+    /// Most submissions held at once, pulled and not yet settled (default 32).
     pub batch_size: Option<usize>,
-    /// Most submissions in flight at once (default 8).
+    /// Most calls to the logs at once (default 8).
     pub concurrency: Option<usize>,
     /// Failed attempts (each after the client's own retries) before a submission is
     /// dead-lettered (default 8).

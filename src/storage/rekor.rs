@@ -3,11 +3,13 @@
 //! A submission is logged exactly once: it is inserted once per ID, every attempt is counted
 //! before Rekor is called, a failure records its status (`retrying` or `dead_lettered`) and
 //! error, and the receipt and the `logged` status are written in one transaction. That
-//! transaction first reads the submission so the receipt lands under the submission's
-//! backend; PostgreSQL locks the row for it (`FOR UPDATE`), SQLite begins `IMMEDIATE` so the
-//! one writer connection holds the write lock from that read on. Every other write is one
-//! statement; where a write is read back (ensure, requeue) the read runs in the write's
-//! transaction.
+//! transaction first sets the status, which returns the submission's backend for the
+//! receipt and locks the row on PostgreSQL; SQLite begins `IMMEDIATE` so the one writer
+//! connection holds the write lock from the start. Every other write is one
+//! statement, so it is one commit: recording a submission returns the new row itself, and
+//! starting an attempt records the submission and counts the attempt in one upsert (a row
+//! it leaves alone, one already there, is read after it). Requeueing reads back in its
+//! write's transaction.
 //!
 //! A receipt is stored column by column (log ID, indices, body, the inclusion proof in the
 //! Sigstore bundle's protobuf-JSON form, the checkpoint, the SET) so it can be queried, and
@@ -17,7 +19,9 @@ use actors::domain::receipt::{
     InclusionPromise, LogId, Receipt, TleInclusionProof, TransparencyLogEntry,
 };
 use actors::domain::submission::SubmissionStatus;
-use actors::ports::{NewSubmission, PortError, StoredReceipt, SubmissionRecord, SubmissionStore};
+use actors::ports::{
+    AttemptStart, NewSubmission, PortError, StoredReceipt, SubmissionRecord, SubmissionStore,
+};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -211,6 +215,13 @@ async fn submission_on(exec: Exec<'_>, id: &str) -> Result<Option<SubmissionReco
     row.map(SubmissionRecord::try_from).transpose()
 }
 
+/// The stored row of a submission a write found already there (it is never deleted).
+async fn existing(store: &Store, id: &str) -> Result<SubmissionRecord, PortError> {
+    submission_on(store.read(), id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
 /// Begins a write transaction whose first read already holds what its writes act on: on
 /// SQLite `BEGIN IMMEDIATE` takes the write lock at once (a deferred one would read first
 /// and upgrade later); on PostgreSQL the statements lock rows themselves (`FOR UPDATE`).
@@ -230,28 +241,36 @@ impl SubmissionStore for Store {
     async fn ensure_submission(&self, new: &NewSubmission) -> Result<SubmissionRecord, PortError> {
         let keys = serde_json::to_value(&new.verifier_keys)
             .map_err(|e| PortError::Rejected(e.to_string()))?;
-        let now = Time(Utc::now());
-        let mut tx = self.begin().await?;
-        run!(
-            exec,
-            tx.exec(),
+        // A new row comes back from the insert itself; only an existing one is read after.
+        let inserted: Option<SubmissionRow> = run!(
+            rows fetch_optional,
+            self.write(),
             Sql::new(
-                "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
-                 verifier_keys, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $5) \
-                 ON CONFLICT (submission_id) DO NOTHING",
-                "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
-                 verifier_keys, created_at, updated_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?5) \
-                 ON CONFLICT (submission_id) DO NOTHING",
+                concat!(
+                    "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
+                     verifier_keys, created_at, updated_at) \
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $5) \
+                     ON CONFLICT (submission_id) DO NOTHING RETURNING",
+                    submission_columns!()
+                ),
+                concat!(
+                    "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
+                     verifier_keys, created_at, updated_at) \
+                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?5) \
+                     ON CONFLICT (submission_id) DO NOTHING RETURNING",
+                    submission_columns!()
+                ),
             ),
             &new.id,
             &new.backend,
             Json(new.envelope.clone()),
             Json(keys),
-            now
+            Time(Utc::now())
         )?;
-        let row = submission_on(tx.exec(), &new.id).await?;
-        tx.commit().await?;
-        row.ok_or_else(|| not_found(&new.id))
+        match inserted {
+            Some(row) => Ok(SubmissionRecord::try_from(row)?),
+            None => existing(self, &new.id).await,
+        }
     }
 
     async fn begin_attempt(&self, id: &str) -> Result<SubmissionRecord, PortError> {
@@ -279,6 +298,53 @@ impl SubmissionStore for Store {
             .ok_or_else(|| not_found(id))?)
     }
 
+    async fn start_attempt(
+        &self,
+        new: &NewSubmission,
+        dead_letter_is_final: bool,
+    ) -> Result<AttemptStart, PortError> {
+        let keys = serde_json::to_value(&new.verifier_keys)
+            .map_err(|e| PortError::Rejected(e.to_string()))?;
+        // One upsert records the submission and counts the attempt: one commit per attempt
+        // instead of two. A row it may not touch returns nothing and is read back.
+        let started: Option<SubmissionRow> = run!(
+            rows fetch_optional,
+            self.write(),
+            Sql::new(
+                concat!(
+                    "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
+                     verifier_keys, attempts, created_at, updated_at) \
+                     VALUES ($1, $2, 'submitting', $3, $4, 1, $5, $5) \
+                     ON CONFLICT (submission_id) DO UPDATE SET status = 'submitting', \
+                     attempts = rekor_submissions.attempts + 1, updated_at = EXCLUDED.updated_at \
+                     WHERE rekor_submissions.status <> 'logged' \
+                     AND (rekor_submissions.status <> 'dead_lettered' OR NOT $6) RETURNING",
+                    submission_columns!()
+                ),
+                concat!(
+                    "INSERT INTO rekor_submissions (submission_id, backend, status, envelope, \
+                     verifier_keys, attempts, created_at, updated_at) \
+                     VALUES (?1, ?2, 'submitting', ?3, ?4, 1, ?5, ?5) \
+                     ON CONFLICT (submission_id) DO UPDATE SET status = 'submitting', \
+                     attempts = attempts + 1, updated_at = excluded.updated_at \
+                     WHERE status <> 'logged' AND (status <> 'dead_lettered' OR NOT ?6) \
+                     RETURNING",
+                    submission_columns!()
+                ),
+            ),
+            &new.id,
+            &new.backend,
+            Json(new.envelope.clone()),
+            Json(keys),
+            Time(Utc::now()),
+            dead_letter_is_final
+        )?;
+        match started {
+            Some(row) => Ok(AttemptStart::Started(SubmissionRecord::try_from(row)?)),
+            None => existing(self, &new.id).await.map(AttemptStart::Settled),
+        }
+    }
+
     async fn record_logged(
         &self,
         id: &str,
@@ -288,14 +354,20 @@ impl SubmissionStore for Store {
         let v = EntryValues::of(receipt)?;
         let now = Time(Utc::now());
         let mut tx = begin_immediate(self).await?;
+        // The status first: the update returns the backend the receipt lands under, and
+        // holds the row until the receipt is in.
         let backend: Option<String> = run!(
             scalar fetch_optional,
             tx.exec(),
             Sql::new(
-                "SELECT backend FROM rekor_submissions WHERE submission_id = $1 FOR UPDATE",
-                "SELECT backend FROM rekor_submissions WHERE submission_id = ?1",
+                "UPDATE rekor_submissions SET status = 'logged', entry_uuid = $2, \
+                 last_error = NULL, updated_at = $3 WHERE submission_id = $1 RETURNING backend",
+                "UPDATE rekor_submissions SET status = 'logged', entry_uuid = ?2, \
+                 last_error = NULL, updated_at = ?3 WHERE submission_id = ?1 RETURNING backend",
             ),
-            id
+            id,
+            uuid,
+            now
         )?;
         let Some(backend) = backend else {
             return Err(not_found(id));
@@ -327,19 +399,6 @@ impl SubmissionStore for Store {
             &v.inclusion_proof,
             &v.checkpoint,
             &v.signed_entry_timestamp,
-            now
-        )?;
-        run!(
-            exec,
-            tx.exec(),
-            Sql::new(
-                "UPDATE rekor_submissions SET status = 'logged', entry_uuid = $2, \
-                 last_error = NULL, updated_at = $3 WHERE submission_id = $1",
-                "UPDATE rekor_submissions SET status = 'logged', entry_uuid = ?2, \
-                 last_error = NULL, updated_at = ?3 WHERE submission_id = ?1",
-            ),
-            id,
-            uuid,
             now
         )?;
         tx.commit().await?;
