@@ -325,12 +325,10 @@ async fn upsert_values(
     let texts = TEXTS.get_or_init(|| {
         (0..=ITEM_ROWS.trailing_zeros())
             .map(|bit| {
-                let rows: Vec<String> = (0..1usize << bit)
-                    .map(|r| {
-                        let p: Vec<String> = (1..=12).map(|c| format!("?{}", 12 * r + c)).collect();
-                        format!("({})", p.join(", "))
-                    })
-                    .collect();
+                // Anonymous `?` parameters: sqlx asks SQLite for every numbered
+                // parameter's name, a scan of all the statement's names each, which made
+                // binding quadratic in the rows.
+                let rows = vec![format!("({})", ["?"; 12].join(", ")); 1usize << bit];
                 format!(
                     "{}{}{}",
                     lite_items_insert!(),
