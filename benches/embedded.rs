@@ -7,10 +7,12 @@
 //! * Durable reads: `EntryStore::get_entry` (what a read that misses the in-process tier
 //!   runs) beside a bare `SELECT` of the same row.
 //! * Write-behind, queue side: publishing 20 000 writes to the in-process bus (what a `202`
-//!   answer waits for) beside a bare `INSERT` of the same bytes, one transaction each.
-//! * Write-behind, flush side: pulling those writes in batches, upserting each batch in one
-//!   transaction and acknowledging it, as the flusher does, beside a bare `INSERT` of the same
-//!   rows in the same batches.
+//!   answer waits for) beside a bare `INSERT` of the same bytes, one transaction each: once
+//!   strictly one at a time, once from [`PUBLISHERS`] tasks at once, as concurrent requests
+//!   publish (the bare baseline from as many tasks on the one writer connection).
+//! * Write-behind, flush side: pulling those writes (both sets) in batches, upserting each
+//!   batch in one transaction and acknowledging it, as the flusher does, beside a bare
+//!   `INSERT` of the same rows in the same batches.
 //! * Invalidating 100 000 entries by one signer key (the entries' deletion and the ledger row in
 //!   one transaction, then the in-process tier's purge) beside a bare `DELETE` of the rows.
 //!
@@ -35,6 +37,8 @@ const READS: usize = 20_000;
 const WRITES: usize = 20_000;
 const BATCH: usize = 5_000;
 const ENTRIES: usize = 100_000;
+/// Concurrent publishers in the concurrent queue-side figure.
+const PUBLISHERS: usize = 64;
 
 fn entry(i: usize, key: &str) -> Entry {
     let now = Utc::now();
@@ -146,9 +150,69 @@ async fn write_behind(store: &Store, bus: &LocalBus, subjects: &Subjects) {
     }
     let bare = rate(WRITES, t.elapsed());
     println!(
-        "write-behind queue: publish to the in-process bus {ours:>8.0} writes/s | bare INSERT of the same bytes, a transaction each {bare:>8.0}/s | ratio {:.2}×",
+        "write-behind queue, one publisher: publish to the in-process bus {ours:>8.0} writes/s | bare INSERT of the same bytes, a transaction each {bare:>8.0}/s | ratio {:.2}×",
         ours / bare
     );
+
+    // Queue side as a server sees it: many requests publishing at once, each answered
+    // after its own commit. Fresh writes, so none is a duplicate of the first set.
+    let more: Vec<EntryWrite> = (0..WRITES)
+        .map(|i| write(entry(READS + WRITES + i, "key-write"), now))
+        .collect();
+    let shares = |items: Vec<(String, Vec<u8>)>| {
+        let mut shares: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); PUBLISHERS];
+        for (i, item) in items.into_iter().enumerate() {
+            shares[i % PUBLISHERS].push(item);
+        }
+        shares
+    };
+    let more_payloads: Vec<(String, Vec<u8>)> = more
+        .iter()
+        .map(|w| (w.write_id.to_string(), w.to_json()))
+        .collect();
+    let t = Instant::now();
+    let tasks: Vec<_> = shares(more_payloads.clone())
+        .into_iter()
+        .map(|share| {
+            let (bus, subject) = (bus.clone(), subject.clone());
+            tokio::spawn(async move {
+                for (id, payload) in share {
+                    bus.publish(&subject, &id, payload).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for r in futures::future::join_all(tasks).await {
+        r.expect("publisher");
+    }
+    let ours = rate(WRITES, t.elapsed());
+    let t = Instant::now();
+    let tasks: Vec<_> = shares(more_payloads)
+        .into_iter()
+        .map(|share| {
+            let writer = store.sqlite_writer().expect("sqlite").clone();
+            tokio::spawn(async move {
+                for (id, payload) in share {
+                    sqlx::query("INSERT INTO bench_scratch (k, payload) VALUES (?1, ?2)")
+                        .bind(id)
+                        .bind(payload)
+                        .execute(&writer)
+                        .await
+                        .expect("insert");
+                }
+            })
+        })
+        .collect();
+    for r in futures::future::join_all(tasks).await {
+        r.expect("inserter");
+    }
+    let bare = rate(WRITES, t.elapsed());
+    println!(
+        "write-behind queue, {PUBLISHERS} publishers at once: publish to the in-process bus {ours:>8.0} writes/s | bare INSERT of the same bytes, a transaction each, from {PUBLISHERS} tasks {bare:>8.0}/s | ratio {:.2}×",
+        ours / bare
+    );
+    let writes: Vec<EntryWrite> = writes.into_iter().chain(more).collect();
+    let total = writes.len();
 
     // Flush side: pull a batch, upsert it in one transaction, ack every message.
     let spec = ConsumerSpec {
@@ -163,7 +227,7 @@ async fn write_behind(store: &Store, bus: &LocalBus, subjects: &Subjects) {
     let mut sub = bus.subscribe(&spec).await.expect("subscribe");
     let t = Instant::now();
     let mut flushed = 0;
-    while flushed < WRITES {
+    while flushed < total {
         let batch = sub
             .next_batch(BATCH, Duration::from_secs(5))
             .await
@@ -181,7 +245,7 @@ async fn write_behind(store: &Store, bus: &LocalBus, subjects: &Subjects) {
         }
         flushed += batch.len();
     }
-    let ours = rate(WRITES, t.elapsed());
+    let ours = rate(total, t.elapsed());
     let t = Instant::now();
     for chunk in writes.chunks(BATCH) {
         let mut tx = store
@@ -200,7 +264,7 @@ async fn write_behind(store: &Store, bus: &LocalBus, subjects: &Subjects) {
         }
         tx.commit().await.expect("commit");
     }
-    let bare = rate(WRITES, t.elapsed());
+    let bare = rate(total, t.elapsed());
     println!(
         "write-behind flush: pull, upsert in batches of {BATCH}, ack {ours:>8.0} writes/s | bare INSERT of the rows in the same batches {bare:>8.0}/s | ratio {:.2}×",
         ours / bare

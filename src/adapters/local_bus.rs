@@ -76,7 +76,27 @@ struct Inner {
     /// one transaction: a flusher acks thousands at once, and a transaction each would be
     /// most of its time.
     settle: tokio::sync::mpsc::UnboundedSender<Settle>,
+    /// Publishes on their way to the publisher task, which commits every one waiting in
+    /// one transaction (group commit): concurrent publishers share a commit instead of
+    /// queueing for the writer connection one transaction each.
+    publish: tokio::sync::mpsc::UnboundedSender<Publish>,
 }
+
+/// One publish waiting for the publisher.
+#[derive(Debug)]
+struct Publish {
+    stream: usize,
+    subject: String,
+    msg_id: String,
+    payload: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), PortError>>,
+}
+
+/// Most publishes committed in one transaction.
+const PUBLISH_BATCH: usize = 1024;
+
+/// Most messages one `INSERT` statement carries (a power of two; see [`insert_messages`]).
+const INSERT_ROWS: usize = 64;
 
 /// One ack or term waiting for the settler.
 #[derive(Debug)]
@@ -194,6 +214,7 @@ impl LocalBus {
             })
             .collect();
         let (settle, settle_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (publish, publish_rx) = tokio::sync::mpsc::unbounded_channel();
         let bus = LocalBus {
             inner: Arc::new(Inner {
                 writer: writer.clone(),
@@ -201,10 +222,13 @@ impl LocalBus {
                 subjects,
                 streams,
                 settle,
+                publish,
             }),
         };
-        // The settler holds the bus weakly; its channel closes with the last handle.
+        // The settler and the publisher hold the bus weakly; their channels close with the
+        // last handle.
         tokio::spawn(settler(Arc::downgrade(&bus.inner), settle_rx));
+        tokio::spawn(publisher(Arc::downgrade(&bus.inner), publish_rx));
         bus.ensure_streams().await?;
         let mut tx = bus.inner.writer.begin().await.sq()?;
         for s in &bus.inner.streams {
@@ -542,6 +566,230 @@ fn seq_list(seqs: &[i64]) -> String {
     format!("[{}]", items.join(","))
 }
 
+/// Commits publishes as they come, every one waiting in one transaction, and answers each
+/// after the commit. When a shared transaction fails, its publishes are retried one
+/// transaction each, so one publish the database refuses fails alone.
+async fn publisher(
+    inner: std::sync::Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Publish>,
+) {
+    let gone = || PortError::Unavailable {
+        service: super::Service::LocalBus.as_str(),
+        message: "the bus is shutting down".into(),
+    };
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < PUBLISH_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            for p in batch {
+                let _ = p.done.send(Err(gone()));
+            }
+            continue;
+        };
+        let result = publish_batch(&inner, &batch).await;
+        if result.is_err() && batch.len() > 1 {
+            for p in batch {
+                let one = publish_batch(&inner, std::slice::from_ref(&p)).await;
+                let _ = p.done.send(one.map_err(PortError::from));
+            }
+            continue;
+        }
+        let result = result.map_err(PortError::from);
+        for p in batch {
+            let _ = p.done.send(result.clone());
+        }
+    }
+}
+
+/// Stores a batch of publishes in one transaction, stream by stream in order of arrival,
+/// then wakes the streams' subscriptions.
+async fn publish_batch(inner: &Inner, batch: &[Publish]) -> Result<(), AdapterError> {
+    let mut streams: Vec<(usize, Vec<&Publish>)> = Vec::new();
+    for p in batch {
+        match streams.iter_mut().find(|(s, _)| *s == p.stream) {
+            Some((_, items)) => items.push(p),
+            None => streams.push((p.stream, vec![p])),
+        }
+    }
+    let now = now_us();
+    let mut tx = inner.writer.begin().await.sq()?;
+    for (stream, items) in &streams {
+        publish_to(&mut tx, &inner.streams[*stream], items, now).await?;
+    }
+    tx.commit().await.sq()?;
+    for (stream, _) in &streams {
+        inner.streams[*stream].notify.notify_waiters();
+    }
+    Ok(())
+}
+
+/// Appends one stream's share of a batch: drops the publishes whose message id was seen
+/// within the duplicate window (or earlier in the batch), takes the sequence numbers of the
+/// rest in one update, stores them and their message ids, and applies the limits.
+async fn publish_to(
+    tx: &mut Transaction<'_, Sqlite>,
+    s: &StreamInfo,
+    items: &[&Publish],
+    now: i64,
+) -> Result<(), AdapterError> {
+    let ids: Vec<&str> = items
+        .iter()
+        .filter(|p| !p.msg_id.is_empty())
+        .map(|p| p.msg_id.as_str())
+        .collect();
+    let mut seen: std::collections::HashSet<String> = if ids.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_scalar(
+            // `+published_at` keeps SQLite off the time index: the primary key finds each
+            // id, where the time index would scan every id of the window.
+            "SELECT msg_id FROM bus_dedupe WHERE stream = ?1 AND +published_at >= ?2 \
+             AND msg_id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(&s.name)
+        .bind(now.saturating_sub(s.duplicate_window_us))
+        .bind(json_strings(&ids)?)
+        .fetch_all(&mut **tx)
+        .await
+        .sq()?
+        .into_iter()
+        .collect()
+    };
+    // A retried publish whose first copy is stored succeeds silently, as on JetStream.
+    let fresh: Vec<&Publish> = items
+        .iter()
+        .copied()
+        .filter(|p| p.msg_id.is_empty() || seen.insert(p.msg_id.clone()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let count = fresh.len() as i64;
+    let size: i64 = fresh.iter().map(|p| p.payload.len() as i64).sum();
+    let bump = "UPDATE bus_streams SET last_seq = last_seq + ?, msgs = msgs + ?, \
+                bytes = bytes + ? WHERE name = ? RETURNING last_seq, bytes";
+    let mut row: Option<(i64, i64)> = sqlx::query_as(bump)
+        .bind(count)
+        .bind(count)
+        .bind(size)
+        .bind(&s.name)
+        .fetch_optional(&mut **tx)
+        .await
+        .sq()?;
+    if row.is_none() {
+        // The stream was deleted (`delete_streams`): publishing creates it again.
+        ensure_stream(tx, s).await?;
+        row = sqlx::query_as(bump)
+            .bind(count)
+            .bind(count)
+            .bind(size)
+            .bind(&s.name)
+            .fetch_optional(&mut **tx)
+            .await
+            .sq()?;
+    }
+    let Some((last_seq, bytes)) = row else {
+        return Err(AdapterError::Corrupt(format!(
+            "stream {} is missing",
+            s.name
+        )));
+    };
+    let first_seq = last_seq - count + 1;
+    insert_messages(tx, &s.name, &fresh, first_seq, now).await?;
+    let dedupe: Vec<(&str, i64)> = fresh
+        .iter()
+        .zip(first_seq..)
+        .filter(|(p, _)| !p.msg_id.is_empty())
+        .map(|(p, seq)| (p.msg_id.as_str(), seq))
+        .collect();
+    if !dedupe.is_empty() {
+        let pairs = serde_json::to_string(&dedupe)
+            .map_err(|e| AdapterError::Corrupt(format!("message ids as JSON: {e}")))?;
+        // SQLite reads an upsert's `ON` after a bare `FROM` as a join: `WHERE true` ends
+        // the SELECT.
+        sqlx::query(
+            "INSERT INTO bus_dedupe (stream, msg_id, seq, published_at) \
+             SELECT ?1, value ->> 0, value ->> 1, ?2 FROM json_each(?3) WHERE true \
+             ON CONFLICT (stream, msg_id) DO UPDATE SET seq = excluded.seq, \
+             published_at = excluded.published_at",
+        )
+        .bind(&s.name)
+        .bind(now)
+        .bind(pairs)
+        .execute(&mut **tx)
+        .await
+        .sq()?;
+    }
+    let before = s.published.fetch_add(count as u64, Ordering::Relaxed);
+    if (before + count as u64) / PRUNE_EVERY > before / PRUNE_EVERY {
+        prune(tx, s, now).await?;
+    } else if bytes > s.max_bytes {
+        prune_bytes(tx, &s.name, bytes - s.max_bytes).await?;
+    }
+    Ok(())
+}
+
+/// Inserts messages with consecutive sequence numbers from `first_seq`, as few statements
+/// as the binary digits of their count: each statement carries a power of two of rows up to
+/// [`INSERT_ROWS`], so a handful of statement texts serve every batch and stay prepared in
+/// the connection's cache.
+async fn insert_messages(
+    tx: &mut Transaction<'_, Sqlite>,
+    stream: &str,
+    items: &[&Publish],
+    first_seq: i64,
+    now: i64,
+) -> Result<(), AdapterError> {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (0..=INSERT_ROWS.trailing_zeros())
+            .map(|bit| {
+                // Anonymous `?` parameters: sqlx asks SQLite for every numbered
+                // parameter's name, a scan of all the statement's names each, which made
+                // binding quadratic in the rows.
+                let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; 1usize << bit];
+                format!(
+                    "INSERT INTO bus_messages \
+                     (stream, seq, subject, msg_id, payload, size, published_at) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    let mut rest = items;
+    let mut seq = first_seq;
+    while !rest.is_empty() {
+        let bit = rest.len().min(INSERT_ROWS).ilog2();
+        let (chunk, tail) = rest.split_at(1 << bit);
+        let mut q = sqlx::query(texts[bit as usize].as_str());
+        for p in chunk {
+            q = q
+                .bind(stream)
+                .bind(seq)
+                .bind(&p.subject)
+                .bind((!p.msg_id.is_empty()).then_some(p.msg_id.as_str()))
+                .bind(&p.payload)
+                .bind(p.payload.len() as i64)
+                .bind(now);
+            seq += 1;
+        }
+        q.execute(&mut **tx).await.sq()?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Strings as a JSON array, for `json_each`.
+fn json_strings(items: &[&str]) -> Result<String, AdapterError> {
+    serde_json::to_string(items)
+        .map_err(|e| AdapterError::Corrupt(format!("message ids as JSON: {e}")))
+}
+
 /// Commits acks and terms as they come, every one waiting in one transaction, and answers
 /// each after the commit.
 async fn settler(
@@ -663,87 +911,28 @@ impl EventBus for LocalBus {
         msg_id: &str,
         payload: Vec<u8>,
     ) -> Result<(), PortError> {
-        let Some(index) = self.stream_for_subject(subject) else {
+        let Some(stream) = self.stream_for_subject(subject) else {
             return Err(PortError::Rejected(format!(
                 "no stream captures subject {subject}"
             )));
         };
-        let s = &self.inner.streams[index];
-        let now = now_us();
-        let size = payload.len() as i64;
-        let mut tx = self.inner.writer.begin().await.sq()?;
-        if !msg_id.is_empty() {
-            let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT published_at FROM bus_dedupe WHERE stream = ? AND msg_id = ?",
-            )
-            .bind(&s.name)
-            .bind(msg_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .sq()?;
-            if seen.is_some_and(|t| t >= now.saturating_sub(s.duplicate_window_us)) {
-                // A retried publish: the first one is stored, so this one succeeds silently.
-                return Ok(());
-            }
-        }
-        let bump = "UPDATE bus_streams SET last_seq = last_seq + 1, msgs = msgs + 1, \
-                    bytes = bytes + ? WHERE name = ? RETURNING last_seq, bytes";
-        let mut row: Option<(i64, i64)> = sqlx::query_as(bump)
-            .bind(size)
-            .bind(&s.name)
-            .fetch_optional(&mut *tx)
-            .await
-            .sq()?;
-        if row.is_none() {
-            // The stream was deleted (`delete_streams`): publishing creates it again.
-            ensure_stream(&mut tx, s).await?;
-            row = sqlx::query_as(bump)
-                .bind(size)
-                .bind(&s.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .sq()?;
-        }
-        let Some((seq, bytes)) = row else {
-            return Err(PortError::Rejected(format!("stream {} is missing", s.name)));
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let gone = || PortError::Unavailable {
+            service: super::Service::LocalBus.as_str(),
+            message: "the bus is shutting down".into(),
         };
-        sqlx::query(
-            "INSERT INTO bus_messages (stream, seq, subject, msg_id, payload, size, published_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.name)
-        .bind(seq)
-        .bind(subject)
-        .bind((!msg_id.is_empty()).then_some(msg_id))
-        .bind(payload)
-        .bind(size)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .sq()?;
-        if !msg_id.is_empty() {
-            sqlx::query(
-                "INSERT INTO bus_dedupe (stream, msg_id, seq, published_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (stream, msg_id) DO UPDATE SET seq = excluded.seq, \
-                 published_at = excluded.published_at",
-            )
-            .bind(&s.name)
-            .bind(msg_id)
-            .bind(seq)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .sq()?;
-        }
-        let published = s.published.fetch_add(1, Ordering::Relaxed) + 1;
-        if published.is_multiple_of(PRUNE_EVERY) {
-            prune(&mut tx, s, now).await?;
-        } else if bytes > s.max_bytes {
-            prune_bytes(&mut tx, &s.name, bytes - s.max_bytes).await?;
-        }
-        tx.commit().await.sq()?;
-        s.notify.notify_waiters();
-        Ok(())
+        self.inner
+            .publish
+            .send(Publish {
+                stream,
+                subject: subject.to_owned(),
+                msg_id: msg_id.to_owned(),
+                payload,
+                done,
+            })
+            .map_err(|_| gone())?;
+        // Answered only after the transaction holding the message has committed.
+        answer.await.map_err(|_| gone())?
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Subscription>, PortError> {
@@ -919,27 +1108,31 @@ impl LocalSubscription {
         .fetch_all(&mut *tx)
         .await
         .sq()?;
-        let mut taken = Vec::with_capacity(due.len());
-        for (seq, deliveries, subject, payload) in due {
+        if !due.is_empty() {
+            // One statement for every redelivery taken.
+            let seqs: Vec<i64> = due.iter().map(|(seq, ..)| *seq).collect();
             sqlx::query(
                 "UPDATE bus_pending SET deliveries = deliveries + 1, due_at = ? \
-                 WHERE stream = ? AND durable = ? AND seq = ?",
+                 WHERE stream = ? AND durable = ? AND seq IN (SELECT value FROM json_each(?))",
             )
             .bind(due_at)
             .bind(name)
             .bind(&self.durable)
-            .bind(seq)
+            .bind(seq_list(&seqs))
             .execute(&mut *tx)
             .await
             .sq()?;
-            taken.push(Taken {
+        }
+        let mut taken: Vec<Taken> = due
+            .into_iter()
+            .map(|(seq, deliveries, subject, payload)| Taken {
                 seq,
                 subject,
                 payload,
                 delivered: (deliveries + 1) as u64,
                 new: false,
-            });
-        }
+            })
+            .collect();
 
         let outstanding = count_unacked(&mut tx, name, &self.durable).await? as i64;
         let room = (max - taken.len() as i64).min(self.max_ack_pending - outstanding);
@@ -972,17 +1165,6 @@ impl LocalSubscription {
                 if !subject_matches(&self.filter, &subject) {
                     continue;
                 }
-                sqlx::query(
-                    "INSERT INTO bus_pending (stream, durable, seq, deliveries, due_at) \
-                     VALUES (?, ?, ?, 1, ?)",
-                )
-                .bind(name)
-                .bind(&self.durable)
-                .bind(seq)
-                .bind(due_at)
-                .execute(&mut *tx)
-                .await
-                .sq()?;
                 taken.push(Taken {
                     seq,
                     subject,
@@ -1004,6 +1186,21 @@ impl LocalSubscription {
                 cursor = cursor.max(last_seq);
                 break;
             }
+        }
+        let delivered: Vec<i64> = taken.iter().filter(|t| t.new).map(|t| t.seq).collect();
+        if !delivered.is_empty() {
+            // One statement for every first delivery taken.
+            sqlx::query(
+                "INSERT INTO bus_pending (stream, durable, seq, deliveries, due_at) \
+                 SELECT ?, ?, value, 1, ? FROM json_each(?)",
+            )
+            .bind(name)
+            .bind(&self.durable)
+            .bind(due_at)
+            .bind(seq_list(&delivered))
+            .execute(&mut *tx)
+            .await
+            .sq()?;
         }
         if cursor != start_cursor {
             sqlx::query("UPDATE bus_consumers SET cursor = ? WHERE stream = ? AND durable = ?")

@@ -8,10 +8,12 @@
 //! | [`List`]   | `TEXT[]`      | `TEXT`, a JSON array of strings |
 //! | [`Id`]     | `UUID`        | `TEXT`, hyphenated              |
 
+use std::borrow::Borrow;
+
 use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 use uuid::Uuid;
@@ -82,28 +84,58 @@ impl From<Time> for DateTime<Utc> {
     }
 }
 
-/// A JSON document.
+/// A JSON document: owned when read, borrowed (`Json(&value)`) when only bound, so a bind
+/// does not copy the document first.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Json(pub serde_json::Value);
+pub struct Json<T = serde_json::Value>(pub T);
 
-via!(
-    Json,
-    Postgres,
-    PgTypeInfo,
-    PgValueRef<'r>,
-    serde_json::Value,
-    |j| j.0.clone(),
-    |r| Ok(Json(r))
-);
-via!(
-    Json,
-    Sqlite,
-    SqliteTypeInfo,
-    SqliteValueRef<'r>,
-    String,
-    |j| j.0.to_string(),
-    |r| Ok(Json(serde_json::from_str(&r)?))
-);
+impl<T> Type<Postgres> for Json<T> {
+    fn type_info() -> PgTypeInfo {
+        <serde_json::Value as Type<Postgres>>::type_info()
+    }
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <serde_json::Value as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'q, T: Borrow<serde_json::Value>> Encode<'q, Postgres> for Json<T> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <serde_json::Value as Encode<'q, Postgres>>::encode_by_ref(self.0.borrow(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Json {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Json(<serde_json::Value as Decode<'r, Postgres>>::decode(
+            value,
+        )?))
+    }
+}
+
+impl<T> Type<Sqlite> for Json<T> {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'q, T: Borrow<serde_json::Value>> Encode<'q, Sqlite> for Json<T> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <String as Encode<'q, Sqlite>>::encode(self.0.borrow().to_string(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Json {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <String as Decode<'r, Sqlite>>::decode(value)?;
+        Ok(Json(serde_json::from_str(&text)?))
+    }
+}
 
 /// A list of strings (signer key IDs).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,8 @@
 //! acceptance matches ([`CLOCK_SKEW_MARGIN`]), and keeps the newest write per VeriKey,
 //! also against the stored version.
 
+use std::sync::OnceLock;
+
 use actors::domain::entry::{Entry, EntryWrite, invalidated_after_accept, newest_per_key_ref};
 use actors::domain::epoch::FeedEpoch;
 use actors::domain::invalidation::{Criterion, Invalidation, LedgerRow};
@@ -23,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 
 use super::codec::{Id, Json, List, Time};
 use super::{Backend, Exec, Sql, Store, Tx, run};
@@ -235,6 +238,34 @@ async fn existing_revocation(
     Ok(row.map(LedgerRow::from))
 }
 
+/// The start of the SQLite upsert of entries, up to its `VALUES` rows: shared by the
+/// one-row statement of [`upsert_item`] and the multi-row ones of [`upsert_values`].
+macro_rules! lite_items_insert {
+    () => {
+        "INSERT INTO provcache_items \
+         (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
+          signer_set_hash, feed_id, feed_epoch, created_at, updated_at, expires_at) VALUES "
+    };
+}
+
+/// The end of the SQLite upsert of entries: the stored version is replaced only by a write
+/// accepted no earlier than it, and each written row returns one row.
+macro_rules! lite_items_conflict {
+    () => {
+        " ON CONFLICT (veri_key) DO UPDATE SET verdict = excluded.verdict, \
+          verdict_hash = excluded.verdict_hash, proof_root = excluded.proof_root, \
+          trust_score = excluded.trust_score, policy_hash = excluded.policy_hash, \
+          signer_set_hash = excluded.signer_set_hash, feed_id = excluded.feed_id, \
+          feed_epoch = excluded.feed_epoch, created_at = excluded.created_at, \
+          updated_at = excluded.updated_at, expires_at = excluded.expires_at \
+         WHERE provcache_items.updated_at <= excluded.updated_at \
+         RETURNING 1"
+    };
+}
+
+/// Most entries one SQLite upsert statement carries (a power of two; 12 binds a row).
+const ITEM_ROWS: usize = 64;
+
 /// Upserts one entry and its signer-set members as the version accepted at `accepted_at`
 /// (`updated_at`), unless the stored version is newer: whether the entry was written. The
 /// SQLite batch loops over these in its transaction; a bundle import writes one.
@@ -259,21 +290,14 @@ pub(crate) async fn upsert_item(
               updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at \
              WHERE provcache.provcache_items.updated_at <= EXCLUDED.updated_at \
              RETURNING 1",
-            "INSERT INTO provcache_items \
-             (veri_key, verdict, verdict_hash, proof_root, trust_score, policy_hash, \
-              signer_set_hash, feed_id, feed_epoch, created_at, updated_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (veri_key) DO UPDATE SET verdict = excluded.verdict, \
-              verdict_hash = excluded.verdict_hash, proof_root = excluded.proof_root, \
-              trust_score = excluded.trust_score, policy_hash = excluded.policy_hash, \
-              signer_set_hash = excluded.signer_set_hash, feed_id = excluded.feed_id, \
-              feed_epoch = excluded.feed_epoch, created_at = excluded.created_at, \
-              updated_at = excluded.updated_at, expires_at = excluded.expires_at \
-             WHERE provcache_items.updated_at <= excluded.updated_at \
-             RETURNING 1",
+            concat!(
+                lite_items_insert!(),
+                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                lite_items_conflict!()
+            ),
         ),
         &e.veri_key,
-        Json(e.verdict.clone()),
+        Json(&e.verdict),
         &e.verdict_hash,
         &e.proof_root,
         e.trust_score,
@@ -287,6 +311,89 @@ pub(crate) async fn upsert_item(
     )?;
     insert_members(tx.exec(), &e.signer_set_hash, &e.signer_key_ids).await?;
     Ok(stored.is_some())
+}
+
+/// Upserts the kept writes and their signer-set members on SQLite: as few statements as
+/// the binary digits of their count, each a power of two of rows up to [`ITEM_ROWS`] (so a
+/// handful of statement texts serve every batch and stay prepared in the connection's
+/// cache), and every member in one statement. Returns how many items were written.
+async fn upsert_values(
+    conn: &mut SqliteConnection,
+    kept: &[&EntryWrite],
+) -> Result<u64, AdapterError> {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (0..=ITEM_ROWS.trailing_zeros())
+            .map(|bit| {
+                // Anonymous `?` parameters: sqlx asks SQLite for every numbered
+                // parameter's name, a scan of all the statement's names each, which made
+                // binding quadratic in the rows.
+                let rows = vec![format!("({})", ["?"; 12].join(", ")); 1usize << bit];
+                format!(
+                    "{}{}{}",
+                    lite_items_insert!(),
+                    rows.join(", "),
+                    lite_items_conflict!()
+                )
+            })
+            .collect()
+    });
+    let mut written = 0u64;
+    let mut rest = kept;
+    while !rest.is_empty() {
+        let bit = rest.len().min(ITEM_ROWS).ilog2();
+        let (chunk, tail) = rest.split_at(1 << bit);
+        let mut q = sqlx::query(texts[bit as usize].as_str());
+        for w in chunk {
+            let e = &w.entry;
+            q = q
+                .bind(&e.veri_key)
+                .bind(Json(&e.verdict))
+                .bind(&e.verdict_hash)
+                .bind(&e.proof_root)
+                .bind(e.trust_score)
+                .bind(&e.policy_hash)
+                .bind(&e.signer_set_hash)
+                .bind(&e.feed_id)
+                .bind(&e.feed_epoch)
+                .bind(Time(e.created_at))
+                .bind(Time(w.accepted_at))
+                .bind(Time(e.expires_at));
+        }
+        let rows = q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(AdapterError::Sqlite)?;
+        written += rows.len() as u64;
+        rest = tail;
+    }
+    let mut members: Vec<(&str, &str)> = kept
+        .iter()
+        .flat_map(|w| {
+            let e = &w.entry;
+            e.signer_key_ids
+                .iter()
+                .map(|k| (e.signer_set_hash.as_str(), k.as_str()))
+        })
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    if !members.is_empty() {
+        let pairs = serde_json::to_string(&members)
+            .map_err(|e| AdapterError::Corrupt(format!("signer-set members as JSON: {e}")))?;
+        // SQLite reads an upsert's `ON` after a bare `FROM` as a join: `WHERE true` ends
+        // the SELECT.
+        sqlx::query(
+            "INSERT INTO prov_signer_set_members (signer_set_hash, key_id) \
+             SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(pairs)
+        .execute(&mut *conn)
+        .await
+        .map_err(AdapterError::Sqlite)?;
+    }
+    Ok(written)
 }
 
 /// Upserts the kept writes and their signer-set members on PostgreSQL in one statement,
@@ -503,17 +610,11 @@ impl Store {
                 .into_iter()
                 .partition(|w| !invalidated_after_accept(w, &revocations))
         };
-        // PostgreSQL takes the batch as column arrays in one statement (one round trip);
-        // SQLite has no array binds and no round trips, so it loops in its transaction.
+        // PostgreSQL takes the batch as column arrays in one statement; SQLite has no
+        // array binds, so it takes it as multi-row statements.
         let written = match &mut tx {
             Tx::Pg(pg) => u64::try_from(upsert_unnest(pg, &kept).await?).unwrap_or(0),
-            Tx::Lite(_) => {
-                let mut written = 0u64;
-                for w in &kept {
-                    written += u64::from(upsert_item(&mut tx, &w.entry, w.accepted_at).await?);
-                }
-                written
-            }
+            Tx::Lite(lite) => upsert_values(lite, &kept).await?,
         };
         tx.commit().await?;
         Ok(UpsertOutcome {
