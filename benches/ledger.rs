@@ -27,6 +27,9 @@ use provd::storage::Store;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+mod common;
+use common::reachable;
+
 const ENTRIES: usize = 100_000;
 const LEDGER_ROWS: i64 = 1_000_000;
 
@@ -47,23 +50,6 @@ fn entry(i: usize, signer_set: &str, key: &str) -> Entry {
         created_at: now,
         expires_at: now + chrono::Duration::hours(1),
     }
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    use std::net::ToSocketAddrs;
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = authority.rsplit('@').next().unwrap_or_default();
-    let hp = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    hp.to_socket_addrs().is_ok_and(|mut a| {
-        a.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    })
 }
 
 fn with_database(url: &str, db: &str) -> String {

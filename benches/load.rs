@@ -39,6 +39,9 @@ use serde_json::json;
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::reachable;
+
 /// The bearer token provd is started with (admin: every scope).
 const TOKEN: &str = "load-token-0123456789abcdef";
 /// Set in the baseline's child process: the file holding the constant body.
@@ -391,31 +394,6 @@ async fn delete_redis_keys(url: &str, prefix: &str) -> redis::RedisResult<()> {
             return Ok(());
         }
         cursor = next;
-    }
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    let hostport = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .rsplit('@')
-        .next()
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let addr = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    match std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .ok()
-        .and_then(|mut a| a.next())
-    {
-        Some(a) => std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok(),
-        None => false,
     }
 }
 

@@ -26,6 +26,9 @@ use provd::storage::Store;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+mod common;
+use common::reachable;
+
 /// A durable tier that holds nothing, so only the tiers above are measured.
 struct NoStore;
 
@@ -93,23 +96,6 @@ fn row(name: &str, ours: &Stats, base: &Stats) {
         us(ours.p50) / us(base.p50).max(1e-9),
         us(ours.p99) / us(base.p99).max(1e-9),
     );
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    use std::net::ToSocketAddrs;
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = authority.rsplit('@').next().unwrap_or_default();
-    let hp = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    hp.to_socket_addrs().is_ok_and(|mut a| {
-        a.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    })
 }
 
 async fn in_process() {

@@ -26,6 +26,9 @@ use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+mod common;
+use common::reachable;
+
 const TOKEN: &str = "bench-token-0123456789";
 const CONCURRENCY: usize = 8;
 /// Submissions of each lost-response phase.
@@ -182,35 +185,6 @@ fn report(what: &str, ours: f64, baseline: f64) {
          straight to the log {baseline:>8.0}/s | ratio {:.2}×",
         ours / baseline
     );
-}
-
-fn reachable(url: &str, default_port: u16) -> bool {
-    let hostport = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .rsplit('@')
-        .next()
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let addr = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:{default_port}")
-    };
-    std::net::TcpStream::connect_timeout(
-        &match std::net::ToSocketAddrs::to_socket_addrs(&addr)
-            .ok()
-            .and_then(|mut a| a.next())
-        {
-            Some(a) => a,
-            None => return false,
-        },
-        Duration::from_secs(2),
-    )
-    .is_ok()
 }
 
 fn main() {
