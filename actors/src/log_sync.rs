@@ -295,6 +295,13 @@ impl Syncer {
         // The refused note itself is the evidence; fetch it as served.
         let note = match self.deps.client.checkpoint_note_unverified().await {
             Ok(n) => Some(n),
+            // The divergence is keyed by the note; raised now under the error's text, the
+            // same refused tree would be raised again, under its note, once the log answers.
+            Err(e @ (RekorError::Transient { .. } | RekorError::CircuitOpen { .. })) => {
+                return Round::Unavailable(format!(
+                    "cannot fetch the refused checkpoint as evidence: {e}"
+                ));
+            }
             Err(e) => {
                 tracing::warn!(backend = self.backend(), error = %e, "cannot fetch the refused checkpoint as evidence");
                 None
@@ -797,6 +804,38 @@ mod tests {
         let d = &f.store.all_divergences()[0];
         assert!(d.evidence["receipt_proof"]["hashes"].is_array());
         assert!(d.evidence["checkpoints"][1]["note"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_refused_checkpoint_whose_note_cannot_be_fetched_yet_is_raised_once_by_its_note() {
+        let mut f = Fixture::new("a");
+        f.grow(3);
+        assert!(matches!(f.round().await, Round::Advanced { size: 3, .. }));
+        f.log.set_wrong_key(true);
+        f.log.fail_note_fetches(1);
+        assert!(
+            matches!(f.round().await, Round::Unavailable(ref why) if why.contains("evidence")),
+            "no divergence without its evidence; the next round tries again"
+        );
+        assert!(f.kinds().is_empty());
+        for _ in 0..2 {
+            assert_eq!(
+                f.round().await,
+                Round::Diverged(DivergenceKind::BadSignature)
+            );
+        }
+        assert_eq!(
+            f.kinds(),
+            ["bad_signature"],
+            "one divergence per refused tree"
+        );
+        let d = &f.store.all_divergences()[0];
+        assert!(
+            d.evidence["note"]
+                .as_str()
+                .unwrap()
+                .starts_with("log.example\n")
+        );
     }
 
     #[tokio::test]

@@ -368,6 +368,7 @@ struct LogInner {
     wrong_key: bool,
     down: bool,
     bad_consistency: bool,
+    failing_note_fetches: usize,
 }
 
 /// A transparency log with real RFC 6962 trees and fault switches like the local log's.
@@ -417,6 +418,12 @@ impl FakeLog {
     /// Answers every request as unavailable.
     pub fn set_down(&self, on: bool) {
         lock(&self.inner).down = on;
+    }
+
+    /// Answers the next `n` fetches of the unverified checkpoint note as unavailable, as a
+    /// log under load does while the signed checkpoint itself was served.
+    pub fn fail_note_fetches(&self, n: usize) {
+        lock(&self.inner).failing_note_fetches = n;
     }
 
     /// Serves consistency proofs that do not verify.
@@ -551,6 +558,13 @@ impl RekorClient for FakeLog {
     }
 
     async fn checkpoint_note_unverified(&self) -> Result<String, RekorError> {
+        {
+            let mut inner = lock(&self.inner);
+            if inner.failing_note_fetches > 0 {
+                inner.failing_note_fetches -= 1;
+                return Err(Self::unavailable());
+            }
+        }
         Ok(self.current()?.0)
     }
 }
