@@ -13,8 +13,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -220,7 +220,11 @@ async fn http_modes(t: &TestApp, sdk: Sdk) {
     let batch_uuid = revoke(&source, &uuid::Uuid::new_v4().to_string(), &key("batch-a"));
     let batch_text = revoke(&source, &format!("batch-{tag}"), &key("batch-b"));
     // The same id from another source is another event.
-    let same_id = revoke(&other_source, &format!("structured {tag}"), &key("structured"));
+    let same_id = revoke(
+        &other_source,
+        &format!("structured {tag}"),
+        &key("structured"),
+    );
     let spared = revoke(&source, &format!("spared-{tag}"), &key("spared"));
     let last = revoke(&source, &format!("last-{tag}"), &key("last"));
     let results = run(
@@ -234,7 +238,10 @@ async fn http_modes(t: &TestApp, sdk: Sdk) {
                 request("structured", vec![structured.clone()]),
                 request("binary", vec![binary.clone()]),
                 request("structured", vec![same_id.clone()]),
-                request("structured", vec![malformed(&source, &format!("bad-s-{tag}"))]),
+                request(
+                    "structured",
+                    vec![malformed(&source, &format!("bad-s-{tag}"))],
+                ),
                 request("binary", vec![malformed(&source, &format!("bad-b-{tag}"))]),
                 request(
                     "batch",
@@ -264,8 +271,16 @@ async fn http_modes(t: &TestApp, sdk: Sdk) {
     accepted(&results[3], &format!("{who} structured repeat"));
     accepted(&results[4], &format!("{who} binary repeat"));
     accepted(&results[5], &format!("{who} same id, other source"));
-    refused(&results[6], &format!("{who} malformed structured"), &["`reason`"]);
-    refused(&results[7], &format!("{who} malformed binary"), &["`reason`"]);
+    refused(
+        &results[6],
+        &format!("{who} malformed structured"),
+        &["`reason`"],
+    );
+    refused(
+        &results[7],
+        &format!("{who} malformed binary"),
+        &["`reason`"],
+    );
     refused(
         &results[8],
         &format!("{who} batch with a malformed event"),
@@ -287,7 +302,11 @@ async fn http_modes(t: &TestApp, sdk: Sdk) {
     let rows = rows_of(t, &key("structured"), 2).await;
     let mut sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
     sources.sort_unstable();
-    assert_eq!(sources, vec![source.as_str(), other_source.as_str()], "{rows:?}");
+    assert_eq!(
+        sources,
+        vec![source.as_str(), other_source.as_str()],
+        "{rows:?}"
+    );
     let binary_rows = rows_of(t, &key("binary"), 1).await;
     assert_eq!(binary_rows.len(), 1, "a repeated binary event is one row");
     // The last event was sent after the refused batch and is applied: the refused batch's
@@ -354,12 +373,14 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
     let prefix = &t.config.nats_prefix;
     let revoked = format!("{prefix}.prov.events.signer.revoked");
     let invalidate = format!("{prefix}.prov.events.invalidate");
-    let nats = |mode: &str, subject: &str, event: &Value| {
-        json!({"via": "nats", "mode": mode, "subject": subject, "events": [event]})
-    };
+    let nats = |mode: &str, subject: &str, event: &Value| json!({"via": "nats", "mode": mode, "subject": subject, "events": [event]});
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let source = "/ce-sdk/python/nats";
-    let structured = revoke(source, &format!("nats structured {tag}"), &format!("n-s-{tag}"));
+    let structured = revoke(
+        source,
+        &format!("nats structured {tag}"),
+        &format!("n-s-{tag}"),
+    );
     let mut binary = revoke(source, &format!("nats-binary-{tag}"), &format!("n-b-{tag}"));
     binary["correlationid"] = json!(format!("corr-{tag}"));
     let other = revoke(
@@ -378,7 +399,11 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
                 nats("binary", &revoked, &binary),
                 nats("binary", &revoked, &binary),
                 nats("structured", &revoked, &other),
-                nats("structured", &invalidate, &malformed(source, &bad_structured)),
+                nats(
+                    "structured",
+                    &invalidate,
+                    &malformed(source, &bad_structured),
+                ),
                 nats("binary", &invalidate, &malformed(source, &bad_binary)),
             ],
         ),
@@ -389,7 +414,11 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
     row_of(&t, &structured).await;
     let rows = rows_of(&t, &format!("n-b-{tag}"), 2).await;
     let mine: Vec<&Value> = rows.iter().filter(|r| r["source"] == source).collect();
-    assert_eq!(mine.len(), 1, "a repeated binary event is one row: {rows:?}");
+    assert_eq!(
+        mine.len(),
+        1,
+        "a repeated binary event is one row: {rows:?}"
+    );
     assert_eq!(
         mine[0]["revocation_id"],
         events::event_key(source, binary["id"].as_str().unwrap()).to_string()
@@ -401,9 +430,84 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
         let r = rejection(&t, id).await;
         assert_eq!(r["reason"], "missing_field", "{r}");
         assert!(
-            r["detail"].as_str().unwrap_or_default().contains("`reason`"),
+            r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`reason`"),
             "the rejection names the field: {r}"
         );
     }
     t.finish().await;
+}
+
+/// The OpenAPI document tells what the route takes and answers: the three content types,
+/// the binary-mode headers, and every status it can answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_route_documents_every_mode_and_status() {
+    common::in_mode(common::Mode::Embedded, async {
+        let Some(t) = TestApp::start().await else {
+            return;
+        };
+        let doc: Value = t
+            .http
+            .get(t.url("/api/openapi.json"))
+            .send()
+            .await
+            .expect("document")
+            .json()
+            .await
+            .expect("json");
+        let op = &doc["paths"]["/api/v1/events"]["post"];
+        let content = op["requestBody"]["content"]
+            .as_object()
+            .expect("request content");
+        for ct in [
+            "application/cloudevents+json",
+            "application/json",
+            "application/cloudevents-batch+json",
+        ] {
+            assert!(content.contains_key(ct), "request body {ct}: {content:?}");
+        }
+        assert_eq!(
+            content["application/cloudevents-batch+json"]["schema"]["type"],
+            "array"
+        );
+        let headers: Vec<&str> = op["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["in"] == "header")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(headers.contains(&"ce-specversion"), "{headers:?}");
+        let statuses: Vec<&String> = op["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .collect();
+        for s in ["202", "400", "401", "403", "413", "415", "503"] {
+            assert!(
+                statuses.iter().any(|k| k.as_str() == s),
+                "status {s}: {statuses:?}"
+            );
+        }
+        assert!(
+            op["responses"]["202"]["content"]["application/json"]["schema"].is_object(),
+            "{}",
+            op["responses"]["202"]
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert!(
+            schemas["InboundEvent"]["properties"]["type"].is_object(),
+            "{}",
+            schemas["InboundEvent"]
+        );
+        assert!(
+            schemas["Accepted"]["oneOf"].is_array(),
+            "{}",
+            schemas["Accepted"]
+        );
+        t.finish().await;
+    })
+    .await;
 }
