@@ -390,6 +390,12 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
     );
     let bad_structured = format!("nats-bad-s-{tag}");
     let bad_binary = format!("nats-bad-b-{tag}");
+    // A binary message whose body is not JSON cannot become an event at the adapter.
+    let unreadable = format!("nats-unreadable-{tag}");
+    let unreadable_event = json!({
+        "id": unreadable, "source": source, "type": SIGNER_REVOKED,
+        "data_bytes": "{not json",
+    });
     let results = run(
         Sdk::Python,
         &plan(
@@ -405,6 +411,7 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
                     &malformed(source, &bad_structured),
                 ),
                 nats("binary", &invalidate, &malformed(source, &bad_binary)),
+                nats("binary", &revoked, &unreadable_event),
             ],
         ),
     )
@@ -437,6 +444,12 @@ async fn sdk_events_over_nats_are_applied_or_recorded() {
             "the rejection names the field: {r}"
         );
     }
+    let r = rejection(&t, &unreadable).await;
+    assert_eq!(r["reason"], "invalid_json", "{r}");
+    assert!(
+        r["detail"].as_str().unwrap_or_default().contains("`data`"),
+        "the rejection names the field: {r}"
+    );
     t.finish().await;
 }
 

@@ -24,9 +24,13 @@ FORMAT = JSONFormat()
 
 
 def event_of(spec):
-    attributes = {k: v for k, v in spec.items() if k != "data"}
+    """The SDK's event; `data_bytes` gives data as raw bytes (sent as they are)."""
+    attributes = {k: v for k, v in spec.items() if k not in ("data", "data_bytes")}
     attributes.setdefault("datacontenttype", "application/json")
-    return CloudEvent(attributes=attributes, data=spec.get("data"))
+    data = spec.get("data")
+    if "data_bytes" in spec:
+        data = spec["data_bytes"].encode()
+    return CloudEvent(attributes=attributes, data=data)
 
 
 def wire(request):
