@@ -206,7 +206,16 @@ impl Invalidator {
     async fn process(&self, delivery: &dyn Delivery) {
         let kind = self.trigger.kind();
         let base_subject = kind.base_subject();
-        let inv = match self.trigger.decode(delivery.payload()) {
+        // A binary-mode message the adapter could not read is refused with its reason.
+        let decoded = match delivery.binding_error() {
+            Some(e) => Err(Rejection {
+                reason: e.reason.as_str(),
+                detail: e.detail.clone(),
+                event_id: e.event_id.clone(),
+            }),
+            None => self.trigger.decode(delivery.payload()),
+        };
+        let inv = match decoded {
             Ok(inv) => inv,
             Err(rej) => {
                 rejected::reject(

@@ -84,8 +84,15 @@ pub struct ConsumerSpec {
 pub trait Delivery: Send + Sync {
     /// The subject it was published on.
     fn subject(&self) -> &str;
-    /// The raw payload.
+    /// The raw payload: a structured event, also when the message came in CloudEvents'
+    /// binary mode (the adapter converts it).
     fn payload(&self) -> &[u8];
+    /// Why the message could not be read as a structured event at the adapter (a malformed
+    /// binary-mode message, whose `payload` is then its body as sent): a consumer refuses it
+    /// with this reason.
+    fn binding_error(&self) -> Option<&events::DecodeError> {
+        None
+    }
     /// How many times it has been delivered, starting at 1.
     fn delivered(&self) -> u64;
     /// Messages still waiting behind this one on its consumer, when the bus knows.

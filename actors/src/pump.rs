@@ -123,6 +123,9 @@ impl Delivery for Held {
     fn pending(&self) -> Option<u64> {
         self.delivery.pending()
     }
+    fn binding_error(&self) -> Option<&events::DecodeError> {
+        self.delivery.binding_error()
+    }
     async fn ack(&self) -> Result<(), PortError> {
         self.delivery.ack().await
     }

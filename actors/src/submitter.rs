@@ -246,7 +246,12 @@ impl Submitter {
     }
 
     async fn process(&self, delivery: &dyn Delivery) -> Outcome {
-        let req = match self.parse(delivery.payload()) {
+        // A binary-mode message the adapter could not read is refused with its reason.
+        let parsed = match delivery.binding_error() {
+            Some(e) => Err((e.reason.as_str(), e.detail.clone(), e.event_id.clone())),
+            None => self.parse(delivery.payload()),
+        };
+        let req = match parsed {
             Ok(r) => r,
             Err((reason, detail, event_id)) => {
                 rejected::reject(

@@ -366,7 +366,11 @@ mod tests {
         .with_correlation_id(Some("c-1".into()));
         let back: CloudEvent<SignerRevoked> = decode_as(&e.to_json()).expect("decodes");
         assert_eq!(back, e);
-        assert!(back.uuid().is_some());
+        assert_eq!(
+            back.key().to_string(),
+            back.id,
+            "provd's own ids are their own key"
+        );
 
         let f = CloudEvent::new(
             "s",
@@ -465,8 +469,15 @@ mod tests {
         assert_eq!(err.reason, RejectReason::MissingField);
         assert!(err.detail.contains("reason"), "{}", err.detail);
 
+        // Any non-empty string is an id; an empty or overlong one is not.
         let mut v = invalidate_json();
         v["id"] = json!("not-a-uuid");
+        assert!(decode_as::<InvalidateRequested>(&bytes(&v)).is_ok());
+        let mut v = invalidate_json();
+        v["id"] = json!("");
+        assert_eq!(reject(v), RejectReason::InvalidField);
+        let mut v = invalidate_json();
+        v["id"] = json!("x".repeat(crate::MAX_ID_LEN + 1));
         assert_eq!(reject(v), RejectReason::InvalidField);
 
         let mut v = invalidate_json();

@@ -16,8 +16,9 @@ pub const SPEC_VERSION: &str = "1.0";
 pub struct CloudEvent<T> {
     /// Always `1.0`.
     pub specversion: String,
-    /// Unique event id; a UUID (provd emits UUIDv7). It is also the `Nats-Msg-Id`, so a
-    /// republished event is deduplicated.
+    /// The event id: any non-empty string, unique with `source` (provd emits UUIDv7s).
+    /// [`crate::event_key`] turns the pair into the UUID the bus and the ledger key it by,
+    /// so a republished event is deduplicated.
     pub id: String,
     /// Who emitted the event, as a URI reference (e.g. `urn:provd:node:a` or `/authority`).
     pub source: String,
@@ -62,9 +63,9 @@ impl<T: EventData> CloudEvent<T> {
         self
     }
 
-    /// The event id as a UUID. Decoded events always have one.
-    pub fn uuid(&self) -> Option<Uuid> {
-        Uuid::parse_str(&self.id).ok()
+    /// The UUID this event is keyed by (its `source` and `id`; see [`crate::event_key`]).
+    pub fn key(&self) -> Uuid {
+        crate::binding::event_key(&self.source, &self.id)
     }
 
     /// The structured-JSON bytes to publish.
@@ -134,7 +135,11 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(reason: RejectReason, detail: impl Into<String>, event_id: Option<String>) -> Self {
+    pub(crate) fn new(
+        reason: RejectReason,
+        detail: impl Into<String>,
+        event_id: Option<String>,
+    ) -> Self {
         DecodeError {
             reason,
             detail: detail.into(),
@@ -293,11 +298,22 @@ fn envelope_from_value<T: DeserializeOwned>(
             };
             DecodeError::new(reason, msg, event_id.clone())
         })?;
-    if Uuid::parse_str(&event.id).is_err() {
+    // Any non-empty string is an id (CloudEvents); it must fit where ids are kept.
+    if event.id.is_empty() {
         return Err(DecodeError::new(
             RejectReason::InvalidField,
-            format!("field `id` must be a UUID, got {:?}", event.id),
-            event_id.clone(),
+            "field `id` must not be empty",
+            None,
+        ));
+    }
+    if event.id.len() > crate::binding::MAX_ID_LEN || event.id.contains('\0') {
+        return Err(DecodeError::new(
+            RejectReason::InvalidField,
+            format!(
+                "field `id` must be at most {} bytes without NUL",
+                crate::binding::MAX_ID_LEN
+            ),
+            None,
         ));
     }
     if event.source.is_empty() {

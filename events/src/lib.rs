@@ -8,12 +8,19 @@
 //!
 //! Inbound events from other systems are parsed with [`decode`], which checks the envelope,
 //! the type and its version against the subject, and the payload's fields, and reports a
-//! bounded [`RejectReason`] for anything it refuses.
+//! bounded [`RejectReason`] for anything it refuses. Events that arrive in CloudEvents'
+//! binary or batch mode are first turned into structured events ([`binary_to_structured`],
+//! [`split_batch`]); [`event_key`] is the UUID an event (`source` + `id`) is keyed by.
 
+mod binding;
 pub mod data;
 mod envelope;
 mod kind;
 pub mod streams;
 
+pub use binding::{
+    BATCH_JSON, ContentMode, MAX_BATCH_EVENTS, MAX_ID_LEN, STRUCTURED_JSON, binary_to_structured,
+    content_mode, event_key, is_ce_specversion, split_batch,
+};
 pub use envelope::{CloudEvent, DecodeError, RejectReason, SPEC_VERSION, decode, decode_as};
 pub use kind::{EventKind, Subjects};

@@ -581,6 +581,7 @@ impl JetStreamSubscription {
                     .add(reply, self.work_for)
             });
             out.push(Box::new(JetStreamDelivery {
+                structured: structured_from_binary(&m),
                 subject: m.subject.to_string(),
                 delivered,
                 pending,
@@ -643,8 +644,49 @@ impl Subscription for JetStreamSubscription {
     }
 }
 
+/// A binary-mode CloudEvent (the NATS binding: the attributes as `ce-` headers, the data as
+/// the payload) as the structured event every consumer reads, or why it cannot be one;
+/// `None` for a message in structured mode, read as it is.
+fn structured_from_binary(m: &jetstream::Message) -> Option<Result<Vec<u8>, events::DecodeError>> {
+    let headers = m.headers.as_ref()?;
+    let pairs: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().as_bytes().to_vec()))
+        })
+        .collect();
+    let content_type = pairs
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok());
+    let binary = pairs.iter().any(|(n, _)| events::is_ce_specversion(n));
+    match events::content_mode(content_type, binary) {
+        events::ContentMode::Structured => None,
+        events::ContentMode::Binary => Some(events::binary_to_structured(
+            pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            &m.payload,
+        )),
+        // The NATS binding defines no batch; one message is one event.
+        events::ContentMode::Batch | events::ContentMode::UnsupportedFormat => {
+            Some(Err(events::DecodeError {
+                reason: events::RejectReason::InvalidField,
+                detail: format!(
+                    "header `Content-Type` {:?}: a NATS message carries one event, as `{}` or in binary mode",
+                    content_type.unwrap_or_default(),
+                    events::STRUCTURED_JSON
+                ),
+                event_id: None,
+            }))
+        }
+    }
+}
+
 struct JetStreamDelivery {
     msg: jetstream::Message,
+    /// The structured form of a binary-mode message (or why it has none).
+    structured: Option<Result<Vec<u8>, events::DecodeError>>,
     subject: String,
     delivered: u64,
     pending: Option<u64>,
@@ -676,7 +718,13 @@ impl Delivery for JetStreamDelivery {
         &self.subject
     }
     fn payload(&self) -> &[u8] {
-        &self.msg.payload
+        match &self.structured {
+            Some(Ok(structured)) => structured,
+            _ => &self.msg.payload,
+        }
+    }
+    fn binding_error(&self) -> Option<&events::DecodeError> {
+        self.structured.as_ref().and_then(|s| s.as_ref().err())
     }
     fn delivered(&self) -> u64 {
         self.delivered

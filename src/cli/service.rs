@@ -241,9 +241,11 @@ async fn publish(config: Config, file: PathBuf) -> anyhow::Result<()> {
     // It only publishes and creates no consumer; streams it creates are adopted by the
     // deployment that starts on them.
     let bus = app::open_bus(&config, &mut sqlite, None).await?;
+    // Keyed by source + id like every inbound event, so a repeat is one event.
+    let key = events::event_key(&event.source, &event.id).to_string();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        bus.publish(&subject, &event.id, bytes),
+        bus.publish(&subject, &key, bytes),
     )
     .await
     .with_context(|| format!("the {} bus did not answer within 10s", bus.kind()))?

@@ -141,8 +141,9 @@ impl Criterion {
 /// One invalidation to carry out and record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalidation {
-    /// The ledger's revocation id: the id of the event that asked for it, so a redelivered
-    /// event is recognised and invalidates once.
+    /// The ledger's revocation id: the key of the event that asked for it
+    /// ([`events::event_key`]: its id when that is a UUID, else derived from source and id),
+    /// so a redelivered event is recognised and invalidates once.
     pub revocation_id: Uuid,
     /// The ledger's type.
     pub revocation_type: RevocationType,
@@ -154,10 +155,6 @@ pub struct Invalidation {
     pub source: String,
     /// Correlation id for tracing.
     pub correlation_id: Option<String>,
-}
-
-fn event_uuid<T>(event: &CloudEvent<T>) -> Result<Uuid, DomainError> {
-    Uuid::parse_str(&event.id).map_err(|_| DomainError::InvalidCriterion("event id".to_owned()))
 }
 
 fn non_blank(v: &Option<String>) -> Option<String> {
@@ -175,7 +172,7 @@ impl Invalidation {
         reason: Option<String>,
     ) -> Result<Self, DomainError> {
         let inv = Invalidation {
-            revocation_id: event_uuid(event)?,
+            revocation_id: events::event_key(&event.source, &event.id),
             revocation_type,
             criterion,
             reason,

@@ -25,8 +25,8 @@ pub const REASON_LEN: usize = 1024;
 pub const SOURCE_LEN: usize = 128;
 /// A correlation id.
 pub const CORRELATION_ID_LEN: usize = 128;
-/// An event's id.
-pub const EVENT_ID_LEN: usize = 128;
+/// An event's id (the events crate refuses a longer one when it decodes an event).
+pub const EVENT_ID_LEN: usize = events::MAX_ID_LEN;
 /// An evidence content type.
 pub const CONTENT_TYPE_LEN: usize = 64;
 /// An event subject.
