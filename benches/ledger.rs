@@ -147,6 +147,7 @@ async fn invalidation(store: &Store, redis_url: &str, prefix: &str) {
         reason: Some("bench".into()),
         source: "urn:bench".into(),
         correlation_id: None,
+        traceparent: None,
     };
     let t = Instant::now();
     let outcome = store.invalidate(&inv).await.expect("invalidate");

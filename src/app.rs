@@ -154,6 +154,17 @@ pub fn describe_modes(config: &Config) -> Vec<(&'static str, String)> {
                 ),
             },
         ),
+        (
+            "traces",
+            match &config.otel.endpoint {
+                Some(url) => format!(
+                    "OpenTelemetry over OTLP/HTTP to {} as service {}",
+                    mask_url(url),
+                    config.otel.service_name
+                ),
+                None => "not exported (set otel.endpoint)".to_owned(),
+            },
+        ),
     ]
 }
 

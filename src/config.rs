@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod alerts;
 pub mod bundles;
 pub mod http;
+pub mod otel;
 pub mod rekor;
 pub mod tiles;
 pub mod trust;
@@ -197,6 +198,8 @@ pub struct Config {
     pub rekor: RekorConfig,
     /// Where divergence alerts go (`[alerts]`).
     pub alerts: alerts::AlertsConfig,
+    /// OpenTelemetry trace export (`[otel]`); off unless an endpoint is set.
+    pub otel: otel::OtelConfig,
     /// Air-gap bundle limits and trusted keys (`[bundles]`).
     pub bundles: bundles::BundlesConfig,
     /// The tile cache and proxy (`[tiles]`); `None` when no cache directory is set.
@@ -275,6 +278,9 @@ pub struct RawConfig {
     /// `[alerts]`.
     #[serde(default)]
     pub alerts: alerts::RawAlerts,
+    /// `[otel]`.
+    #[serde(default, skip_serializing_if = "otel::RawOtel::is_empty")]
+    pub otel: otel::RawOtel,
     /// `[bundles]`.
     #[serde(default)]
     pub bundles: bundles::RawBundles,
@@ -348,6 +354,8 @@ impl RawConfig {
                 "ADMIN_TOKEN" => self.admin_token = v,
                 "REKOR_DEFAULT_BACKEND" => self.rekor.default_backend = v,
                 "TILES_CACHE_DIR" => self.tiles.cache_dir = v,
+                "OTEL_ENDPOINT" => self.otel.endpoint = v,
+                "OTEL_SERVICE_NAME" => self.otel.service_name = v,
                 "TRUST_TRUSTED_ROOT" => self.trust.trusted_root = v,
                 "TRUST_INSTANCE" => self.trust.instance = v,
                 "TRUST_TUF_URL" => self.trust.tuf_url = v,
@@ -582,6 +590,7 @@ impl RawConfig {
         let http = self.http.validate()?;
         let rekor = self.rekor.validate()?;
         let alerts = self.alerts.validate()?;
+        let otel = self.otel.validate()?;
         let bundles = self.bundles.validate()?;
         let tiles = self.tiles.validate(&rekor)?;
         let trust = self.trust.validate()?;
@@ -621,6 +630,7 @@ impl RawConfig {
             tokens,
             rekor,
             alerts,
+            otel,
             bundles,
             tiles,
             trust,
@@ -757,6 +767,7 @@ impl Config {
             },
             rekor: self.rekor.to_raw(),
             alerts: self.alerts.to_raw(),
+            otel: self.otel.to_raw(),
             bundles: self.bundles.to_raw(),
             tiles: self
                 .tiles

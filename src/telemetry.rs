@@ -1,23 +1,105 @@
-//! Logs (tracing) and metrics (Prometheus text format).
+//! Logs (tracing), traces (OpenTelemetry over OTLP/HTTP, when `otel.endpoint` is set) and
+//! metrics (Prometheus text format).
+//!
+//! Traces are the same tracing spans the logs carry (the HTTP request, each publish, each
+//! consumed message, each call to a log), turned into OpenTelemetry spans by
+//! `tracing-opentelemetry` and exported in batches from the SDK's own thread, so a slow or
+//! absent receiver never holds a request. `actors::trace` carries the W3C context across the
+//! bus.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::config::otel::OtelConfig;
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built from `otel.endpoint`.
+    #[error("cannot export traces to {endpoint}: {message}")]
+    Exporter {
+        /// The configured endpoint.
+        endpoint: String,
+        /// The exporter's explanation.
+        message: String,
+    },
+}
+
+/// Keeps trace export running; dropping it flushes the spans not yet sent and stops it.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TraceGuard(Option<SdkTracerProvider>);
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("provd: traces not all exported at shutdown: {e}");
+        }
+    }
+}
 
 /// Installs the log subscriber once; later calls (tests) are no-ops.
 /// The filter comes from `PROVD_LOG` (e.g. `info,provd=debug`), default `info`.
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    install(format, None);
+}
+
+/// Installs the log subscriber and, when `otel.endpoint` is set, trace export over
+/// OTLP/HTTP with `service.name` and `service.instance.id` (the node id) as its resource.
+pub fn init_logs_and_traces(
+    format: LogFormat,
+    otel: &OtelConfig,
+    node_id: &str,
+) -> Result<TraceGuard, TelemetryError> {
+    let Some(endpoint) = &otel.endpoint else {
+        install(format, None);
+        return Ok(TraceGuard(None));
     };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        })?;
+    let resource = Resource::builder()
+        .with_service_name(otel.service_name.clone())
+        .with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    install(format, Some(&provider));
+    Ok(TraceGuard(Some(provider)))
+}
+
+fn install(format: LogFormat, traces: Option<&SdkTracerProvider>) {
+    let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+    };
+    let traces = traces.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("provd")));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .try_init();
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();

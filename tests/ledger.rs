@@ -876,6 +876,7 @@ async fn a_write_in_flight_is_dropped_for_every_kind_of_revocation() {
             reason: None,
             source: "urn:test".into(),
             correlation_id: None,
+            traceparent: None,
         };
         t.app.store().invalidate(&inv).await.expect("invalidate");
         let out = t

@@ -65,6 +65,7 @@ fn invalidation(criterion: Criterion) -> Invalidation {
         reason: Some("test".into()),
         source: "urn:test".into(),
         correlation_id: None,
+        traceparent: None,
     }
 }
 

@@ -542,15 +542,13 @@ impl AlertOutbox {
                 );
                 let subject = self.deps.subjects.subject(EventKind::CheckpointDiverged);
                 let msg_id = format!("divergence-{}", d.id);
-                let r = match self
-                    .deps
-                    .bus
-                    .publish(&subject, &msg_id, event.to_json())
-                    .await
-                {
-                    Ok(()) => self.deps.store.mark_divergence_published(d.id).await,
-                    Err(e) => Err(e),
-                };
+                let r =
+                    match crate::trace::publish(self.deps.bus.as_ref(), &subject, &msg_id, event)
+                        .await
+                    {
+                        Ok(()) => self.deps.store.mark_divergence_published(d.id).await,
+                        Err(e) => Err(e),
+                    };
                 let outcome = if r.is_ok() { "sent" } else { "failed" };
                 metrics::counter!("provd_rekor_alerts_total", "channel" => "event", "outcome" => outcome).increment(1);
                 match r {

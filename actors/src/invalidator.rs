@@ -26,6 +26,7 @@ use crate::ports::{
     ConsumerSpec, Delivery, EventBus, HotCachePurge, InvalidationStore, RejectedEventStore,
     StartPosition,
 };
+use crate::trace::{self, TraceContext};
 use crate::{pump, rejected};
 
 /// The event that drives an invalidator.
@@ -215,7 +216,7 @@ impl Invalidator {
             }),
             None => self.trigger.decode(delivery.payload()),
         };
-        let inv = match decoded {
+        let mut inv = match decoded {
             Ok(inv) => inv,
             Err(rej) => {
                 rejected::reject(
@@ -234,10 +235,20 @@ impl Invalidator {
         // from the CloudEvent, e.g. the HTTP request that published it).
         let span = tracing::info_span!(
             "event",
+            otel.name = %format!("invalidate {base_subject}"),
+            otel.kind = "consumer",
             subject = base_subject,
             event_id = %inv.revocation_id,
             correlation_id = inv.correlation_id.as_deref().unwrap_or("-"),
         );
+        // This work continues the publisher's trace, and the ledger row records this span's
+        // context (never the event's own string) for the outbox to continue.
+        let published = TraceContext::from_headers(inv.traceparent.as_deref(), None);
+        trace::adopt(
+            &span,
+            trace::parent_of(delivery, published.as_ref()).as_ref(),
+        );
+        inv.traceparent = TraceContext::of(&span).map(|c| c.traceparent);
         self.apply(delivery, &inv, base_subject)
             .instrument(span)
             .await;

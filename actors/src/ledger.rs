@@ -26,6 +26,7 @@ use events::data::RevocationRecorded;
 use events::{CloudEvent, EventKind, RejectReason, Subjects, decode_as, streams};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 use crate::domain::invalidation::{Criterion, LedgerRow};
 use crate::health::{ChildStatus, Health};
@@ -34,6 +35,7 @@ use crate::ports::{
     ConsumerSpec, Delivery, EventBus, LedgerOutboxStore, PortError, RejectedEventStore,
     ReplayStore, StartPosition,
 };
+use crate::trace::{self, TraceContext};
 use crate::{pump, rejected};
 
 /// The outbox actor's name.
@@ -153,7 +155,14 @@ impl LedgerOutbox {
         let subject = d.subjects.subject(EventKind::RevocationRecorded);
         for row in &rows {
             let ev = revocation_event(row, &d.source);
-            d.bus.publish(&subject, &ev.id, ev.to_json()).await?;
+            let id = ev.id.clone();
+            // The publish continues the trace of the invalidation that recorded the row.
+            let span = tracing::info_span!("ledger outbox", seq_no = row.seq_no);
+            let recorded = row.metadata.get("traceparent").and_then(|v| v.as_str());
+            trace::adopt(&span, TraceContext::from_headers(recorded, None).as_ref());
+            trace::publish(d.bus.as_ref(), &subject, &id, ev)
+                .instrument(span)
+                .await?;
             metrics::counter!("provd_ledger_revocations_published_total").increment(1);
         }
         d.store.set_published_seq_no(last).await?;
@@ -350,12 +359,14 @@ impl LedgerConsumer {
     async fn process(&self, deliveries: &[Box<dyn Delivery>]) -> Vec<Criterion> {
         let mut rows: Vec<LedgerRow> = Vec::new();
         let mut keep: Vec<&dyn Delivery> = Vec::new();
+        let mut traces: Vec<Option<TraceContext>> = Vec::new();
         for d in deliveries {
             let base_subject = EventKind::RevocationRecorded.base_subject();
             match decode_as::<RevocationRecorded>(d.payload()) {
                 // A row whose criterion cannot be rebuilt could never be applied here.
                 Ok(ev) => match Criterion::from_metadata(&ev.data.metadata) {
                     Ok(_) => {
+                        traces.push(TraceContext::of_event(&ev));
                         rows.push(ev.data);
                         keep.push(d.as_ref());
                     }
@@ -392,7 +403,23 @@ impl LedgerConsumer {
             metrics::gauge!("provd_ledger_consumer_pending").set(p as f64);
         }
         let criteria = criteria_of(&rows);
-        let ok = self.apply(rows).await;
+        // One span for the batch's purge, in the trace of its first row (the rest are
+        // linked), so an invalidation's trace reaches every node's purge.
+        let span = tracing::info_span!(
+            "ledger purge",
+            otel.kind = "consumer",
+            node_id = %self.deps.replayer.node_id(),
+            rows = rows.len(),
+        );
+        let mut contexts = keep
+            .iter()
+            .zip(&traces)
+            .filter_map(|(d, t)| trace::parent_of(*d, t.as_ref()));
+        trace::adopt(&span, contexts.next().as_ref());
+        for other in contexts {
+            trace::link(&span, &other);
+        }
+        let ok = self.apply(rows).instrument(span).await;
         for d in keep {
             let r = if ok {
                 d.ack().await

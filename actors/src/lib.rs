@@ -14,6 +14,8 @@
 //! * [`provcache`]: the cache's read and write paths over the tiers.
 //! * [`ledger_replay`]: catch-up from the revocation ledger (start-up, reconnect, CLI).
 //! * [`figures`]: the figures shown in several places, counted once with their metrics.
+//! * [`trace`]: W3C trace context on what actors publish and consume, so one trace follows
+//!   a request across the bus and the nodes.
 //! * `testing`, `testing_monitor` (feature): in-memory fakes of the ports for unit tests.
 //!
 //! This crate never names a database, cache, broker or HTTP library: adapters live in the
@@ -38,4 +40,5 @@ pub mod testing;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing_monitor;
 pub mod tile_sync;
+pub mod trace;
 pub mod write_behind;

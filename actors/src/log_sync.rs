@@ -528,7 +528,7 @@ impl Syncer {
             },
         );
         let subject = self.deps.subjects.subject(EventKind::CheckpointObserved);
-        match self.deps.bus.publish(&subject, &id, event.to_json()).await {
+        match crate::trace::publish(self.deps.bus.as_ref(), &subject, &id, event).await {
             Ok(()) => *published = Some(id),
             // Stored already; the next round publishes it (deduplicated by its id).
             Err(e) => {

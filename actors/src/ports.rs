@@ -99,6 +99,10 @@ pub trait Delivery: Send + Sync {
     fn pending(&self) -> Option<u64> {
         None
     }
+    /// The W3C trace context the message's headers carry, on a bus with headers.
+    fn trace_context(&self) -> Option<crate::trace::TraceContext> {
+        None
+    }
     /// Done: never deliver it again.
     async fn ack(&self) -> Result<(), PortError>;
     /// Not now: deliver it again after `delay`.

@@ -32,6 +32,7 @@ use crate::ports::{
     AttemptStart, ConsumerSpec, Delivery, EventBus, NewSubmission, PortError, RejectedEventStore,
     RekorBackends, RekorError, RekorSubmission, StartPosition, SubmissionRecord, SubmissionStore,
 };
+use crate::trace::{self, TraceContext};
 use crate::{pump, rejected};
 
 /// The actor's name and durable consumer name.
@@ -134,6 +135,8 @@ fn next_delay(attempts: u32, retry_after: Option<Duration>) -> Duration {
 /// A parsed, valid request.
 struct Request {
     correlation_id: Option<String>,
+    /// The trace context the queued event carries.
+    trace: Option<TraceContext>,
     checked: CheckedRequest,
 }
 
@@ -237,10 +240,12 @@ impl Submitter {
         let event = decode_as::<SubmissionRequested>(payload)
             .map_err(|e| (e.reason.as_str(), e.detail, e.event_id))?;
         let id = Some(event.id.clone());
+        let trace = TraceContext::of_event(&event);
         let checked = check_request(event.data, &self.deps.backends, "verifier_keys")
             .map_err(|detail| ("invalid_data", detail, id))?;
         Ok(Request {
             correlation_id: event.correlationid.clone(),
+            trace,
             checked,
         })
     }
@@ -269,9 +274,17 @@ impl Submitter {
         // Every log line of this submission's work carries its id and correlation id.
         let span = tracing::info_span!(
             "event",
+            otel.name = "submission attempt",
+            otel.kind = "consumer",
             subject = EventKind::SubmissionRequested.base_subject(),
             submission_id = %req.checked.record.id,
             correlation_id = req.correlation_id.as_deref().unwrap_or("-"),
+            attempt = delivery.delivered(),
+        );
+        // The attempt continues the trace of whoever queued the submission.
+        trace::adopt(
+            &span,
+            trace::parent_of(delivery, req.trace.as_ref()).as_ref(),
         );
         self.attempt(delivery, req).instrument(span).await
     }
@@ -316,7 +329,12 @@ impl Submitter {
         let answer = {
             // The semaphore is never closed.
             let _slot = self.log_slots.acquire().await;
-            client.submit(&submission).await
+            let call = tracing::info_span!(
+                "log call",
+                otel.kind = "client",
+                backend = %req.checked.backend,
+            );
+            client.submit(&submission).instrument(call).await
         };
         match answer {
             Ok(receipt) => self.logged(delivery, &record, &receipt).await,
@@ -411,12 +429,7 @@ impl Submitter {
         );
         let subject = self.deps.subjects.subject(EventKind::EntryLogged);
         let msg_id = format!("{}:logged", record.id);
-        if let Err(e) = self
-            .deps
-            .bus
-            .publish(&subject, &msg_id, event.to_json())
-            .await
-        {
+        if let Err(e) = trace::publish(self.deps.bus.as_ref(), &subject, &msg_id, event).await {
             // The receipt is stored; the redelivery publishes again (deduplicated).
             tracing::warn!(error = %e, "cannot publish rekor.entries.logged; will retry");
             let _ = delivery.nak(pump::retry_delay(0)).await;
@@ -482,12 +495,7 @@ impl Submitter {
             record.id,
             record.updated_at.timestamp_micros()
         );
-        if let Err(e) = self
-            .deps
-            .bus
-            .publish(&subject, &msg_id, event.to_json())
-            .await
-        {
+        if let Err(e) = trace::publish(self.deps.bus.as_ref(), &subject, &msg_id, event).await {
             tracing::warn!(error = %e, "cannot publish the dead letter; will retry");
             let _ = delivery.nak(pump::retry_delay(0)).await;
             return Outcome::DeadLettered;

@@ -37,6 +37,13 @@ pub struct CloudEvent<T> {
     /// Extension attribute tying related events together for tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlationid: Option<String>,
+    /// The distributed-tracing extension: the W3C `traceparent` of the span that published
+    /// the event, so its consumers continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The distributed-tracing extension's W3C `tracestate`, when the trace has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     /// The typed payload.
     pub data: T,
 }
@@ -53,6 +60,8 @@ impl<T: EventData> CloudEvent<T> {
             datacontenttype: Some("application/json".to_owned()),
             subject: None,
             correlationid: None,
+            traceparent: None,
+            tracestate: None,
             data,
         }
     }
@@ -66,6 +75,13 @@ impl<T: EventData> CloudEvent<T> {
     /// The UUID this event is keyed by (its `source` and `id`; see [`crate::event_key`]).
     pub fn key(&self) -> Uuid {
         crate::binding::event_key(&self.source, &self.id)
+    }
+
+    /// The same event carrying a W3C trace context (the distributed-tracing extension).
+    pub fn with_trace(mut self, traceparent: Option<String>, tracestate: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self.tracestate = tracestate;
+        self
     }
 
     /// The structured-JSON bytes to publish.

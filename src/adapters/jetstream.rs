@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actors::ports::{
     Backlog, ConsumerSpec, Delivery, EventBus, PortError, StartPosition, Subscription,
 };
+use actors::trace::TraceContext;
 use async_nats::jetstream::{self, AckKind, consumer, message::PublishMessage, stream};
 use async_trait::async_trait;
 use events::Subjects;
@@ -28,6 +29,11 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::AdapterError;
+
+/// The W3C trace-context headers (the CloudEvents NATS binding maps extensions such as
+/// `traceparent` to headers of the same name).
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 fn nats_err(e: impl std::fmt::Display) -> AdapterError {
     AdapterError::Nats(e.to_string())
@@ -383,14 +389,20 @@ impl EventBus for JetStreamBus {
         payload: Vec<u8>,
     ) -> Result<(), PortError> {
         self.ensure_streams().await?;
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id);
+        // The publishing span's trace context, for consumers that read headers (provd's
+        // own, and any other system's).
+        if let Some(cx) = TraceContext::current() {
+            message = message.header(TRACEPARENT, cx.traceparent.as_str());
+            if let Some(state) = &cx.tracestate {
+                message = message.header(TRACESTATE, state.as_str());
+            }
+        }
         let ack = self
             .js
-            .send_publish(
-                subject.to_owned(),
-                PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(msg_id),
-            )
+            .send_publish(subject.to_owned(), message)
             .await
             .map_err(nats_err)?;
         ack.await.map_err(nats_err)?;
@@ -731,6 +743,13 @@ impl Delivery for JetStreamDelivery {
     }
     fn pending(&self) -> Option<u64> {
         self.pending
+    }
+    fn trace_context(&self) -> Option<TraceContext> {
+        let headers = self.msg.headers.as_ref()?;
+        TraceContext::from_headers(
+            headers.get(TRACEPARENT).map(|v| v.as_str()),
+            headers.get(TRACESTATE).map(|v| v.as_str()),
+        )
     }
     async fn ack(&self) -> Result<(), PortError> {
         // Wait for the server's confirmation: the effect is committed, and a lost ack would

@@ -155,7 +155,11 @@ pub fn serve(path: Option<&Path>, args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    telemetry::init_logs(config.log_format);
+    let _traces =
+        match telemetry::init_logs_and_traces(config.log_format, &config.otel, &config.node_id) {
+            Ok(guard) => guard,
+            Err(e) => return super::finish("provd", Err(super::CliError::Config(e.into()))),
+        };
     // Through the log, so it is one more JSON line when the logs are JSON.
     for (part, mode) in app::describe_modes(&config) {
         tracing::info!("{part}: {mode}");

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use events::{ContentMode, EventKind};
 use serde::Serialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -247,11 +248,41 @@ fn check(s: &AppState, body: Vec<u8>) -> Result<Checked, ApiError> {
     })
 }
 
-/// Publishes one checked event with its key as the message id.
+/// `bytes` (a structured event) with `cx` as its `traceparent` and `tracestate`, unless its
+/// sender gave it a trace context of its own.
+fn with_trace_context(bytes: Vec<u8>, cx: &actors::trace::TraceContext) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice(&bytes) else {
+        return bytes;
+    };
+    if event.contains_key("traceparent") {
+        return bytes;
+    }
+    event.insert("traceparent".into(), cx.traceparent.clone().into());
+    if let Some(state) = &cx.tracestate {
+        event.insert("tracestate".into(), state.clone().into());
+    }
+    serde_json::to_vec(&event).unwrap_or(bytes)
+}
+
+/// Publishes one checked event with its key as the message id, under a `publish <subject>`
+/// span: the JetStream adapter writes its trace context as NATS headers, and an event that
+/// carries no `traceparent` of its sender's gets this one (the distributed-tracing
+/// extension), so its consumers continue the request's trace on either bus.
 async fn publish(s: &AppState, c: Checked) -> Result<AcceptedEvent, ApiError> {
     let subject = s.subjects.subject(c.kind);
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {subject}"),
+        otel.kind = "producer",
+        subject = %subject,
+    );
+    let bytes = match actors::trace::TraceContext::of(&span) {
+        Some(cx) => with_trace_context(c.bytes, &cx),
+        None => c.bytes,
+    };
     s.bus
-        .publish(&subject, &c.key.to_string(), c.bytes)
+        .publish(&subject, &c.key.to_string(), bytes)
+        .instrument(span)
         .await
         .map_err(|e| super::may_have_been_recorded(e, "the same event `source` and `id`"))?;
     Ok(AcceptedEvent {

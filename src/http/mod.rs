@@ -331,16 +331,16 @@ async fn invalidate(
     // Refuse here what the invalidator would refuse later (e.g. a malformed epoch).
     Invalidation::explicit(&event).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let subject = s.subjects.subject(EventKind::InvalidateRequested);
-    s.bus
-        .publish(&subject, &event.id, event.to_json())
+    let (revocation_id, correlation_id) = (event.id.clone(), event.correlationid.clone());
+    actors::trace::publish(s.bus.as_ref(), &subject, &revocation_id, event)
         .await
         .map_err(|e| may_have_been_recorded(e, "the same `Idempotency-Key`"))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
             "status": "accepted",
-            "revocation_id": event.id,
-            "correlation_id": event.correlationid,
+            "revocation_id": revocation_id,
+            "correlation_id": correlation_id,
         })),
     )
         .into_response())

@@ -162,8 +162,8 @@ async fn publish(
 ) -> Result<(), ApiError> {
     let event = event.with_correlation_id(correlation_id);
     let subject = s.subjects.subject(EventKind::PolicyUpdated);
-    s.bus
-        .publish(&subject, &event.id, event.to_json())
+    let id = event.id.clone();
+    actors::trace::publish(s.bus.as_ref(), &subject, &id, event)
         .await
         .map_err(ApiError::from)
 }

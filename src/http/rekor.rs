@@ -100,8 +100,7 @@ async fn enqueue(
     let event = CloudEvent::new(format!("urn:provd:node:{}", s.node_id), request)
         .with_correlation_id(correlation_id);
     let subject = s.subjects.subject(EventKind::SubmissionRequested);
-    s.bus
-        .publish(&subject, msg_id, event.to_json())
+    actors::trace::publish(s.bus.as_ref(), &subject, msg_id, event)
         .await
         .map_err(ApiError::from)
 }

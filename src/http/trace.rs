@@ -7,9 +7,13 @@
 //! The same layer counts requests and times them by method and matched route (a route
 //! template such as `/api/v1/proofs/{proofRoot}`, never the concrete path, so the labels
 //! stay bounded). Headers are never logged: they carry bearer tokens.
+//!
+//! With OpenTelemetry on (`otel.endpoint`) the span is the request's server span, the child
+//! of the caller's span when the request carries a W3C `traceparent`.
 
 use std::time::Instant;
 
+use actors::trace::TraceContext;
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -20,6 +24,9 @@ use tracing::Instrument;
 pub const REQUEST_ID: &str = "x-request-id";
 /// The correlation id header.
 pub const CORRELATION_ID: &str = "x-correlation-id";
+/// The W3C trace-context headers.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// An id a caller may choose: 1–128 visible ASCII characters.
 fn usable(v: &HeaderValue) -> Option<&str> {
@@ -53,15 +60,25 @@ pub async fn trace(mut req: Request, next: Next) -> Response {
     }
     let span = tracing::info_span!(
         "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
         request_id = %request_id,
         correlation_id = correlation_id.as_deref().unwrap_or("-"),
         method = %method,
         route = %route,
+        http.response.status_code = tracing::field::Empty,
     );
+    // A caller's W3C trace context makes this request a child of the caller's span.
+    let caller = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        TraceContext::from_headers(header(TRACEPARENT), header(TRACESTATE))
+    };
+    actors::trace::adopt(&span, caller.as_ref());
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
     span.in_scope(|| {
         // Probes and scrapes come every few seconds; they would drown the rest.
         if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {

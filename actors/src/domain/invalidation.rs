@@ -155,6 +155,10 @@ pub struct Invalidation {
     pub source: String,
     /// Correlation id for tracing.
     pub correlation_id: Option<String>,
+    /// A W3C `traceparent`: the publisher's, as the event carried it; the invalidator
+    /// replaces it with its own span's (or clears it) before recording, so the ledger row
+    /// keeps only a context provd made and its outbox continues that trace.
+    pub traceparent: Option<String>,
 }
 
 fn non_blank(v: &Option<String>) -> Option<String> {
@@ -178,6 +182,7 @@ impl Invalidation {
             reason,
             source: event.source.clone(),
             correlation_id: event.correlationid.clone(),
+            traceparent: event.traceparent.clone(),
         };
         inv.validate()?;
         Ok(inv)
@@ -310,9 +315,14 @@ impl Invalidation {
         )
     }
 
-    /// Metadata stored with the ledger row.
+    /// Metadata stored with the ledger row: the criterion, and the trace context the
+    /// outbox continues when it publishes the row.
     pub fn metadata(&self) -> serde_json::Value {
-        self.criterion.to_metadata()
+        let mut metadata = self.criterion.to_metadata();
+        if let (Some(tp), Some(m)) = (&self.traceparent, metadata.as_object_mut()) {
+            m.insert("traceparent".to_owned(), tp.clone().into());
+        }
+        metadata
     }
 }
 
