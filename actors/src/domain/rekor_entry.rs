@@ -470,14 +470,12 @@ fn intoto_v002(spec: &Value) -> Result<CanonicalEntry, EntryError> {
             .map_err(|_| malformed(format!("{what}.publicKey is not standard base64")))?;
         verifiers.push(verifier_from_pem(&key_pem, &format!("{what}.publicKey"))?);
         let mut entry = serde_json::Map::new();
+        // Go omits an empty keyid when it writes the body.
         match sig.get("keyid") {
-            None => {}
-            Some(Value::String(id)) => {
-                // Go omits an empty keyid when it writes the body.
-                if !id.is_empty() {
-                    entry.insert("keyid".into(), Value::String(id.clone()));
-                }
+            Some(Value::String(id)) if !id.is_empty() => {
+                entry.insert("keyid".into(), Value::String(id.clone()));
             }
+            None | Some(Value::String(_)) => {}
             Some(_) => return Err(malformed(format!("{what}.keyid must be a string"))),
         }
         // Rekor stores the decoded bytes and writes them back as standard base64.
