@@ -42,6 +42,45 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Go's `path.Clean` of a request path: repeated slashes, `.` and `..` elements and a
+/// trailing slash removed. Rekor's router (go-openapi) matches the cleaned path, so
+/// `/api/v1/log/entries/retrieve/` is the retrieve route there, and here.
+pub(crate) fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Rewrites the request's path to its [`clean_path`], keeping the query.
+pub(crate) fn clean_request_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let cleaned = clean_path(path);
+    if cleaned == path {
+        return req;
+    }
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{cleaned}?{q}"),
+        None => cleaned,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    // A cleaned path of a valid path is valid; keep the request as it was otherwise.
+    if let Ok(pq) = axum::http::uri::PathAndQuery::try_from(path_and_query) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 // ---------------------------------------------------------------------------------------------
 // Error shapes.
 
@@ -473,7 +512,12 @@ struct RetrieveRequest {
 }
 
 async fn v1_retrieve(State(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let req: RetrieveRequest = match serde_json::from_slice(&body) {
+    // JSON nulls are absent, as in entry requests (sigstore-python sends them).
+    let parsed = serde_json::from_slice::<Value>(&body).and_then(|mut v| {
+        rekor_entry::strip_nulls(&mut v);
+        serde_json::from_value::<RetrieveRequest>(v)
+    });
+    let req = match parsed {
         Ok(r) => r,
         Err(e) => {
             return v1_error(

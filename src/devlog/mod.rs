@@ -473,10 +473,17 @@ impl DevLog {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DevLogError> {
-        let app = api::router(self.shared);
+        // The path is cleaned before routing, as Rekor's router does, so a wrapper around
+        // the router (not a route layer, which runs after routing) rewrites it.
+        let app = tower::Layer::layer(
+            &tower::util::MapRequestLayer::new(api::clean_request_path),
+            api::router(self.shared),
+        );
         axum::serve(
             conn::KillableListener(listener),
-            app.into_make_service_with_connect_info::<ConnHandle>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                ConnHandle,
+            >(app),
         )
         .with_graceful_shutdown(shutdown)
         .await
