@@ -167,9 +167,12 @@ async fn list_divergences(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The optional body of `POST /api/v1/rekor/divergences/{id}/ack`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    /// Who acknowledges (default `api`).
+    #[schema(min_length = 1, max_length = 128)]
     by: Option<String>,
 }
 
@@ -177,7 +180,7 @@ struct AckBody {
 /// its next round.
 #[utoipa::path(post, path = "/api/v1/rekor/divergences/{id}/ack", tag = "rekor",
     params(("id" = i64, Path, description = "divergence id (a positive integer)")),
-    request_body(content_type = "application/json", description = "optional `{\"by\": \"<who>\"}` (1-128 characters, default `api`)"),
+    request_body(content = Option<AckBody>, content_type = "application/json", description = "optional `{\"by\": \"<who>\"}` (1-128 characters, default `api`)"),
     responses((status = 200, description = "the acknowledged divergence"), (status = 400, description = "bad id or body"),
               (status = 404, description = "no such divergence")),
     security(("bearer" = ["admin"])))]

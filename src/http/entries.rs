@@ -63,26 +63,49 @@ enum Ttl {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/provcache/entries`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutEntry {
+    /// The entry's VeriKey; or give `inputs` instead.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     veri_key: Option<String>,
+    /// What the VeriKey is computed from (docs/verikey.md); or give `veri_key` instead.
+    #[schema(schema_with = super::document::verikey_inputs)]
     inputs: Option<VeriKeyInputs>,
+    /// The verdict document, stored as given.
+    #[schema(value_type = Object)]
     verdict: Value,
+    /// 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
     trust_score: i64,
+    /// The evidence's proof root.
     #[serde(default)]
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     proof_root: Option<String>,
+    /// Required unless `inputs` gives it.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
     policy_hash: Option<String>,
+    /// Required unless `inputs` gives it.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
     signer_set_hash: Option<String>,
+    /// The signers' key IDs.
     #[serde(default)]
+    #[schema(max_items = 64, pattern = "^[\\x21-\\x7e]{1,512}$")]
     signer_key_ids: Vec<String>,
+    /// The vulnerability feed.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
     feed_id: Option<String>,
+    /// The feed's epoch; must agree with `inputs.feed_epoch`.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
     feed_epoch: Option<String>,
+    /// Seconds (1 to 366 days), or a duration such as `"12h"`.
     #[serde(default)]
+    #[schema(schema_with = super::document::ttl)]
     ttl: Option<Ttl>,
 }
 
@@ -173,7 +196,7 @@ fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/provcache/entries", tag = "provcache",
-    request_body(content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
+    request_body(content = PutEntry, content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
     responses((status = 202, description = "queued (write-behind)"), (status = 201, description = "committed"),
               (status = 400, description = "names the bad field")),
     security(("bearer" = ["write"])))]
