@@ -116,7 +116,7 @@ pub struct EvaluateRequest {
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub policy: String,
     /// The Sigstore bundles (objects, or their JSON text).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 16)]
     pub attestations: Vec<Value>,
     /// The SBOM's digest, when the verdict depends on one.
     #[serde(default)]

@@ -78,8 +78,10 @@ async fn schemathesis_finds_no_failure() {
         return;
     };
     let report = log.scratch_dir("schemathesis-report");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/schemathesis/schemathesis.toml");
     let mut cmd = std::process::Command::new(&st);
-    cmd
+    cmd.arg("--config-file")
+        .arg(&config)
         .arg("run")
         .arg(t.url("/api/openapi.json"))
         .args(["--checks", "all"])

@@ -195,9 +195,10 @@ async fn acknowledge(
     let by = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<AckBody>(&body)
+        // JSON `null` is no body, as the document's optional body allows.
+        serde_json::from_slice::<Option<AckBody>>(&body)
             .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
-            .by
+            .and_then(|b| b.by)
     };
     let by = by.unwrap_or_else(|| "api".to_owned());
     if by.is_empty() || by.len() > 128 {

@@ -37,6 +37,18 @@ fn path_parameter_schema(path: &str, name: &str) -> Option<Value> {
     })
 }
 
+/// The format of each query or header parameter, by name, as its handler checks it.
+fn other_parameter_schema(name: &str) -> Option<Value> {
+    Some(match name {
+        "limit" | "pageSize" => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        "since" | "page" | "size" => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        "density" => json!({"type": "string", "enum": ["lite", "standard", "strict"]}),
+        // `idempotent_id` in `http/mod.rs`.
+        "idempotency-key" => json!({"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}),
+        _ => return None,
+    })
+}
+
 /// A body schema.
 type BodySchema = fn() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
 
@@ -97,6 +109,19 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
         .schemas
         .insert("Error".to_owned(), ErrorBody::schema());
     let mut doc = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));
+    // `entries::entry_of`: exactly one of `veri_key` and `inputs`; without `inputs` the
+    // hashes it would give are required.
+    if let Some(put_entry) = doc.pointer_mut("/components/schemas/PutEntry") {
+        put_entry["oneOf"] = json!([
+            {"required": ["veri_key", "policy_hash", "signer_set_hash"],
+             "properties": {"veri_key": {"type": "string"}, "inputs": {"type": "null"},
+                            "policy_hash": {"type": "string"}, "signer_set_hash": {"type": "string"}}},
+            {"required": ["inputs"],
+             "properties": {"veri_key": {"type": "null"}, "inputs": {"type": "object"},
+                            "policy_hash": {"type": "null"}, "signer_set_hash": {"type": "null"},
+                            "feed_epoch": {"type": "null"}}}
+        ]);
+    }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
@@ -181,14 +206,18 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         for media in content.values_mut() {
             media["schema"] = serde_json::to_value(body()).unwrap_or_default();
         }
+        // These handlers refuse a request without a body.
+        op["requestBody"]["required"] = Value::Bool(true);
     }
     if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in params.iter_mut() {
-            if p["in"] != "path" {
-                continue;
-            }
             let name = p["name"].as_str().unwrap_or_default().to_owned();
-            if let Some(schema) = path_parameter_schema(path, &name) {
+            let schema = if p["in"] == "path" {
+                path_parameter_schema(path, &name)
+            } else {
+                other_parameter_schema(&name)
+            };
+            if let Some(schema) = schema {
                 p["schema"] = schema;
             }
         }
@@ -247,7 +276,7 @@ fn verikey_inputs_json() -> Value {
             "signer_set_hash": token(512),
             "feed_epoch": token(512),
             "time_window": {
-                "type": "object",
+                "type": ["object", "null"],
                 "description": "Unix seconds; `end` after `start`",
                 "additionalProperties": false,
                 "required": ["start", "end"],
@@ -255,6 +284,11 @@ fn verikey_inputs_json() -> Value {
             }
         }
     })
+}
+
+/// [`verikey_inputs`] or `null` (absent), as an optional field takes it.
+pub fn optional_verikey_inputs() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    schema(json!({"oneOf": [{"type": "null"}, verikey_inputs_json()]}))
 }
 
 /// `events::data::InvalidateRequested`: exactly one criterion, and a reason.

@@ -71,7 +71,7 @@ struct PutEntry {
     #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     veri_key: Option<String>,
     /// What the VeriKey is computed from (docs/verikey.md); or give `veri_key` instead.
-    #[schema(schema_with = super::document::verikey_inputs)]
+    #[schema(schema_with = super::document::optional_verikey_inputs)]
     inputs: Option<VeriKeyInputs>,
     /// The verdict document, stored as given.
     #[schema(value_type = Object)]

@@ -79,6 +79,7 @@ struct VerifyRequest {
     #[schema(value_type = Object)]
     bundle: Value,
     /// The artifact's digest, `sha256:<hex>` (`sha512:<hex>` for an in-toto subject).
+    #[schema(pattern = "^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")]
     artifact_digest: String,
     /// Who must have signed, for a bundle signed with a Fulcio certificate.
     #[serde(default)]
