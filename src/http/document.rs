@@ -41,7 +41,8 @@ fn path_parameter_schema(path: &str, name: &str) -> Option<Value> {
 fn other_parameter_schema(name: &str) -> Option<Value> {
     Some(match name {
         "limit" | "pageSize" => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
-        "since" | "page" | "size" => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        "since" | "page" => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        "size" => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         "density" => json!({"type": "string", "enum": ["lite", "standard", "strict"]}),
         // `idempotent_id` in `http/mod.rs`.
         "idempotency-key" => json!({"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}),
@@ -297,7 +298,6 @@ pub fn invalidate_request() -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
         json!({
             "type": "object",
             "required": [name, "reason"],
-            "additionalProperties": false,
             "properties": {name: value, "reason": {"type": "string", "pattern": "\\S", "maxLength": 1024}}
         })
     };
@@ -307,7 +307,7 @@ pub fn invalidate_request() -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
             criterion("veri_key", json!({"type": "string", "pattern": SHA256_DIGEST})),
             criterion("signer_set_hash", token(512)),
             criterion("policy_hash", token(512)),
-            criterion("feed_epoch_before", json!({"type": "string", "description": "a semantic version or an RFC 3339 instant", "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+$"})),
+            criterion("feed_epoch_before", json!({"type": "string", "description": "a semantic version or an RFC 3339 instant", "pattern": "^(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$"})),
         ]
     }))
 }

@@ -73,12 +73,12 @@ struct PutEntry {
     /// What the VeriKey is computed from (docs/verikey.md); or give `veri_key` instead.
     #[schema(schema_with = super::document::optional_verikey_inputs)]
     inputs: Option<VeriKeyInputs>,
-    /// The verdict document, stored as given.
-    #[schema(value_type = Object)]
+    /// The verdict document, any JSON value, stored as given.
+    #[schema(value_type = Value)]
     verdict: Value,
-    /// 0 to 100.
-    #[schema(minimum = 0, maximum = 100)]
-    trust_score: i64,
+    /// 0 to 100. JSON does not tell `67` from `67.0`, so neither does this field.
+    #[schema(value_type = i64, minimum = 0, maximum = 100)]
+    trust_score: serde_json::Number,
     /// The evidence's proof root.
     #[serde(default)]
     #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
@@ -165,8 +165,16 @@ fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
     )?
     .ok_or_else(|| bad("`signer_set_hash` is required".into()))?;
     let feed_epoch = pick("feed_epoch", body.feed_epoch, inputs.map(|i| &i.feed_epoch))?;
-    let trust_score = i16::try_from(body.trust_score)
-        .ok()
+    let trust_score = body
+        .trust_score
+        .as_i64()
+        .or_else(|| {
+            body.trust_score
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=100.0).contains(f))
+                .map(|f| f as i64)
+        })
+        .and_then(|s| i16::try_from(s).ok())
         .filter(|s| (0..=100).contains(s))
         .ok_or_else(|| {
             bad(format!(
