@@ -19,7 +19,7 @@ use provd::config::{RawRekor, TilesConfig};
 
 /// Test cases per operation and phase: enough to cover each schema's shapes, few enough
 /// that one mode takes about two minutes on two cores.
-const MAX_EXAMPLES: &str = "25";
+const MAX_EXAMPLES: &str = "40";
 
 /// The seed that makes the generated requests the same on every run.
 const SEED: &str = "22";

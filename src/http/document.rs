@@ -315,6 +315,7 @@ pub fn invalidate_request() -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
 /// A cache entry's lifetime: seconds, or a duration such as `"12h"`; at most 366 days.
 pub fn ttl() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     schema(json!({"oneOf": [
+        {"type": "null", "description": "absent: `provcache.default_ttl`"},
         {"type": "integer", "minimum": 1, "maximum": 31_622_400},
         {"type": "string", "pattern": "^[1-9][0-9]{0,2}(s|m|h)$"}
     ]}))
