@@ -9,6 +9,8 @@
 //! the handlers check, so a client generated from the document sends only what is served.
 
 use serde_json::{Map, Value, json};
+use actors::domain::limits;
+use actors::domain::verikey::{MAX_FIELD_LEN, MAX_VEX_DIGESTS};
 use utoipa::PartialSchema as _;
 
 use super::error::ErrorBody;
@@ -259,7 +261,8 @@ pub fn dsse_envelope() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema
     }))
 }
 
-/// `actors::domain::verikey::VeriKeyInputs` (docs/verikey.md): every text 1 to 512 bytes.
+/// `actors::domain::verikey::VeriKeyInputs` (docs/verikey.md): every text 1 to
+/// [`MAX_FIELD_LEN`] bytes, at most [`MAX_VEX_DIGESTS`] VEX digests.
 pub fn verikey_inputs() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     schema(verikey_inputs_json())
 }
@@ -270,12 +273,12 @@ fn verikey_inputs_json() -> Value {
         "additionalProperties": false,
         "required": ["source_artifact_digest", "sbom_digest", "policy_hash", "signer_set_hash", "feed_epoch"],
         "properties": {
-            "source_artifact_digest": token(512),
-            "sbom_digest": token(512),
-            "vex_digests": {"type": "array", "maxItems": 64, "items": token(512)},
-            "policy_hash": token(512),
-            "signer_set_hash": token(512),
-            "feed_epoch": token(512),
+            "source_artifact_digest": token(MAX_FIELD_LEN),
+            "sbom_digest": token(MAX_FIELD_LEN),
+            "vex_digests": {"type": "array", "maxItems": MAX_VEX_DIGESTS, "items": token(MAX_FIELD_LEN)},
+            "policy_hash": token(MAX_FIELD_LEN),
+            "signer_set_hash": token(MAX_FIELD_LEN),
+            "feed_epoch": token(MAX_FIELD_LEN),
             "time_window": {
                 "type": ["object", "null"],
                 "description": "Unix seconds; `end` after `start`",
@@ -298,15 +301,15 @@ pub fn invalidate_request() -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
         json!({
             "type": "object",
             "required": [name, "reason"],
-            "properties": {name: value, "reason": {"type": "string", "pattern": "\\S", "maxLength": 1024}}
+            "properties": {name: value, "reason": {"type": "string", "pattern": "\\S", "maxLength": limits::REASON_LEN}}
         })
     };
     schema(json!({
         "description": "exactly one of `veri_key`, `signer_set_hash`, `policy_hash`, `feed_epoch_before`, plus `reason`",
         "oneOf": [
             criterion("veri_key", json!({"type": "string", "pattern": SHA256_DIGEST})),
-            criterion("signer_set_hash", token(512)),
-            criterion("policy_hash", token(512)),
+            criterion("signer_set_hash", token(limits::HASH_LEN)),
+            criterion("policy_hash", token(limits::HASH_LEN)),
             criterion("feed_epoch_before", json!({"type": "string", "description": "a semantic version or an RFC 3339 instant", "pattern": "^(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$"})),
         ]
     }))

@@ -63,7 +63,8 @@ enum Ttl {
     Text(String),
 }
 
-/// The body of `POST /api/v1/provcache/entries`.
+/// The body of `POST /api/v1/provcache/entries`. The lengths in the schema are
+/// `actors::domain::limits`' (`Entry::validate`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutEntry {
@@ -85,23 +86,23 @@ struct PutEntry {
     proof_root: Option<String>,
     /// Required unless `inputs` gives it.
     #[serde(default)]
-    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     policy_hash: Option<String>,
     /// Required unless `inputs` gives it.
     #[serde(default)]
-    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     signer_set_hash: Option<String>,
     /// The signers' key IDs.
     #[serde(default)]
-    #[schema(max_items = 64, pattern = "^[\\x21-\\x7e]{1,512}$")]
+    #[schema(max_items = 256, pattern = "^[\\x21-\\x7e]{1,256}$")]
     signer_key_ids: Vec<String>,
     /// The vulnerability feed.
     #[serde(default)]
-    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     feed_id: Option<String>,
     /// The feed's epoch; must agree with `inputs.feed_epoch`.
     #[serde(default)]
-    #[schema(pattern = "^[\\x21-\\x7e]{1,512}$")]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,64}$")]
     feed_epoch: Option<String>,
     /// Seconds (1 to 366 days), or a duration such as `"12h"`.
     #[serde(default)]
