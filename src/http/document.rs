@@ -52,6 +52,36 @@ fn other_parameter_schema(name: &str) -> Option<Value> {
     })
 }
 
+/// The JSON objects the handlers build for their success answers, where described here.
+fn response_schema(method: &str, path: &str, status: &str) -> Option<Value> {
+    let object = |required: &[&str]| json!({"type": "object", "required": required});
+    Some(match (method, path, status) {
+        ("get", "/healthz", _) => object(&["status"]),
+        ("get", "/readyz", _) => object(&["status", "node_id", "services", "actors"]),
+        ("post", "/api/v1/provcache/verikey", _) => json!({
+            "type": "object", "required": ["veri_key"],
+            "properties": {"veri_key": {"type": "string", "pattern": SHA256_DIGEST}}
+        }),
+        ("post", "/api/v1/provcache/invalidate", _) => object(&["status", "revocation_id"]),
+        ("get", "/api/v1/provcache/revocations", _) => json!({
+            "type": "object", "required": ["revocations", "next_since", "has_more"],
+            "properties": {"revocations": {"type": "array"}, "next_since": {"type": "integer"}, "has_more": {"type": "boolean"}}
+        }),
+        ("get", "/api/v1/rejected", _) => json!({
+            "type": "object", "required": ["rejected"], "properties": {"rejected": {"type": "array"}}
+        }),
+        ("get", "/api/v1/rekor/checkpoints", _) => json!({
+            "type": "object", "required": ["checkpoints"], "properties": {"checkpoints": {"type": "array"}}
+        }),
+        ("get", "/api/v1/rekor/divergences", _) => json!({
+            "type": "object", "required": ["divergences"], "properties": {"divergences": {"type": "array"}}
+        }),
+        ("post", "/api/v1/provcache/entries", _) => object(&["status", "veri_key"]),
+        ("put", "/api/v1/provcache/entries/{veri_key}/receipt", _) => object(&["veri_key", "rekor_uuid"]),
+        _ => return None,
+    })
+}
+
 /// A body schema.
 type BodySchema = fn() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
 
@@ -189,15 +219,23 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         }
         for (status, resp) in responses.iter_mut() {
             let is_error = status.starts_with('4') || status.starts_with('5');
-            if let Some(resp) = resp.as_object_mut()
-                && is_error
-                && !resp.contains_key("content")
-            {
-                resp.insert(
-                    "content".into(),
-                    json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}),
-                );
+            let Some(resp) = resp.as_object_mut() else {
+                continue;
+            };
+            if resp.contains_key("content") {
+                continue;
             }
+            // Every answer without a media type of its own is JSON: an error's body, or
+            // the object the handler builds (`response_schema` where it is described).
+            let schema = if is_error {
+                json!({"$ref": "#/components/schemas/Error"})
+            } else {
+                response_schema(method, path, status).unwrap_or_else(|| json!({"type": "object"}))
+            };
+            resp.insert(
+                "content".into(),
+                json!({"application/json": {"schema": schema}}),
+            );
         }
     }
     if let Some(body) = foreign_body(method, path)
