@@ -172,7 +172,7 @@ async fn list_divergences(
 #[serde(deny_unknown_fields)]
 struct AckBody {
     /// Who acknowledges (default `api`).
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00]*$")]
     by: Option<String>,
 }
 
@@ -201,9 +201,10 @@ async fn acknowledge(
             .and_then(|b| b.by)
     };
     let by = by.unwrap_or_else(|| "api".to_owned());
-    if by.is_empty() || by.len() > 128 {
+    // Characters, as the document's `maxLength` counts them; NUL no store can hold.
+    if by.is_empty() || by.chars().count() > 128 || by.contains('\0') {
         return Err(ApiError::BadRequest(
-            "field `by` must have 1 to 128 characters".into(),
+            "field `by` must have 1 to 128 characters, none of them NUL".into(),
         ));
     }
     let d = s

@@ -275,10 +275,16 @@ fn schema(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schem
     })
 }
 
-/// Text a store can hold (`actors::domain::limits`: no NUL), 1 to `max` characters of
-/// visible ASCII; what an identifier, digest or epoch is spelled with.
-fn token(max: usize) -> Value {
-    json!({"type": "string", "pattern": format!("^[\\x21-\\x7e]{{1,{max}}}$")})
+/// Text a store can hold (`actors::domain::limits`): not blank, no NUL, at most `max`
+/// bytes. JSON Schema counts characters, so a text of at most `max` characters may still
+/// be refused for its UTF-8 length.
+fn text(max: usize) -> Value {
+    json!({"type": "string", "maxLength": max, "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$"})
+}
+
+/// A VeriKey input (`verikey::check`): 1 to `MAX_FIELD_LEN` bytes, anything else goes.
+fn verikey_field() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_FIELD_LEN})
 }
 
 /// A DSSE envelope (`actors::domain::dsse::Envelope`).
@@ -311,12 +317,12 @@ fn verikey_inputs_json() -> Value {
         "additionalProperties": false,
         "required": ["source_artifact_digest", "sbom_digest", "policy_hash", "signer_set_hash", "feed_epoch"],
         "properties": {
-            "source_artifact_digest": token(MAX_FIELD_LEN),
-            "sbom_digest": token(MAX_FIELD_LEN),
-            "vex_digests": {"type": "array", "maxItems": MAX_VEX_DIGESTS, "items": token(MAX_FIELD_LEN)},
-            "policy_hash": token(MAX_FIELD_LEN),
-            "signer_set_hash": token(MAX_FIELD_LEN),
-            "feed_epoch": token(MAX_FIELD_LEN),
+            "source_artifact_digest": verikey_field(),
+            "sbom_digest": verikey_field(),
+            "vex_digests": {"type": "array", "maxItems": MAX_VEX_DIGESTS, "items": verikey_field()},
+            "policy_hash": verikey_field(),
+            "signer_set_hash": verikey_field(),
+            "feed_epoch": verikey_field(),
             "time_window": {
                 "type": ["object", "null"],
                 "description": "Unix seconds; `end` after `start`",
@@ -339,15 +345,15 @@ pub fn invalidate_request() -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
         json!({
             "type": "object",
             "required": [name, "reason"],
-            "properties": {name: value, "reason": {"type": "string", "pattern": "\\S", "maxLength": limits::REASON_LEN}}
+            "properties": {name: value, "reason": text(limits::REASON_LEN)}
         })
     };
     schema(json!({
         "description": "exactly one of `veri_key`, `signer_set_hash`, `policy_hash`, `feed_epoch_before`, plus `reason`",
         "oneOf": [
             criterion("veri_key", json!({"type": "string", "pattern": SHA256_DIGEST})),
-            criterion("signer_set_hash", token(limits::HASH_LEN)),
-            criterion("policy_hash", token(limits::HASH_LEN)),
+            criterion("signer_set_hash", text(limits::HASH_LEN)),
+            criterion("policy_hash", text(limits::HASH_LEN)),
             criterion("feed_epoch_before", json!({"type": "string", "description": "a semantic version or an RFC 3339 instant", "pattern": "^(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})$"})),
         ]
     }))
