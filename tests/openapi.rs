@@ -159,13 +159,19 @@ async fn check_document(t: &TestApp, conditional: bool, expected: &[((&str, &str
                 && !being_changed
             {
                 for (media, body) in content {
-                    assert!(body["schema"].is_object(), "{at}: {media} body has a schema");
+                    assert!(
+                        body["schema"].is_object(),
+                        "{at}: {media} body has a schema"
+                    );
                 }
             }
             let responses = op["responses"].as_object().expect("responses");
             for (status, resp) in responses {
                 let content = resp["content"].as_object();
-                assert!(content.is_some_and(|c| !c.is_empty()), "{at} {status}: a media type");
+                assert!(
+                    content.is_some_and(|c| !c.is_empty()),
+                    "{at} {status}: a media type"
+                );
                 if status.starts_with('4') || status.starts_with('5') {
                     assert_eq!(
                         resp["content"]["application/json"]["schema"]["$ref"],

@@ -30,7 +30,8 @@ fn schemathesis() -> Option<PathBuf> {
     if st.is_file() {
         return Some(st);
     }
-    let msg = "schemathesis missing (tests/clients/schemathesis/.venv); `bash .ci/tools` installs it";
+    let msg =
+        "schemathesis missing (tests/clients/schemathesis/.venv); `bash .ci/tools` installs it";
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg} (CI=true: a missing tool is a failure)");
     }
@@ -98,7 +99,9 @@ async fn schemathesis_finds_no_failure() {
         .args(["--exclude-path", "/api/v1/events"])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // schemathesis keeps a cache (`.schemathesis/`) in its working directory: the test's.
+        .current_dir(&report);
     // The server runs on this runtime's other threads while schemathesis blocks this one.
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await

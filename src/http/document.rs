@@ -8,9 +8,9 @@
 //! body every 4xx and 5xx carries (`error::json_errors`). Path parameters get the formats
 //! the handlers check, so a client generated from the document sends only what is served.
 
-use serde_json::{Map, Value, json};
 use actors::domain::limits;
 use actors::domain::verikey::{MAX_FIELD_LEN, MAX_VEX_DIGESTS};
+use serde_json::{Map, Value, json};
 use utoipa::PartialSchema as _;
 
 use super::error::ErrorBody;
@@ -77,7 +77,9 @@ fn response_schema(method: &str, path: &str, status: &str) -> Option<Value> {
             "type": "object", "required": ["divergences"], "properties": {"divergences": {"type": "array"}}
         }),
         ("post", "/api/v1/provcache/entries", _) => object(&["status", "veri_key"]),
-        ("put", "/api/v1/provcache/entries/{veri_key}/receipt", _) => object(&["veri_key", "rekor_uuid"]),
+        ("put", "/api/v1/provcache/entries/{veri_key}/receipt", _) => {
+            object(&["veri_key", "rekor_uuid"])
+        }
         _ => return None,
     })
 }
@@ -111,7 +113,9 @@ fn shared_response(status: &str) -> &'static str {
         "404" => "nothing there",
         "413" => "the body is larger than the route takes",
         "415" => "the body is not `application/json`",
-        "503" => "a dependency is unavailable or too many requests are in flight; retry after `Retry-After` seconds",
+        "503" => {
+            "a dependency is unavailable or too many requests are in flight; retry after `Retry-After` seconds"
+        }
         _ => "error",
     }
 }
