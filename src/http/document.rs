@@ -80,6 +80,19 @@ fn response_schema(method: &str, path: &str, status: &str) -> Option<Value> {
         ("put", "/api/v1/provcache/entries/{veri_key}/receipt", _) => {
             object(&["veri_key", "rekor_uuid"])
         }
+        ("post", "/api/v1/rekor/submissions", _) => json!({
+            "type": "object", "required": ["id", "status"],
+            "properties": {"id": {"type": "string", "pattern": "^sub-[0-9a-f]{64}$"}, "status": {"type": "string"}}
+        }),
+        ("get", "/api/v1/rekor/submissions/{id}", _) => {
+            object(&["id", "backend", "status", "attempts"])
+        }
+        ("get", "/api/v1/rekor/entries/{uuid}", _) => {
+            object(&["uuid", "backend", "log_index", "transparency_log_entry"])
+        }
+        ("get", "/api/v1/policies", _) => json!({
+            "type": "object", "required": ["policies"], "properties": {"policies": {"type": "array"}}
+        }),
         _ => return None,
     })
 }
