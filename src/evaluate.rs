@@ -106,14 +106,17 @@ impl From<CacheError> for EvaluateError {
 }
 
 /// The request body of `POST /api/v1/provcache/evaluate`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
     /// The artifact, `sha256:<hex>` or `sha512:<hex>` (an in-toto subject's digest).
+    #[schema(pattern = "^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")]
     pub artifact_digest: String,
     /// The stored policy's name.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub policy: String,
     /// The Sigstore bundles (objects, or their JSON text).
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 16)]
     pub attestations: Vec<Value>,
     /// The SBOM's digest, when the verdict depends on one.
     #[serde(default)]

@@ -146,6 +146,52 @@ async fn check_document(t: &TestApp, conditional: bool, expected: &[((&str, &str
         }
     }
 
+    // Every operation says what it takes and gives: a schema for each request body, a
+    // media type for each answer, the error schema for each error answer, 401 and 403
+    // where a token is needed, 503 where the in-flight limit applies.
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for m in METHODS {
+            let Some(op) = item.get(m) else { continue };
+            let at = format!("{m} {path}");
+            // issue 22: inbound.rs is being changed; the lead removes this exclusion at merge
+            let being_changed = path == "/api/v1/events";
+            if let Some(content) = op["requestBody"]["content"].as_object()
+                && !being_changed
+            {
+                for (media, body) in content {
+                    assert!(
+                        body["schema"].is_object(),
+                        "{at}: {media} body has a schema"
+                    );
+                }
+            }
+            let responses = op["responses"].as_object().expect("responses");
+            for (status, resp) in responses {
+                let content = resp["content"].as_object();
+                assert!(
+                    content.is_some_and(|c| !c.is_empty()),
+                    "{at} {status}: a media type"
+                );
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        resp["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/Error",
+                        "{at} {status}: the error schema"
+                    );
+                }
+            }
+            if op.get("security").is_some() {
+                for status in ["401", "403"] {
+                    assert!(responses.contains_key(status), "{at}: documents {status}");
+                }
+            }
+            if !["/healthz", "/readyz", "/metrics"].contains(&path.as_str()) {
+                assert!(responses.contains_key("503"), "{at}: documents 503");
+            }
+        }
+    }
+    assert!(doc["components"]["schemas"]["Error"].is_object());
+
     // Every documented operation is served by its route, not by the fallback.
     for (method, path) in &ops {
         let concrete = path

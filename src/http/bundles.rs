@@ -415,16 +415,18 @@ async fn chunk_status(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /api/v1/provcache/entries/{veri_key}/receipt`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LinkBody {
+    /// The UUID of a stored Rekor receipt.
     rekor_uuid: String,
 }
 
 /// Links an entry to the stored Rekor receipt of its attestation, so exported bundles carry it.
 #[utoipa::path(put, path = "/api/v1/provcache/entries/{veri_key}/receipt", tag = "airgap",
     params(("veri_key" = String, Path, description = "sha256:<64 hex>")),
-    request_body(content_type = "application/json", description = "`{\"rekor_uuid\": \"<uuid>\"}`"),
+    request_body(content = LinkBody, content_type = "application/json", description = "`{\"rekor_uuid\": \"<uuid>\"}`"),
     responses((status = 200, description = "linked; `veri_key` and `rekor_uuid`"),
               (status = 400, description = "bad VeriKey or body"),
               (status = 404, description = "no stored Rekor receipt with that UUID")),

@@ -167,9 +167,12 @@ async fn list_divergences(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The optional body of `POST /api/v1/rekor/divergences/{id}/ack`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    /// Who acknowledges (default `api`).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00]*$")]
     by: Option<String>,
 }
 
@@ -177,7 +180,7 @@ struct AckBody {
 /// its next round.
 #[utoipa::path(post, path = "/api/v1/rekor/divergences/{id}/ack", tag = "rekor",
     params(("id" = i64, Path, description = "divergence id (a positive integer)")),
-    request_body(content_type = "application/json", description = "optional `{\"by\": \"<who>\"}` (1-128 characters, default `api`)"),
+    request_body(content = Option<AckBody>, content_type = "application/json", description = "optional `{\"by\": \"<who>\"}` (1-128 characters, default `api`)"),
     responses((status = 200, description = "the acknowledged divergence"), (status = 400, description = "bad id or body"),
               (status = 404, description = "no such divergence")),
     security(("bearer" = ["admin"])))]
@@ -192,14 +195,16 @@ async fn acknowledge(
     let by = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<AckBody>(&body)
+        // JSON `null` is no body, as the document's optional body allows.
+        serde_json::from_slice::<Option<AckBody>>(&body)
             .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
-            .by
+            .and_then(|b| b.by)
     };
     let by = by.unwrap_or_else(|| "api".to_owned());
-    if by.is_empty() || by.len() > 128 {
+    // Characters, as the document's `maxLength` counts them; NUL no store can hold.
+    if by.is_empty() || by.chars().count() > 128 || by.contains('\0') {
         return Err(ApiError::BadRequest(
-            "field `by` must have 1 to 128 characters".into(),
+            "field `by` must have 1 to 128 characters, none of them NUL".into(),
         ));
     }
     let d = s

@@ -63,26 +63,50 @@ enum Ttl {
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/provcache/entries`. The lengths in the schema are
+/// `actors::domain::limits`' (`Entry::validate`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutEntry {
+    /// The entry's VeriKey; or give `inputs` instead.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     veri_key: Option<String>,
+    /// What the VeriKey is computed from (docs/verikey.md); or give `veri_key` instead.
+    #[schema(schema_with = super::document::optional_verikey_inputs)]
     inputs: Option<VeriKeyInputs>,
+    /// The verdict document, any JSON value, stored as given.
+    #[schema(value_type = Value)]
     verdict: Value,
-    trust_score: i64,
+    /// 0 to 100. JSON does not tell `67` from `67.0`, so neither does this field.
+    #[schema(value_type = i64, minimum = 0, maximum = 100)]
+    trust_score: serde_json::Number,
+    /// The evidence's proof root.
     #[serde(default)]
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     proof_root: Option<String>,
+    /// Required unless `inputs` gives it.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     policy_hash: Option<String>,
+    /// Required unless `inputs` gives it.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     signer_set_hash: Option<String>,
+    /// The signers' key IDs.
     #[serde(default)]
+    #[schema(max_items = 256, pattern = "^[\\x21-\\x7e]{1,256}$")]
     signer_key_ids: Vec<String>,
+    /// The vulnerability feed.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,128}$")]
     feed_id: Option<String>,
+    /// The feed's epoch; must agree with `inputs.feed_epoch`.
     #[serde(default)]
+    #[schema(pattern = "^[\\x21-\\x7e]{1,64}$")]
     feed_epoch: Option<String>,
+    /// Seconds (1 to 366 days), or a duration such as `"12h"`.
     #[serde(default)]
+    #[schema(schema_with = super::document::ttl)]
     ttl: Option<Ttl>,
 }
 
@@ -142,8 +166,16 @@ fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
     )?
     .ok_or_else(|| bad("`signer_set_hash` is required".into()))?;
     let feed_epoch = pick("feed_epoch", body.feed_epoch, inputs.map(|i| &i.feed_epoch))?;
-    let trust_score = i16::try_from(body.trust_score)
-        .ok()
+    let trust_score = body
+        .trust_score
+        .as_i64()
+        .or_else(|| {
+            body.trust_score
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=100.0).contains(f))
+                .map(|f| f as i64)
+        })
+        .and_then(|s| i16::try_from(s).ok())
         .filter(|s| (0..=100).contains(s))
         .ok_or_else(|| {
             bad(format!(
@@ -173,7 +205,7 @@ fn entry_of(body: PutEntry, default_ttl: Duration) -> Result<Entry, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/provcache/entries", tag = "provcache",
-    request_body(content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
+    request_body(content = PutEntry, content_type = "application/json", description = "`veri_key` or `inputs`, `verdict`, `trust_score`, ..."),
     responses((status = 202, description = "queued (write-behind)"), (status = 201, description = "committed"),
               (status = 400, description = "names the bad field")),
     security(("bearer" = ["write"])))]

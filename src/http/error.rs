@@ -79,14 +79,20 @@ impl From<crate::adapters::AdapterError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer (the `Error` schema of the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    #[schema(inline)]
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
+/// An error's stable code and its message.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Detail<'a> {
+    /// Stable and machine-readable: `bad_request`, `unauthorized`, `not_found`, ...
     code: &'a str,
+    /// For people; it names the field or parameter at fault.
     message: String,
 }
 
@@ -118,7 +124,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (
             status,
-            Json(Body {
+            Json(ErrorBody {
                 error: Detail {
                     code,
                     message: self.to_string(),

@@ -64,7 +64,7 @@ impl From<EvaluateError> for ApiError {
 
 /// The verdict on an artifact under a stored policy, cached or decided now.
 #[utoipa::path(post, path = "/api/v1/provcache/evaluate", tag = "provcache",
-    request_body(content_type = "application/json",
+    request_body(content = crate::evaluate::EvaluateRequest, content_type = "application/json",
         description = "`artifact_digest` (`sha256:<hex>` or `sha512:<hex>`), `policy` (a stored policy's name), `attestations` (Sigstore bundles), optional `sbom_digest`, `vex_digests`, `feed_id`, `feed_epoch`, `ttl` (seconds)"),
     responses(
         (status = 200, description = "`veri_key`, `decision` (`allow` or `deny`), `cached`, `reasons`, and the whole `verdict`; a cached one with `X-Provcache-Tier`"),

@@ -245,7 +245,7 @@ async fn manifest(
 
 #[utoipa::path(get, path = "/api/v1/proofs/{proof_root}/chunks/{index}", tag = "evidence",
     params(("proof_root" = String, Path, description = "sha256:<64 hex>"), ("index" = u64, Path, description = "chunk index")),
-    responses((status = 200, description = "the chunk's bytes"), (status = 404, description = "unknown root or index")),
+    responses((status = 200, description = "the chunk's bytes, with the content type given at upload", content_type = "*/*"), (status = 404, description = "unknown root or index")),
     security(("bearer" = ["read"])))]
 async fn chunk(
     State(s): State<AppState>,

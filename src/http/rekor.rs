@@ -52,11 +52,17 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     submit.merge(read).merge(admin)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/rekor/submissions`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
+    /// The DSSE envelope: `payloadType`, `payload` (base64) and `signatures`.
+    #[schema(schema_with = super::document::dsse_envelope)]
     envelope: Value,
+    /// The PEM public keys that may have signed it.
+    #[schema(min_items = 1)]
     verifiers: Vec<String>,
+    /// A configured backend's name (default: the default backend).
     #[serde(default)]
     backend: Option<String>,
 }
@@ -123,7 +129,7 @@ fn request(backend: &str, envelope: &Value, verifier_keys: &[String]) -> Submiss
 }
 
 #[utoipa::path(post, path = "/api/v1/rekor/submissions", tag = "rekor",
-    request_body(content_type = "application/json", description = "`envelope` (DSSE), `verifiers` (PEM), optional `backend`"),
+    request_body(content = SubmitBody, content_type = "application/json", description = "`envelope` (DSSE), `verifiers` (PEM), optional `backend`"),
     responses((status = 202, description = "queued"), (status = 200, description = "already known; its status"),
               (status = 400, description = "names the bad field"), (status = 503, description = "no backend or the bus is down")),
     security(("bearer" = ["submit"])))]

@@ -72,12 +72,14 @@ where
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
     /// The Sigstore bundle: its JSON object, or its JSON text as a string.
+    #[schema(value_type = Object)]
     bundle: Value,
     /// The artifact's digest, `sha256:<hex>` (`sha512:<hex>` for an in-toto subject).
+    #[schema(pattern = "^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")]
     artifact_digest: String,
     /// Who must have signed, for a bundle signed with a Fulcio certificate.
     #[serde(default)]
@@ -90,7 +92,8 @@ struct VerifyRequest {
     thresholds: Option<ThresholdsBody>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Who must have signed.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
     identity: Option<String>,
@@ -101,7 +104,8 @@ struct PolicyBody {
     github: GithubBody,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// GitHub workflow identity claims.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GithubBody {
     repository: Option<String>,
@@ -112,7 +116,8 @@ struct GithubBody {
     runner_environment: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How many log entries and timestamps must verify.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ThresholdsBody {
     tlog_entries: Option<usize>,
@@ -121,7 +126,7 @@ struct ThresholdsBody {
 
 /// Verifies a Sigstore bundle completely and offline; the report of every check.
 #[utoipa::path(post, path = "/api/v1/verify", tag = "verification",
-    request_body(content_type = "application/json",
+    request_body(content = VerifyRequest, content_type = "application/json",
         description = "`bundle` (object or JSON text), `artifact_digest` (`sha256:<hex>` or `sha512:<hex>`), and `policy` (`identity` or `identity_regexp`, `issuer` or `issuer_regexp`, optional `github`: `repository`, `ref`, `workflow`, `trigger`, `runner_environment`) or `key` (PEM); optional `thresholds` (`tlog_entries`, `timestamps`)"),
     responses(
         (status = 200, description = "the verdict: `valid`, `error` and `failed_check` when invalid, every check, the signer, the signing time and the log entries"),
