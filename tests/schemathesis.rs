@@ -89,14 +89,15 @@ async fn schemathesis_finds_no_failure() {
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", SEED])
-        .args(["--workers", "2"])
+        // One worker: with two, CPython 3.11's `ast` is parsed from two threads at once
+        // (hypothesis describing its lambdas) and now and then fails with "AST constructor
+        // recursion depth mismatch", a crash of the tool, not a finding.
+        .args(["--workers", "1"])
         .args(["--request-timeout", "30"])
         .arg("--header")
         .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
         .arg("--report-dir")
         .arg(&report)
-        // issue 22: inbound.rs is being changed; the lead removes this exclusion at merge
-        .args(["--exclude-path", "/api/v1/events"])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
         .stdin(Stdio::null())

@@ -48,17 +48,25 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 #[allow(dead_code)] // Only its schema is used: the body is read by `events::decode`.
 struct InboundEvent {
     /// Always `1.0`.
+    #[schema(pattern = r"^1\.0$")]
     specversion: String,
     /// Any non-empty string of at most 128 bytes, unique with `source`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00]+$")]
     id: String,
     /// Who emitted the event, e.g. `/authority`.
+    #[schema(min_length = 1, pattern = r"^[^\x00]+$")]
     source: String,
     /// An inbound event type, e.g. `dev.provd.signer.revoked.v1`.
-    #[schema(rename = "type")]
+    #[schema(
+        rename = "type",
+        pattern = r"^dev\.provd\.(signer\.revoked|feed\.epoch_advanced|policy\.updated|invalidate\.requested|rekor\.submission\.requested)\.v1$"
+    )]
     ty: String,
     /// When it happened (RFC 3339).
+    #[schema(format = DateTime)]
     time: Option<String>,
     /// `application/json` when present.
+    #[schema(pattern = r"^application/json")]
     datacontenttype: Option<String>,
     /// What the event is about.
     subject: Option<String>,
