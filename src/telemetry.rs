@@ -84,6 +84,7 @@ pub fn init_logs_and_traces(
         .with_resource(resource)
         .build();
     install(format, Some(&provider));
+    actors::trace::set_exporting(true);
     Ok(TraceGuard(Some(provider)))
 }
 

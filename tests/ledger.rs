@@ -966,6 +966,17 @@ async fn provd_replay_removes_what_a_stale_restore_brought_back() {
         .expect("id")
         .to_owned();
     let seq = row(&t, &id).await["seq_no"].as_i64().expect("seq");
+    // This node's ledger consumer has applied the row too (its own sweep of the durable
+    // tier must not race with the restore below: the snapshot is restored later).
+    let applied = format!(
+        "SELECT coalesce(max(last_seq_no), 0) FROM provcache.prov_replay_checkpoints \
+         WHERE node_id = '{}'",
+        t.config.node_id
+    );
+    eventually("this node applied the revocation", WAIT, || async {
+        (t.query_i64(&applied).await >= seq).then_some(())
+    })
+    .await;
 
     // The restore: both rows back as they were a day ago, before the revocation.
     for e in [&doomed, &kept] {

@@ -19,6 +19,19 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::ports::{Delivery, EventBus, PortError};
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that spans are exported (set once by the process's telemetry), so hot paths name
+/// their spans for OpenTelemetry only then, and logs carry no such fields otherwise.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A W3C trace context: the `traceparent` and `tracestate` headers' values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {

@@ -60,14 +60,19 @@ pub async fn trace(mut req: Request, next: Next) -> Response {
     }
     let span = tracing::info_span!(
         "http",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
         request_id = %request_id,
         correlation_id = correlation_id.as_deref().unwrap_or("-"),
         method = %method,
         route = %route,
         http.response.status_code = tracing::field::Empty,
     );
+    // Named for OpenTelemetry only when spans are exported (the log lines stay as they were).
+    if actors::trace::exporting() {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("otel.kind", "server");
+    }
     // A caller's W3C trace context makes this request a child of the caller's span.
     let caller = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
@@ -78,7 +83,9 @@ pub async fn trace(mut req: Request, next: Next) -> Response {
     let mut resp = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
-    span.record("http.response.status_code", status);
+    if actors::trace::exporting() {
+        span.record("http.response.status_code", status);
+    }
     span.in_scope(|| {
         // Probes and scrapes come every few seconds; they would drown the rest.
         if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
