@@ -72,6 +72,14 @@ async fn a_node_whose_nats_comes_back_catches_up_from_the_ledger() {
         return;
     };
 
+    // B's start-up catch-up must be over before it is cut off: run later, it would read the
+    // revocation below from the ledger, which is what this test wants only after a reconnect.
+    eventually("B is ready (caught up from the ledger)", WAIT, || async {
+        let r = b.http.get(b.url("/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+
     let revoked = entry("sha256:set-partition", "key-partition");
     let kept = entry("sha256:set-kept", "key-kept");
     let writes: Vec<EntryWrite> = [&revoked, &kept]
