@@ -5,7 +5,7 @@
 //! context is written into the CloudEvent (the distributed-tracing extension's `traceparent`
 //! and `tracestate`) and, by the JetStream adapter, into the NATS headers. A consumer makes
 //! its per-message span a child of that context with [`adopt`] ([`parent_of`] picks the
-//! header or the event's extension). Without an OpenTelemetry layer (no `otel.endpoint`, unit
+//! header or the event's extension). Without export (no `otel.endpoint`: `exporting()` is false, unit
 //! tests) spans have no context: nothing is written and adopting does nothing.
 
 use std::collections::HashMap;
@@ -44,6 +44,10 @@ pub struct TraceContext {
 impl TraceContext {
     /// The context of `span`, when it is part of a trace.
     pub fn of(span: &tracing::Span) -> Option<Self> {
+        // Without export no span has a context; this skips the lookup on every publish.
+        if !exporting() {
+            return None;
+        }
         let cx = span.context();
         if !cx.span().span_context().is_valid() {
             return None;
@@ -78,7 +82,9 @@ impl TraceContext {
 /// Makes `parent` the parent of `span`, which must not have been entered yet. A missing or
 /// malformed context leaves `span` where it is (a new trace, or its current parent).
 pub fn adopt(span: &tracing::Span, parent: Option<&TraceContext>) {
-    let Some(parent) = parent else { return };
+    let Some(parent) = parent.filter(|_| exporting()) else {
+        return;
+    };
     let cx = context_of(parent);
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
@@ -88,6 +94,9 @@ pub fn adopt(span: &tracing::Span, parent: Option<&TraceContext>) {
 /// Links `span` to `other`: for work done once for several messages (a batch), whose
 /// other traces it also continues.
 pub fn link(span: &tracing::Span, other: &TraceContext) {
+    if !exporting() {
+        return;
+    }
     let cx = context_of(other);
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {
